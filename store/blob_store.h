@@ -1,0 +1,105 @@
+// Copyright 2026 The Cairn Authors.
+//
+// Immutable blob files, sharded by digest under a data directory:
+//
+//   <root>/blobs/sha256/<first 2 hex>/<64 hex>   committed blobs
+//   <root>/tmp/<random>.partial                    blobs being written
+//
+// A blob is written through a BlobWriter, which hashes while it writes to a
+// temp file. Commit renames the temp file into place; with
+// Durability::kDurable it first fsyncs the file and afterwards fsyncs the
+// shard directory, so after Commit returns the blob survives a crash. A
+// crash before Commit leaves only a temp file, which Open() removes.
+//
+// BlobStore does not decide whether a blob "exists" for clients: that is
+// the metadata database's job (a record there is written only once the bytes
+// are durable). BlobStore only moves bytes.
+
+#ifndef CAIRN_STORE_BLOB_STORE_H_
+#define CAIRN_STORE_BLOB_STORE_H_
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "store/digest.h"
+
+namespace cairn {
+
+enum class Durability {
+  // fsync the file, rename, fsync the shard directory.
+  kDurable,
+  // rename only; the caller flushes later (BlobStore::SyncFilesystem).
+  kDeferred,
+};
+
+// Streams one blob to a temp file while hashing it. Not thread-safe. The
+// destructor removes the temp file unless Commit succeeded.
+class BlobWriter {
+ public:
+  virtual ~BlobWriter() = default;
+
+  // Appends bytes. Errors: Internal/ResourceExhausted on I/O failure
+  // (message names the temp path and errno text).
+  virtual absl::Status Append(absl::string_view data) = 0;
+
+  // Bytes appended so far.
+  virtual uint64_t size() const = 0;
+
+  // Stops accepting data and returns the digest of what was appended.
+  // Idempotent. No file is moved yet.
+  virtual absl::StatusOr<Digest> Finish() = 0;
+
+  // Finish()es if needed, then, if `expected` is set and differs from the
+  // actual digest, returns DataLoss naming both digests and removes the temp
+  // file. Otherwise moves the temp file to its final path, replacing any
+  // file there (same digest, so same bytes), with the given durability.
+  // Returns the digest.
+  virtual absl::StatusOr<Digest> Commit(
+      Durability durability, const std::optional<Digest>& expected = {}) = 0;
+};
+
+// Thread-safe.
+class BlobStore {
+ public:
+  // Creates <root>/blobs/sha256 and <root>/tmp if needed, and removes every
+  // file left in <root>/tmp (a crashed writer's). Errors: Internal or
+  // PermissionDenied naming the path.
+  static absl::StatusOr<std::unique_ptr<BlobStore>> Open(
+      const std::string& root);
+
+  virtual ~BlobStore() = default;
+
+  // Path of a committed blob file, whether or not it exists.
+  virtual std::string PathFor(const Digest& digest) const = 0;
+
+  // Starts writing a new blob.
+  virtual absl::StatusOr<std::unique_ptr<BlobWriter>> NewWriter() = 0;
+
+  // Opens a committed blob file read-only; returns an owned fd.
+  // Errors: NotFound naming the digest.
+  virtual absl::StatusOr<int> OpenFd(const Digest& digest) const = 0;
+
+  // Size in bytes of the committed blob file. Errors: NotFound.
+  virtual absl::StatusOr<uint64_t> FileSize(const Digest& digest) const = 0;
+
+  // Flushes every pending write of the file system holding the store
+  // (syncfs(2)), making kDeferred commits durable.
+  virtual absl::Status SyncFilesystem() = 0;
+
+  // Number of temp files Open() removed (for logs and tests).
+  virtual int removed_temp_files() const = 0;
+};
+
+// Reads [offset, offset + length) of a blob file into `out` (resized to the
+// bytes read; fewer only at end of file). Errors: Internal on I/O failure.
+absl::Status PreadFully(int fd, uint64_t offset, size_t length,
+                        std::string* out);
+
+}  // namespace cairn
+
+#endif  // CAIRN_STORE_BLOB_STORE_H_

@@ -1,0 +1,143 @@
+// Copyright 2026 The Cairn Authors.
+//
+// The content-addressed store: blob files (BlobStore) plus metadata in
+// RocksDB (MetadataDb), and artefact ingest (ArchiveIndex) tying them
+// together. This is what the gRPC service and the FUSE mount use.
+//
+// Data directory layout:
+//   <data>/blobs/sha256/xx/<hex>   blob files (tarballs and file contents)
+//   <data>/tmp/                    blobs being written; emptied at Open
+//   <data>/meta/                   RocksDB
+//
+// Upload and durability:
+//   1. ArtefactUpload::Append streams the tarball to a temp file, hashing it,
+//      and hands each chunk to an indexer thread that inflates the archive,
+//      checks it (archive_index.h) and writes each regular file as its own
+//      blob (deferred durability; a file whose digest already has a record
+//      is not written again).
+//   2. Finish() waits for the indexer, checks the digest, fsyncs and renames
+//      the tarball blob into place and fsyncs its directory, then commits in
+//      one synced RocksDB batch: the tarball's BlobRecord, its
+//      ArtefactRecord (index_state COMMITTED) and every FileRecord.
+//   3. A background flusher then syncfs()es the file system, writes the
+//      BlobRecords of the new file blobs and marks the artefact DURABLE.
+//   After a crash, Open() re-derives every artefact not DURABLE from its
+//   tarball before serving. So no index ever points at missing or wrong
+//   bytes, and a half-written blob is never visible.
+
+#ifndef CAIRN_STORE_STORE_H_
+#define CAIRN_STORE_STORE_H_
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "absl/types/span.h"
+#include "proto/store_records.pb.h"
+#include "store/archive_index.h"
+#include "store/blob_store.h"
+#include "store/digest.h"
+#include "store/metadata.h"
+
+namespace cairn {
+
+struct StoreOptions {
+  std::string data_dir;
+  ArchiveLimits limits;
+  // Bytes of tarball chunks queued between the upload and the indexer
+  // thread; bounds memory per upload.
+  size_t index_queue_bytes = 8 << 20;
+};
+
+struct UploadOptions {
+  std::optional<Digest> expected_digest;
+  std::optional<uint64_t> expected_size;  // Bytes.
+};
+
+struct UploadResult {
+  Digest digest;
+  uint64_t size = 0;  // Bytes.
+  bool already_present = false;
+  store::ArtefactRecord artefact;
+};
+
+struct BlobInfo {
+  Digest digest;
+  store::BlobRecord blob;
+  // Set when the blob is an artefact.
+  std::optional<store::ArtefactRecord> artefact;
+};
+
+// One artefact upload. Not thread-safe: one caller streams into it. The
+// destructor abandons an unfinished upload and removes everything it wrote
+// that is not referenced by a committed record.
+class ArtefactUpload {
+ public:
+  virtual ~ArtefactUpload() = default;
+
+  // Appends the next bytes of the tarball. Errors: those of the indexer as
+  // soon as it fails (InvalidArgument for an unsafe archive, naming the
+  // entry), DataLoss when expected_size is exceeded, Internal on I/O.
+  virtual absl::Status Append(absl::string_view data) = 0;
+
+  // Ends the upload: see the file comment. Errors: DataLoss naming expected
+  // and actual digest (or size) on mismatch; the indexer's error; Internal
+  // on I/O. Nothing is stored on error.
+  virtual absl::StatusOr<UploadResult> Finish() = 0;
+};
+
+// Thread-safe.
+class Store {
+ public:
+  // Opens or creates the store in options.data_dir: cleans temp files,
+  // re-derives non-durable indexes, starts the flusher. Errors: Internal or
+  // PermissionDenied naming the path; the RocksDB lock error when another
+  // process has the store open.
+  static absl::StatusOr<std::unique_ptr<Store>> Open(
+      const StoreOptions& options);
+
+  // Flushes pending indexes (waits for the flusher) and closes.
+  virtual ~Store() = default;
+
+  // The digests of `digests` that have no record, in request order.
+  virtual absl::StatusOr<std::vector<Digest>> FindMissing(
+      absl::Span<const Digest> digests) const = 0;
+
+  // Starts an artefact upload. If expected_digest is already stored the
+  // upload still consumes its bytes but does no indexing and Finish()
+  // reports already_present.
+  virtual absl::StatusOr<std::unique_ptr<ArtefactUpload>> BeginUpload(
+      const UploadOptions& options) = 0;
+
+  // Errors: NotFound naming the digest.
+  virtual absl::StatusOr<BlobInfo> Stat(const Digest& digest) const = 0;
+
+  // Reads [offset, offset + length) of a stored blob into `out` (fewer bytes
+  // only at its end). Errors: NotFound; OutOfRange when offset > size.
+  virtual absl::Status ReadBlob(const Digest& digest, uint64_t offset,
+                                size_t length, std::string* out) const = 0;
+
+  // Opens a stored blob's file read-only (owned fd), for zero-copy serving.
+  // Errors: NotFound.
+  virtual absl::StatusOr<int> OpenBlobFd(const Digest& digest) const = 0;
+
+  // The artefact's file index. Errors: NotFound if not an artefact.
+  virtual const MetadataDb& metadata() const = 0;
+
+  // Blocks until every artefact committed so far is DURABLE (for tests and
+  // orderly shutdown).
+  virtual absl::Status WaitDurable() = 0;
+
+  // Number of artefacts re-derived at Open (for logs and tests).
+  virtual int recovered_artefacts() const = 0;
+};
+
+}  // namespace cairn
+
+#endif  // CAIRN_STORE_STORE_H_
