@@ -76,8 +76,7 @@ struct IndexedEntry {
 };
 
 struct ArchiveIndex {
-  store::ArtefactRecord::Compression compression =
-      store::ArtefactRecord::NONE;
+  store::ArtefactRecord::Compression compression = store::ArtefactRecord::NONE;
   // Every entry including synthesised parent directories, in archive order
   // (parents before children). record.entry_id is 1-based in this order;
   // hardlinks carry their target's entry_id. Digests are raw 32 bytes.

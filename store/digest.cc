@@ -35,8 +35,8 @@ absl::StatusOr<Digest> Digest::Parse(absl::string_view text) {
   }
   absl::string_view hex = text.substr(kPrefix.size());
   if (hex.size() != 2 * kSize) {
-    return BadDigest(text, absl::StrCat("has ", hex.size(),
-                                        " hex characters, not 64"));
+    return BadDigest(
+        text, absl::StrCat("has ", hex.size(), " hex characters, not 64"));
   }
   Digest d;
   for (size_t i = 0; i < kSize; ++i) {
@@ -52,8 +52,8 @@ absl::StatusOr<Digest> Digest::Parse(absl::string_view text) {
 
 absl::StatusOr<Digest> Digest::FromRaw(absl::string_view raw) {
   if (raw.size() != kSize) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "raw digest has ", raw.size(), " bytes, not ", kSize));
+    return absl::InvalidArgumentError(
+        absl::StrCat("raw digest has ", raw.size(), " bytes, not ", kSize));
   }
   Digest d;
   std::memcpy(d.bytes_.data(), raw.data(), kSize);

@@ -23,7 +23,7 @@ namespace cairn {
 // A SHA-256 digest. Value type; thread-compatible.
 class Digest {
  public:
-  static constexpr size_t kSize = 32;            // Raw bytes.
+  static constexpr size_t kSize = 32;  // Raw bytes.
   static constexpr absl::string_view kPrefix = "sha256:";
 
   // The all-zero digest; never the digest of real content in practice.

@@ -47,6 +47,8 @@ class MetadataBatch {
   MetadataBatch(MetadataBatch&&) noexcept;
 
   void PutBlob(const Digest& digest, const store::BlobRecord& record);
+  // Removes a blob's record (the blob is then missing to clients).
+  void DeleteBlob(const Digest& digest);
   void PutArtefact(const Digest& digest, const store::ArtefactRecord& record);
   // `path` is the entry's full relative path ("bin/tool").
   void PutFile(const Digest& artefact, absl::string_view path,

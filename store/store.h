@@ -53,6 +53,13 @@ struct StoreOptions {
   // Bytes of tarball chunks queued between the upload and the indexer
   // thread; bounds memory per upload.
   size_t index_queue_bytes = 8 << 20;
+  // Testing only: when set, the process kills itself with SIGKILL on
+  // reaching this step of an upload, to check crash safety at exact points:
+  //   "file_blob_written"  after the first file blob is renamed into place
+  //   "tarball_committed"  after the tarball blob is durable, before its
+  //                        records are committed
+  //   "index_committed"    after the records commit, before the flush
+  std::string debug_crash_point;
 };
 
 struct UploadOptions {

@@ -1,0 +1,856 @@
+// Copyright 2026 The Cairn Authors.
+
+#include "store/archive_index.h"
+
+#include <archive.h>
+#include <archive_entry.h>
+#include <isa-l/igzip_lib.h>
+#include <zstd.h>
+#include <zstd_errors.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+#include <limits>
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "absl/container/flat_hash_map.h"
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/escaping.h"
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "absl/strings/string_view.h"
+#include "nlohmann/json.hpp"
+
+namespace cairn {
+namespace {
+
+using store::ArtefactRecord;
+using store::FileRecord;
+
+// Decompressed bytes handed to libarchive per read callback.
+constexpr size_t kOutBufferSize = 1 << 20;
+// Largest slice of a ByteSource chunk given to ISA-L at once (avail_in is
+// 32-bit).
+constexpr size_t kMaxInflateInput = 1 << 30;
+// zstd frames needing a larger window are rejected to keep memory bounded.
+// 2^23 (8 MiB) is the largest window zstd's non --ultra, non --long levels
+// use.
+constexpr int kZstdWindowLogMax = 23;
+// Metadata files are buffered for parsing up to this size.
+constexpr uint64_t kMaxMetadataBytes = 1 << 20;
+constexpr mode_t kSetIdBits = 06000;
+constexpr uint32_t kImplicitDirMode = 0755;
+
+constexpr absl::string_view kCairnJson = "cairn.json";
+constexpr absl::string_view kPackageJson = "package/package.json";
+
+// A name quoted for error messages: C-escaped and shortened.
+std::string Quote(absl::string_view name) {
+  constexpr size_t kMaxShown = 200;
+  if (name.size() > kMaxShown) {
+    return absl::StrCat("\"", absl::CHexEscape(name.substr(0, kMaxShown)),
+                        "\"... (", name.size(), " bytes)");
+  }
+  return absl::StrCat("\"", absl::CHexEscape(name), "\"");
+}
+
+absl::Status Unsafe(absl::string_view name, absl::string_view why) {
+  return absl::InvalidArgumentError(
+      absl::StrCat("unsafe archive: entry ", Quote(name), " ", why));
+}
+
+// ---------------------------------------------------------------------------
+// Input: the ByteSource with the first bytes peeked for format detection.
+
+class Input {
+ public:
+  explicit Input(ByteSource& source) : source_(source) {}
+
+  // Reads until at least `n` bytes are available or the input ends; returns
+  // them (possibly fewer than n). Call once, before Next().
+  absl::StatusOr<absl::string_view> Peek(size_t n) {
+    while (head_.size() < n && !eof_) {
+      absl::StatusOr<absl::string_view> chunk = source_.Next();
+      if (!chunk.ok()) return chunk.status();
+      if (chunk->empty()) {
+        eof_ = true;
+      } else if (head_.empty() && chunk->size() >= n) {
+        head_ = *chunk;  // Valid until the source is next called: no copy.
+      } else {
+        // head_ is empty or already copy_.
+        copy_.append(chunk->data(), chunk->size());
+        head_ = copy_;
+      }
+    }
+    return head_;
+  }
+
+  // The next chunk; empty at end of input. Valid until the next call.
+  absl::StatusOr<absl::string_view> Next() {
+    if (!head_served_) {
+      head_served_ = true;
+      if (!head_.empty()) return head_;
+    }
+    if (!copy_.empty()) {
+      copy_.clear();
+      copy_.shrink_to_fit();
+    }
+    if (eof_) return absl::string_view();
+    absl::StatusOr<absl::string_view> chunk = source_.Next();
+    if (!chunk.ok()) return chunk.status();
+    if (chunk->empty()) eof_ = true;
+    return chunk;
+  }
+
+ private:
+  ByteSource& source_;
+  absl::string_view head_;  // The peeked bytes: a source chunk or copy_.
+  std::string copy_;
+  bool head_served_ = false;
+  bool eof_ = false;
+};
+
+// ---------------------------------------------------------------------------
+// Decoders: turn the input into the uncompressed tar stream.
+
+class Decoder {
+ public:
+  virtual ~Decoder() = default;
+  // The next piece of the tar stream, empty at its end. Valid until the next
+  // call.
+  virtual absl::StatusOr<absl::string_view> Read() = 0;
+};
+
+class PlainDecoder : public Decoder {
+ public:
+  explicit PlainDecoder(Input& input) : input_(input) {}
+  absl::StatusOr<absl::string_view> Read() override { return input_.Next(); }
+
+ private:
+  Input& input_;
+};
+
+const char* IsalError(int code) {
+  switch (code) {
+    case ISAL_INVALID_BLOCK:
+      return "invalid deflate block";
+    case ISAL_INVALID_SYMBOL:
+      return "invalid deflate symbol";
+    case ISAL_INVALID_LOOKBACK:
+      return "invalid lookback distance";
+    case ISAL_INVALID_WRAPPER:
+      return "invalid gzip header or trailer";
+    case ISAL_UNSUPPORTED_METHOD:
+      return "unsupported compression method";
+    case ISAL_INCORRECT_CHECKSUM:
+      return "CRC-32 or length mismatch";
+    case ISAL_NEED_DICT:
+      return "stream needs a preset dictionary";
+    default:
+      return "inflate error";
+  }
+}
+
+// gzip via ISA-L, including multi-member streams. Zero bytes after the last
+// member (tape padding) are accepted, anything else is not.
+class GzipDecoder : public Decoder {
+ public:
+  explicit GzipDecoder(Input& input)
+      : input_(input),
+        state_(std::make_unique<inflate_state>()),
+        out_(std::make_unique<uint8_t[]>(kOutBufferSize)) {
+    isal_inflate_init(state_.get());
+    state_->crc_flag = ISAL_GZIP;
+  }
+
+  absl::StatusOr<absl::string_view> Read() override {
+    while (!done_) {
+      if (state_->block_state == ISAL_BLOCK_FINISH) {
+        absl::Status s = StartNextMember();
+        if (!s.ok()) return s;
+        continue;
+      }
+      if (in_.empty() && !eof_) {
+        absl::Status s = Fill();
+        if (!s.ok()) return s;
+      }
+      const size_t in_size = std::min(in_.size(), kMaxInflateInput);
+      state_->next_in =
+          reinterpret_cast<uint8_t*>(const_cast<char*>(in_.data()));
+      state_->avail_in = static_cast<uint32_t>(in_size);
+      state_->next_out = out_.get();
+      state_->avail_out = static_cast<uint32_t>(kOutBufferSize);
+      const int ret = isal_inflate(state_.get());
+      const size_t consumed = in_size - state_->avail_in;
+      in_.remove_prefix(consumed);
+      const size_t produced = kOutBufferSize - state_->avail_out;
+      if (ret < 0) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("corrupt gzip stream: ", IsalError(ret),
+                         " (ISA-L error ", ret, ")"));
+      }
+      if (produced > 0) {
+        return absl::string_view(reinterpret_cast<const char*>(out_.get()),
+                                 produced);
+      }
+      if (state_->block_state == ISAL_BLOCK_FINISH) continue;
+      if (in_.empty() && eof_) {
+        return absl::InvalidArgumentError(
+            "truncated gzip stream: input ended inside a gzip member");
+      }
+      if (consumed == 0 && !in_.empty()) {
+        return absl::InvalidArgumentError(
+            "corrupt gzip stream: decoder made no progress");
+      }
+    }
+    return absl::string_view();
+  }
+
+ private:
+  absl::Status Fill() {
+    absl::StatusOr<absl::string_view> chunk = input_.Next();
+    if (!chunk.ok()) return chunk.status();
+    if (chunk->empty()) eof_ = true;
+    in_ = *chunk;
+    return absl::OkStatus();
+  }
+
+  // Called when a member has ended: decides between another member, zero
+  // padding up to the end of input, and trailing garbage.
+  absl::Status StartNextMember() {
+    bool saw_zero = false;
+    for (;;) {
+      while (!in_.empty() && in_.front() == '\0') {
+        saw_zero = true;
+        in_.remove_prefix(1);
+      }
+      if (!in_.empty()) break;
+      if (eof_) {
+        done_ = true;
+        return absl::OkStatus();
+      }
+      absl::Status s = Fill();
+      if (!s.ok()) return s;
+    }
+    if (saw_zero || static_cast<uint8_t>(in_.front()) != 0x1f) {
+      return absl::InvalidArgumentError(
+          "corrupt gzip stream: trailing garbage after the last member");
+    }
+    isal_inflate_reset(state_.get());
+    state_->crc_flag = ISAL_GZIP;
+    return absl::OkStatus();
+  }
+
+  Input& input_;
+  std::unique_ptr<inflate_state> state_;
+  std::unique_ptr<uint8_t[]> out_;
+  absl::string_view in_;
+  bool eof_ = false;
+  bool done_ = false;
+};
+
+struct ZstdDCtxDeleter {
+  void operator()(ZSTD_DCtx* ctx) const { ZSTD_freeDCtx(ctx); }
+};
+
+class ZstdDecoder : public Decoder {
+ public:
+  explicit ZstdDecoder(Input& input)
+      : input_(input),
+        ctx_(ZSTD_createDCtx()),
+        out_(std::make_unique<char[]>(kOutBufferSize)) {}
+
+  absl::Status Init() {
+    if (ctx_ == nullptr) return absl::ResourceExhaustedError("ZSTD_createDCtx");
+    const size_t r = ZSTD_DCtx_setParameter(ctx_.get(), ZSTD_d_windowLogMax,
+                                            kZstdWindowLogMax);
+    if (ZSTD_isError(r)) {
+      return absl::InternalError(
+          absl::StrCat("ZSTD_d_windowLogMax: ", ZSTD_getErrorName(r)));
+    }
+    return absl::OkStatus();
+  }
+
+  absl::StatusOr<absl::string_view> Read() override {
+    for (;;) {
+      if (in_.pos == in_.size && !eof_) {
+        absl::StatusOr<absl::string_view> chunk = input_.Next();
+        if (!chunk.ok()) return chunk.status();
+        if (chunk->empty()) eof_ = true;
+        in_ = {chunk->data(), chunk->size(), 0};
+      }
+      const bool input_done = eof_ && in_.pos == in_.size;
+      if (input_done && !in_frame_) return absl::string_view();
+      ZSTD_outBuffer out = {out_.get(), kOutBufferSize, 0};
+      const size_t r = ZSTD_decompressStream(ctx_.get(), &out, &in_);
+      if (ZSTD_isError(r)) {
+        std::string why = ZSTD_getErrorName(r);
+        if (ZSTD_getErrorCode(r) == ZSTD_error_frameParameter_windowTooLarge) {
+          absl::StrAppend(&why, " (windows above ",
+                          1 << (kZstdWindowLogMax - 20),
+                          " MiB, as made by --ultra or --long, are refused)");
+        }
+        return absl::InvalidArgumentError(
+            absl::StrCat("corrupt zstd stream: ", why));
+      }
+      in_frame_ = r != 0;
+      if (out.pos > 0) return absl::string_view(out_.get(), out.pos);
+      if (eof_ && in_.pos == in_.size) {
+        if (in_frame_) {
+          return absl::InvalidArgumentError(
+              "truncated zstd stream: input ended inside a frame");
+        }
+        return absl::string_view();
+      }
+    }
+  }
+
+ private:
+  Input& input_;
+  std::unique_ptr<ZSTD_DCtx, ZstdDCtxDeleter> ctx_;
+  std::unique_ptr<char[]> out_;
+  ZSTD_inBuffer in_ = {nullptr, 0, 0};
+  bool eof_ = false;
+  bool in_frame_ = false;
+};
+
+// ---------------------------------------------------------------------------
+// libarchive glue.
+
+struct ReadContext {
+  Decoder* decoder;
+  // The first error from the decoder or the source, returned as-is.
+  absl::Status error;
+};
+
+la_ssize_t ReadCallback(struct archive* a, void* client, const void** buf) {
+  auto* ctx = static_cast<ReadContext*>(client);
+  absl::StatusOr<absl::string_view> chunk = ctx->decoder->Read();
+  if (!chunk.ok()) {
+    ctx->error = chunk.status();
+    archive_set_error(a, EIO, "input error");
+    return -1;
+  }
+  *buf = chunk->data();
+  return static_cast<la_ssize_t>(chunk->size());
+}
+
+struct ArchiveDeleter {
+  void operator()(struct archive* a) const { archive_read_free(a); }
+};
+
+std::string ArchiveError(struct archive* a) {
+  const char* s = archive_error_string(a);
+  return s != nullptr ? s : "unknown libarchive error";
+}
+
+// ---------------------------------------------------------------------------
+// Paths.
+
+// Normalises a tar name: strips leading "./" and one trailing "/", then
+// rejects absolute paths and empty, "." and ".." components. Sets *is_root
+// (and returns "") for "." and "./".
+absl::StatusOr<std::string> NormalisePath(absl::string_view raw,
+                                          bool* is_root) {
+  *is_root = false;
+  if (raw.empty()) return Unsafe(raw, "has an empty name");
+  if (raw.front() == '/') return Unsafe(raw, "is an absolute path");
+  absl::string_view p = raw;
+  while (absl::StartsWith(p, "./")) p.remove_prefix(2);
+  if (absl::EndsWith(p, "/")) p.remove_suffix(1);
+  if (p.empty() || p == ".") {
+    *is_root = true;
+    return std::string();
+  }
+  for (absl::string_view c : absl::StrSplit(p, '/')) {
+    if (c.empty()) return Unsafe(raw, "has an empty path component");
+    if (c == "..") return Unsafe(raw, "has a \"..\" component");
+    if (c == ".") return Unsafe(raw, "has a \".\" component");
+  }
+  return std::string(p);
+}
+
+// ---------------------------------------------------------------------------
+// Metadata.
+
+struct MetadataFile {
+  bool present = false;
+  bool too_large = false;
+  std::string content;
+};
+
+// Returns the string at `key`, or "" if absent or not a string.
+std::string StringField(const nlohmann::ordered_json& obj, const char* key) {
+  auto it = obj.find(key);
+  if (it == obj.end() || !it->is_string()) return std::string();
+  return it->get<std::string>();
+}
+
+absl::StatusOr<nlohmann::ordered_json> ParseJsonObject(
+    absl::string_view path, const MetadataFile& file) {
+  if (file.too_large) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("metadata file ", Quote(path), " is larger than ",
+                     kMaxMetadataBytes, " bytes"));
+  }
+  nlohmann::ordered_json j = nlohmann::ordered_json::parse(
+      file.content, /*cb=*/nullptr, /*allow_exceptions=*/false);
+  if (j.is_discarded()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("metadata file ", Quote(path), " is not valid JSON"));
+  }
+  if (!j.is_object()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("metadata file ", Quote(path), " is not a JSON object"));
+  }
+  return j;
+}
+
+absl::Status ParseCairnJson(const MetadataFile& file,
+                            store::ArtefactMetadata* md) {
+  absl::StatusOr<nlohmann::ordered_json> j = ParseJsonObject(kCairnJson, file);
+  if (!j.ok()) return j.status();
+  md->set_name(StringField(*j, "name"));
+  md->set_version(StringField(*j, "version"));
+  std::string licence = StringField(*j, "licence");
+  if (licence.empty()) licence = StringField(*j, "license");
+  md->set_licence(std::move(licence));
+  md->set_entrypoint(StringField(*j, "entrypoint"));
+  return absl::OkStatus();
+}
+
+absl::Status ParsePackageJson(const MetadataFile& file,
+                              store::ArtefactMetadata* md) {
+  absl::StatusOr<nlohmann::ordered_json> j =
+      ParseJsonObject(kPackageJson, file);
+  if (!j.ok()) return j.status();
+  md->set_name(StringField(*j, "name"));
+  md->set_version(StringField(*j, "version"));
+  md->set_licence(StringField(*j, "license"));
+  std::string bin;
+  auto it = j->find("bin");
+  if (it != j->end()) {
+    if (it->is_string()) {
+      bin = it->get<std::string>();
+    } else if (it->is_object() && !it->empty() && it->begin()->is_string()) {
+      bin = it->begin()->get<std::string>();
+    }
+  }
+  absl::string_view b = bin;
+  while (absl::StartsWith(b, "./")) b.remove_prefix(2);
+  if (!b.empty()) md->set_entrypoint(absl::StrCat("package/", b));
+  return absl::OkStatus();
+}
+
+absl::Status ParseMetadata(const MetadataFile& cairn,
+                           const MetadataFile& package,
+                           store::ArtefactMetadata* md) {
+  try {
+    if (cairn.present) return ParseCairnJson(cairn, md);
+    if (package.present) return ParsePackageJson(package, md);
+    return absl::OkStatus();
+  } catch (const std::exception& e) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("metadata: ", cairn.present ? kCairnJson : kPackageJson,
+                     ": ", e.what()));
+  }
+}
+
+// ---------------------------------------------------------------------------
+// The indexer.
+
+class Indexer {
+ public:
+  Indexer(struct archive* a, ReadContext* ctx, const ArchiveLimits& limits,
+          FileContentSink* sink, ArchiveIndex* index)
+      : a_(a), ctx_(ctx), limits_(limits), sink_(sink), index_(index) {}
+
+  absl::Status Run() {
+    for (;;) {
+      struct archive_entry* entry = nullptr;
+      const int r = archive_read_next_header(a_, &entry);
+      if (r == ARCHIVE_EOF) break;
+      if (r < ARCHIVE_WARN) {
+        if (!ctx_->error.ok()) return ctx_->error;
+        if (!any_header_) {
+          return absl::InvalidArgumentError(
+              absl::StrCat("not a tar archive: ", ArchiveError(a_)));
+        }
+        return absl::InvalidArgumentError(
+            absl::StrCat("corrupt tar archive after entry ", Quote(last_name_),
+                         ": ", ArchiveError(a_)));
+      }
+      any_header_ = true;
+      absl::Status s = Entry(entry);
+      if (!s.ok()) return s;
+    }
+    return ParseMetadata(cairn_json_, package_json_, &index_->metadata);
+  }
+
+ private:
+  struct Slot {
+    size_t index;      // Into index_->entries.
+    bool synthesised;  // Implicit parent directory not (yet) seen itself.
+  };
+
+  absl::Status Entry(struct archive_entry* entry) {
+    const char* raw_c = archive_entry_pathname(entry);
+    if (raw_c == nullptr) raw_c = archive_entry_pathname_utf8(entry);
+    if (raw_c == nullptr) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("unsafe archive: entry after ", Quote(last_name_),
+                       " has a name that cannot be decoded"));
+    }
+    const absl::string_view raw = raw_c;
+    last_name_ = std::string(raw);
+
+    const char* hardlink = archive_entry_hardlink(entry);
+    FileRecord::Type type;
+    if (hardlink != nullptr) {
+      type = FileRecord::HARDLINK;
+    } else {
+      switch (archive_entry_filetype(entry)) {
+        case AE_IFREG:
+          type = FileRecord::REGULAR;
+          break;
+        case AE_IFDIR:
+          type = FileRecord::DIRECTORY;
+          break;
+        case AE_IFLNK:
+          type = FileRecord::SYMLINK;
+          break;
+        case AE_IFCHR:
+          return Unsafe(raw, "is a character device");
+        case AE_IFBLK:
+          return Unsafe(raw, "is a block device");
+        case AE_IFIFO:
+          return Unsafe(raw, "is a FIFO");
+        case AE_IFSOCK:
+          return Unsafe(raw, "is a socket");
+        default:
+          return Unsafe(raw, "has an unsupported file type");
+      }
+    }
+
+    bool is_root = false;
+    absl::StatusOr<std::string> path = NormalisePath(raw, &is_root);
+    if (!path.ok()) return path.status();
+    if (is_root) {
+      // "." or "./": the root directory, which is not an entry.
+      if (type == FileRecord::DIRECTORY) return absl::OkStatus();
+      return Unsafe(raw, "names the root directory but is not a directory");
+    }
+    if (path->size() > limits_.max_path_bytes) {
+      return absl::ResourceExhaustedError(absl::StrCat(
+          "archive exceeds max_path_bytes (", limits_.max_path_bytes,
+          "): entry ", Quote(raw), " has a ", path->size(), "-byte path"));
+    }
+
+    // Duplicates.
+    auto existing = slots_.find(*path);
+    if (existing != slots_.end()) {
+      Slot& slot = existing->second;
+      if (slot.synthesised && type == FileRecord::DIRECTORY) {
+        // An explicit entry for a directory already implied by a child.
+        slot.synthesised = false;
+        index_->entries[slot.index].record.set_mode(Mode(entry, *path));
+        return absl::OkStatus();
+      }
+      return Unsafe(raw, "appears more than once in the archive");
+    }
+
+    absl::Status s = AddParents(raw, *path);
+    if (!s.ok()) return s;
+
+    IndexedEntry out;
+    out.path = *path;
+    FileRecord& rec = out.record;
+    rec.set_type(type);
+    switch (type) {
+      case FileRecord::DIRECTORY:
+        rec.set_mode(Mode(entry, *path));
+        break;
+      case FileRecord::SYMLINK: {
+        const char* target = archive_entry_symlink(entry);
+        if (target == nullptr) target = archive_entry_symlink_utf8(entry);
+        if (target == nullptr) {
+          return Unsafe(raw, "is a symlink without a readable target");
+        }
+        const size_t len = std::strlen(target);
+        if (len > limits_.max_path_bytes) {
+          return absl::ResourceExhaustedError(absl::StrCat(
+              "archive exceeds max_path_bytes (", limits_.max_path_bytes,
+              "): symlink ", Quote(raw), " has a ", len, "-byte target"));
+        }
+        rec.set_mode(Mode(entry, *path));
+        rec.set_link_target(target, len);
+        rec.set_size(len);
+        break;
+      }
+      case FileRecord::HARDLINK: {
+        bool target_is_root = false;
+        absl::StatusOr<std::string> target =
+            NormalisePath(hardlink, &target_is_root);
+        if (!target.ok()) {
+          return Unsafe(raw, absl::StrCat("is a hardlink to unsafe path ",
+                                          Quote(hardlink)));
+        }
+        auto t = slots_.find(*target);
+        if (target_is_root || t == slots_.end()) {
+          return Unsafe(raw, absl::StrCat("is a hardlink to ", Quote(hardlink),
+                                          ", which is not an earlier entry"));
+        }
+        const FileRecord& tr = index_->entries[t->second.index].record;
+        if (tr.type() != FileRecord::REGULAR) {
+          return Unsafe(raw, absl::StrCat("is a hardlink to ", Quote(hardlink),
+                                          ", which is not a regular file"));
+        }
+        rec.set_mode(tr.mode());
+        rec.set_size(tr.size());
+        rec.set_content_digest(tr.content_digest());
+        rec.set_link_target(*target);
+        rec.set_entry_id(tr.entry_id());
+        break;
+      }
+      case FileRecord::REGULAR: {
+        rec.set_mode(Mode(entry, *path));
+        s = ReadFile(entry, raw, *path, &rec);
+        if (!s.ok()) return s;
+        break;
+      }
+      default:
+        return absl::InternalError("unreachable file type");
+    }
+    return Add(raw, std::move(out), /*synthesised=*/false);
+  }
+
+  // Adds missing parent directories of `path`; rejects non-directory ones.
+  absl::Status AddParents(absl::string_view raw, absl::string_view path) {
+    for (size_t pos = path.find('/'); pos != absl::string_view::npos;
+         pos = path.find('/', pos + 1)) {
+      absl::string_view parent = path.substr(0, pos);
+      auto it = slots_.find(parent);
+      if (it != slots_.end()) {
+        const FileRecord& pr = index_->entries[it->second.index].record;
+        if (pr.type() != FileRecord::DIRECTORY) {
+          return Unsafe(raw, absl::StrCat("is under non-directory entry ",
+                                          Quote(parent)));
+        }
+        continue;
+      }
+      IndexedEntry dir;
+      dir.path = std::string(parent);
+      dir.record.set_type(FileRecord::DIRECTORY);
+      dir.record.set_mode(kImplicitDirMode);
+      absl::Status s = Add(raw, std::move(dir), /*synthesised=*/true);
+      if (!s.ok()) return s;
+    }
+    return absl::OkStatus();
+  }
+
+  absl::Status Add(absl::string_view raw, IndexedEntry e, bool synthesised) {
+    if (index_->entries.size() >= limits_.max_entries) {
+      return absl::ResourceExhaustedError(
+          absl::StrCat("archive exceeds max_entries (", limits_.max_entries,
+                       ") at entry ", Quote(raw)));
+    }
+    const size_t i = index_->entries.size();
+    if (e.record.type() != FileRecord::HARDLINK) e.record.set_entry_id(i + 1);
+    slots_.emplace(e.path, Slot{i, synthesised});
+    index_->entries.push_back(std::move(e));
+    return absl::OkStatus();
+  }
+
+  // Permission bits with setuid/setgid stripped (and recorded).
+  uint32_t Mode(struct archive_entry* entry, const std::string& path) {
+    uint32_t mode = archive_entry_perm(entry) & 07777;
+    if (mode & kSetIdBits) {
+      mode &= ~static_cast<uint32_t>(kSetIdBits);
+      index_->stripped_setid_paths.push_back(path);
+    }
+    return mode;
+  }
+
+  absl::Status ReadError(absl::string_view raw) {
+    if (!ctx_->error.ok()) return ctx_->error;
+    return absl::InvalidArgumentError(absl::StrCat(
+        "corrupt tar archive: entry ", Quote(raw), ": ", ArchiveError(a_)));
+  }
+
+  // Streams a regular file's content into the sink and a SHA-256.
+  absl::Status ReadFile(struct archive_entry* entry, absl::string_view raw,
+                        const std::string& path, FileRecord* rec) {
+    const la_int64_t header_size =
+        archive_entry_size_is_set(entry) ? archive_entry_size(entry) : 0;
+    if (header_size < 0) return Unsafe(raw, "has a negative size");
+    const uint64_t size = static_cast<uint64_t>(header_size);
+    if (size > limits_.max_unpacked_bytes ||
+        index_->unpacked_bytes > limits_.max_unpacked_bytes - size) {
+      return absl::ResourceExhaustedError(absl::StrCat(
+          "archive exceeds max_unpacked_bytes (", limits_.max_unpacked_bytes,
+          ") at entry ", Quote(raw), " (", size, " bytes)"));
+    }
+
+    MetadataFile* md = nullptr;
+    if (path == kCairnJson) {
+      md = &cairn_json_;
+      package_json_ = MetadataFile();  // cairn.json takes precedence.
+    } else if (path == kPackageJson && !cairn_json_.present) {
+      md = &package_json_;
+    }
+    if (md != nullptr) {
+      md->present = true;
+      md->too_large = size > kMaxMetadataBytes;
+      if (!md->too_large) md->content.reserve(size);
+      if (md->too_large) md = nullptr;
+    }
+
+    if (sink_ != nullptr) {
+      absl::Status s = sink_->BeginFile(path, size);
+      if (!s.ok()) return s;
+    }
+    sha_.Reset();
+    uint64_t streamed = 0;
+    for (;;) {
+      const void* buf = nullptr;
+      size_t len = 0;
+      la_int64_t offset = 0;
+      const int r = archive_read_data_block(a_, &buf, &len, &offset);
+      if (r == ARCHIVE_EOF) break;
+      if (r < ARCHIVE_WARN) return ReadError(raw);
+      if (offset < 0 || static_cast<uint64_t>(offset) < streamed) {
+        return Unsafe(raw, "has overlapping data blocks");
+      }
+      // Holes in sparse files read as zeros.
+      if (static_cast<uint64_t>(offset) > size) {
+        return Unsafe(raw, "has data beyond its size");
+      }
+      absl::Status s = Zeros(static_cast<uint64_t>(offset) - streamed, md);
+      if (!s.ok()) return s;
+      streamed = static_cast<uint64_t>(offset);
+      if (len > size - streamed) {
+        return Unsafe(raw, "has more data than its header size");
+      }
+      s = Consume(absl::string_view(static_cast<const char*>(buf), len), md);
+      if (!s.ok()) return s;
+      streamed += len;
+    }
+    if (streamed < size && archive_entry_sparse_count(entry) > 0) {
+      absl::Status s = Zeros(size - streamed, md);
+      if (!s.ok()) return s;
+      streamed = size;
+    }
+    if (streamed != size) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("corrupt tar archive: entry ", Quote(raw), " has ",
+                       streamed, " bytes of data but its header says ", size));
+    }
+    const Digest digest = sha_.Finish();
+    if (sink_ != nullptr) {
+      absl::Status s = sink_->EndFile(digest);
+      if (!s.ok()) return s;
+    }
+    rec->set_size(size);
+    rec->set_content_digest(std::string(digest.raw()));
+    ++index_->regular_files;
+    index_->unpacked_bytes += size;
+    return absl::OkStatus();
+  }
+
+  absl::Status Consume(absl::string_view data, MetadataFile* md) {
+    if (data.empty()) return absl::OkStatus();
+    sha_.Update(data);
+    if (md != nullptr) md->content.append(data.data(), data.size());
+    if (sink_ != nullptr) return sink_->Append(data);
+    return absl::OkStatus();
+  }
+
+  absl::Status Zeros(uint64_t n, MetadataFile* md) {
+    static const char kZeros[64 << 10] = {};
+    while (n > 0) {
+      const size_t len = std::min<uint64_t>(n, sizeof(kZeros));
+      absl::Status s = Consume(absl::string_view(kZeros, len), md);
+      if (!s.ok()) return s;
+      n -= len;
+    }
+    return absl::OkStatus();
+  }
+
+  struct archive* const a_;
+  ReadContext* const ctx_;
+  const ArchiveLimits& limits_;
+  FileContentSink* const sink_;
+  ArchiveIndex* const index_;
+
+  absl::flat_hash_map<std::string, Slot> slots_;
+  Sha256 sha_;
+  bool any_header_ = false;
+  std::string last_name_;
+  MetadataFile cairn_json_;
+  MetadataFile package_json_;
+};
+
+}  // namespace
+
+absl::StatusOr<ArchiveIndex> IndexArchive(ByteSource& source,
+                                          const ArchiveLimits& limits,
+                                          FileContentSink* sink) {
+  ArchiveIndex index;
+  Input input(source);
+  absl::StatusOr<absl::string_view> head = input.Peek(4);
+  if (!head.ok()) return head.status();
+
+  std::unique_ptr<Decoder> decoder;
+  if (head->size() >= 2 && static_cast<uint8_t>((*head)[0]) == 0x1f &&
+      static_cast<uint8_t>((*head)[1]) == 0x8b) {
+    index.compression = ArtefactRecord::GZIP;
+    decoder = std::make_unique<GzipDecoder>(input);
+  } else if (head->size() >= 4 && (*head)[0] == '\x28' &&
+             (*head)[1] == '\xb5' && (*head)[2] == '\x2f' &&
+             (*head)[3] == '\xfd') {
+    index.compression = ArtefactRecord::ZSTD;
+    auto zstd = std::make_unique<ZstdDecoder>(input);
+    absl::Status s = zstd->Init();
+    if (!s.ok()) return s;
+    decoder = std::move(zstd);
+  } else {
+    index.compression = ArtefactRecord::NONE;
+    decoder = std::make_unique<PlainDecoder>(input);
+  }
+
+  ReadContext ctx{decoder.get(), absl::OkStatus()};
+  std::unique_ptr<struct archive, ArchiveDeleter> a(archive_read_new());
+  if (a == nullptr) return absl::ResourceExhaustedError("archive_read_new");
+  if (archive_read_support_filter_none(a.get()) != ARCHIVE_OK ||
+      archive_read_support_format_tar(a.get()) != ARCHIVE_OK) {
+    return absl::InternalError(
+        absl::StrCat("libarchive setup: ", ArchiveError(a.get())));
+  }
+  if (archive_read_open(a.get(), &ctx, /*opener=*/nullptr, ReadCallback,
+                        /*closer=*/nullptr) != ARCHIVE_OK) {
+    if (!ctx.error.ok()) return ctx.error;
+    return absl::InvalidArgumentError(
+        absl::StrCat("not a tar archive: ", ArchiveError(a.get())));
+  }
+
+  Indexer indexer(a.get(), &ctx, limits, sink, &index);
+  absl::Status s = indexer.Run();
+  if (!s.ok()) return s;
+
+  // Read the rest of the input (tar padding, compressed trailers) so gzip
+  // CRCs and zstd frames are checked and the source is consumed.
+  for (;;) {
+    absl::StatusOr<absl::string_view> rest = decoder->Read();
+    if (!rest.ok()) return rest.status();
+    if (rest->empty()) break;
+  }
+  return index;
+}
+
+}  // namespace cairn

@@ -1,0 +1,389 @@
+// Copyright 2026 The Cairn Authors.
+
+#include "store/store.h"
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "store/testing/tar_builder.h"
+
+namespace cairn {
+namespace {
+
+using ::cairn::testing::BuildTar;
+using ::cairn::testing::TarCompression;
+using ::cairn::testing::TarEntry;
+using ::testing::HasSubstr;
+
+std::string FreshDir() {
+  static int n = 0;
+  const char* base = std::getenv("TEST_TMPDIR");
+  std::string dir = std::string(base ? base : "/tmp") + "/store_test_" +
+                    std::to_string(getpid()) + "_" + std::to_string(n++);
+  std::filesystem::remove_all(dir);
+  return dir;
+}
+
+int CountFiles(const std::string& dir) {
+  if (!std::filesystem::exists(dir)) return 0;
+  int n = 0;
+  for (const auto& e : std::filesystem::recursive_directory_iterator(dir)) {
+    if (e.is_regular_file()) ++n;
+  }
+  return n;
+}
+
+std::string ReadWholeFile(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  return std::string(std::istreambuf_iterator<char>(in), {});
+}
+
+std::vector<TarEntry> ToolEntries(const std::string& tool_bytes) {
+  return {
+      {"bin/", TarEntry::kDir, 0755, ""},
+      {"bin/tool", TarEntry::kFile, 0755, tool_bytes},
+      {"bin/tool-link", TarEntry::kSymlink, 0777, "tool"},
+      {"bin/tool-hard", TarEntry::kHardlink, 0755, "bin/tool"},
+      {"share/doc/readme.txt", TarEntry::kFile, 0644, "hello\n"},
+      {"cairn.json", TarEntry::kFile, 0644,
+       R"({"name":"tool","version":"1.0.0","entrypoint":"bin/tool"})"},
+  };
+}
+
+absl::StatusOr<UploadResult> Push(Store& store, const std::string& bytes,
+                                  UploadOptions options = {},
+                                  size_t chunk = 1000) {
+  absl::StatusOr<std::unique_ptr<ArtefactUpload>> up =
+      store.BeginUpload(options);
+  if (!up.ok()) return up.status();
+  for (size_t off = 0; off < bytes.size(); off += chunk) {
+    absl::Status s = (*up)->Append(absl::string_view(bytes).substr(off, chunk));
+    if (!s.ok()) return s;
+  }
+  return (*up)->Finish();
+}
+
+class StoreTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    dir_ = FreshDir();
+    Reopen();
+  }
+
+  void Reopen() {
+    store_.reset();
+    StoreOptions options;
+    options.data_dir = dir_;
+    absl::StatusOr<std::unique_ptr<Store>> s = Store::Open(options);
+    ASSERT_TRUE(s.ok()) << s.status();
+    store_ = *std::move(s);
+  }
+
+  // Nothing but committed blobs: no temp files and no blob files beyond
+  // `expected`.
+  void ExpectBlobFiles(int expected) {
+    EXPECT_EQ(CountFiles(dir_ + "/tmp"), 0);
+    EXPECT_EQ(CountFiles(dir_ + "/blobs"), expected);
+  }
+
+  std::string dir_;
+  std::unique_ptr<Store> store_;
+};
+
+TEST_F(StoreTest, PushIndexesAndServesBytes) {
+  std::string tool(3 << 20, 'x');
+  for (size_t i = 0; i < tool.size(); ++i) tool[i] = static_cast<char>(i % 251);
+  const std::string tarball = BuildTar(ToolEntries(tool));
+  const Digest digest = Sha256Of(tarball);
+
+  absl::StatusOr<UploadResult> r = Push(*store_, tarball);
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->digest, digest);
+  EXPECT_EQ(r->size, tarball.size());
+  EXPECT_FALSE(r->already_present);
+  EXPECT_EQ(r->artefact.compression(), store::ArtefactRecord::GZIP);
+  EXPECT_EQ(r->artefact.regular_files(), 3);  // tool, readme, cairn.json
+  EXPECT_EQ(r->artefact.metadata().name(), "tool");
+  EXPECT_EQ(r->artefact.metadata().entrypoint(), "bin/tool");
+  // The tarball and 3 distinct file blobs (the hardlink adds nothing).
+  EXPECT_EQ(r->artefact.unpacked_bytes(),
+            tool.size() + 6 + ToolEntries("")[5].content.size());
+  EXPECT_EQ(r->artefact.bytes_newly_stored(),
+            tarball.size() + r->artefact.unpacked_bytes());
+
+  // Byte-exact read back, with offsets.
+  std::string out;
+  ASSERT_TRUE(store_->ReadBlob(digest, 0, tarball.size() + 10, &out).ok());
+  EXPECT_EQ(out, tarball);
+  ASSERT_TRUE(store_->ReadBlob(digest, 5, 7, &out).ok());
+  EXPECT_EQ(out, tarball.substr(5, 7));
+  EXPECT_EQ(store_->ReadBlob(digest, tarball.size() + 1, 1, &out).code(),
+            absl::StatusCode::kOutOfRange);
+
+  // The index serves each file's content by digest.
+  absl::StatusOr<store::FileRecord> f =
+      store_->metadata().GetFile(digest, "bin/tool");
+  ASSERT_TRUE(f.ok()) << f.status();
+  EXPECT_EQ(f->type(), store::FileRecord::REGULAR);
+  EXPECT_EQ(f->mode(), 0755);
+  absl::StatusOr<Digest> content = Digest::FromRaw(f->content_digest());
+  ASSERT_TRUE(content.ok());
+  EXPECT_EQ(*content, Sha256Of(tool));
+
+  ASSERT_TRUE(store_->WaitDurable().ok());
+  absl::StatusOr<BlobInfo> info = store_->Stat(digest);
+  ASSERT_TRUE(info.ok());
+  EXPECT_EQ(info->blob.kind(), store::BlobRecord::ARTEFACT);
+  ASSERT_TRUE(info->artefact.has_value());
+  EXPECT_EQ(info->artefact->index_state(), store::ArtefactRecord::DURABLE);
+  // Once durable, file blobs are records of their own.
+  ASSERT_TRUE(store_->ReadBlob(*content, 0, tool.size(), &out).ok());
+  EXPECT_EQ(out, tool);
+  absl::StatusOr<std::vector<Digest>> missing =
+      store_->FindMissing({digest, *content, Sha256Of("absent")});
+  ASSERT_TRUE(missing.ok());
+  EXPECT_THAT(*missing, ::testing::ElementsAre(Sha256Of("absent")));
+  ExpectBlobFiles(4);
+}
+
+TEST_F(StoreTest, RepushAndSharedFilesAreDeduplicated) {
+  const std::string a = BuildTar(ToolEntries("tool v1"));
+  ASSERT_TRUE(Push(*store_, a).ok());
+  absl::StatusOr<UploadResult> again = Push(*store_, a);
+  ASSERT_TRUE(again.ok()) << again.status();
+  EXPECT_TRUE(again->already_present);
+  EXPECT_EQ(again->artefact.bytes_newly_stored(), 0);
+
+  // Same readme and cairn.json, new tool: only the tool and tarball are new.
+  const std::string b = BuildTar(ToolEntries("tool v2!"));
+  absl::StatusOr<UploadResult> rb = Push(*store_, b);
+  ASSERT_TRUE(rb.ok()) << rb.status();
+  EXPECT_EQ(rb->artefact.bytes_newly_stored(), b.size() + 8);
+  ExpectBlobFiles(2 + 3 + 1);
+}
+
+TEST_F(StoreTest, ExpectedDigestAlreadyStoredSkipsIndexing) {
+  const std::string a = BuildTar(ToolEntries("tool"));
+  ASSERT_TRUE(Push(*store_, a).ok());
+  UploadOptions options;
+  options.expected_digest = Sha256Of(a);
+  absl::StatusOr<UploadResult> r = Push(*store_, a, options);
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_TRUE(r->already_present);
+  EXPECT_EQ(r->artefact.regular_files(), 3);
+}
+
+TEST_F(StoreTest, DigestMismatchStoresNothing) {
+  const std::string a = BuildTar(ToolEntries("tool"));
+  UploadOptions options;
+  options.expected_digest = Sha256Of("something else");
+  absl::StatusOr<UploadResult> r = Push(*store_, a, options);
+  EXPECT_EQ(r.status().code(), absl::StatusCode::kDataLoss);
+  EXPECT_THAT(r.status().message(), HasSubstr(Sha256Of(a).ToString()));
+  absl::StatusOr<std::vector<Digest>> missing =
+      store_->FindMissing({Sha256Of(a)});
+  ASSERT_TRUE(missing.ok());
+  EXPECT_EQ(missing->size(), 1);
+  EXPECT_EQ(CountFiles(dir_ + "/tmp"), 0);
+  EXPECT_FALSE(store_->metadata().GetArtefact(Sha256Of(a)).ok());
+}
+
+TEST_F(StoreTest, DamagedBytesWithExpectedDigestReportDataLoss) {
+  const std::string a = BuildTar(ToolEntries(std::string(100000, 'q')));
+  std::string damaged = a;
+  for (size_t i = 100; i < 200; ++i) damaged[i] ^= 0x5a;
+  UploadOptions options;
+  options.expected_digest = Sha256Of(a);
+  absl::StatusOr<UploadResult> r = Push(*store_, damaged, options);
+  EXPECT_EQ(r.status().code(), absl::StatusCode::kDataLoss) << r.status();
+}
+
+TEST_F(StoreTest, SizeMismatchIsDataLoss) {
+  const std::string a = BuildTar(ToolEntries("tool"));
+  UploadOptions options;
+  options.expected_size = a.size() - 1;
+  EXPECT_EQ(Push(*store_, a, options).status().code(),
+            absl::StatusCode::kDataLoss);
+  options.expected_size = a.size() + 1;
+  EXPECT_EQ(Push(*store_, a, options).status().code(),
+            absl::StatusCode::kDataLoss);
+  EXPECT_EQ(CountFiles(dir_ + "/tmp"), 0);
+}
+
+TEST_F(StoreTest, UnsafeArchiveIsRejectedAndStoresNothing) {
+  const std::string good = BuildTar(ToolEntries("tool"));
+  ASSERT_TRUE(Push(*store_, good).ok());
+  ASSERT_TRUE(store_->WaitDurable().ok());
+  const int before = CountFiles(dir_ + "/blobs");
+
+  const std::string bad = BuildTar({
+      {"ok.txt", TarEntry::kFile, 0644, "fine"},
+      {"../escape", TarEntry::kFile, 0644, "evil"},
+  });
+  absl::StatusOr<UploadResult> r = Push(*store_, bad);
+  EXPECT_EQ(r.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(r.status().message(), HasSubstr("../escape"));
+  EXPECT_THAT(r.status().message(), HasSubstr("nothing stored"));
+  EXPECT_FALSE(store_->Stat(Sha256Of(bad)).ok());
+  EXPECT_EQ(CountFiles(dir_ + "/tmp"), 0);
+  // Earlier content is untouched.
+  std::string out;
+  ASSERT_TRUE(store_->ReadBlob(Sha256Of(good), 0, good.size(), &out).ok());
+  EXPECT_EQ(out, good);
+  // "ok.txt" may have been written as a file blob before the bad entry was
+  // seen, but it has no record: only the blob files of the good artefact
+  // count as stored.
+  EXPECT_LE(CountFiles(dir_ + "/blobs"), before + 1);
+  absl::StatusOr<std::vector<Digest>> missing =
+      store_->FindMissing({Sha256Of("fine")});
+  ASSERT_TRUE(missing.ok());
+  EXPECT_EQ(missing->size(), 1);
+}
+
+TEST_F(StoreTest, NotATarballIsRejected) {
+  absl::StatusOr<UploadResult> r = Push(*store_, std::string(10000, 'z'));
+  EXPECT_EQ(r.status().code(), absl::StatusCode::kInvalidArgument)
+      << r.status();
+  EXPECT_EQ(CountFiles(dir_ + "/tmp"), 0);
+}
+
+TEST_F(StoreTest, AbandonedUploadLeavesNothing) {
+  const std::string a = BuildTar(ToolEntries(std::string(2 << 20, 'a')));
+  {
+    absl::StatusOr<std::unique_ptr<ArtefactUpload>> up =
+        store_->BeginUpload({});
+    ASSERT_TRUE(up.ok());
+    ASSERT_TRUE(
+        (*up)->Append(absl::string_view(a).substr(0, a.size() / 2)).ok());
+  }
+  EXPECT_EQ(CountFiles(dir_ + "/tmp"), 0);
+  EXPECT_FALSE(store_->Stat(Sha256Of(a)).ok());
+  // A retry succeeds.
+  EXPECT_TRUE(Push(*store_, a).ok());
+}
+
+TEST_F(StoreTest, ConcurrentPushesOfTheSameArtefact) {
+  const std::string a = BuildTar(ToolEntries(std::string(1 << 20, 'c')));
+  const std::string b = BuildTar(ToolEntries(std::string(1 << 20, 'd')));
+  constexpr int kThreads = 6;
+  std::vector<absl::StatusOr<UploadResult>> results(
+      kThreads, absl::UnknownError("not run"));
+  std::vector<std::thread> threads;
+  for (int i = 0; i < kThreads; ++i) {
+    threads.emplace_back(
+        [&, i] { results[i] = Push(*store_, i % 2 ? a : b, {}, 64 << 10); });
+  }
+  for (std::thread& t : threads) t.join();
+  int fresh_a = 0, fresh_b = 0;
+  for (int i = 0; i < kThreads; ++i) {
+    ASSERT_TRUE(results[i].ok()) << results[i].status();
+    if (!results[i]->already_present) ++(i % 2 ? fresh_a : fresh_b);
+  }
+  EXPECT_EQ(fresh_a, 1);
+  EXPECT_EQ(fresh_b, 1);
+  ASSERT_TRUE(store_->WaitDurable().ok());
+  std::string out;
+  ASSERT_TRUE(store_->ReadBlob(Sha256Of(a), 0, a.size(), &out).ok());
+  EXPECT_EQ(out, a);
+  // Two tarballs; shared readme and cairn.json; two different tools.
+  ExpectBlobFiles(2 + 2 + 2);
+}
+
+TEST_F(StoreTest, ReopenKeepsEverything) {
+  const std::string a = BuildTar(ToolEntries("persist"));
+  ASSERT_TRUE(Push(*store_, a).ok());
+  Reopen();
+  EXPECT_EQ(store_->recovered_artefacts(), 0);
+  absl::StatusOr<BlobInfo> info = store_->Stat(Sha256Of(a));
+  ASSERT_TRUE(info.ok()) << info.status();
+  EXPECT_EQ(info->artefact->index_state(), store::ArtefactRecord::DURABLE);
+  EXPECT_TRUE(store_->metadata().GetFile(Sha256Of(a), "bin/tool-hard").ok());
+}
+
+// A crash after the index commit but before the flush leaves the artefact
+// COMMITTED, its file blobs possibly lost or torn. Open re-derives them.
+TEST_F(StoreTest, RecoveryRederivesIndexAfterUncleanStop) {
+  const std::string tool = "tool bytes that a crash tore";
+  const std::string a = BuildTar(ToolEntries(tool));
+  const Digest digest = Sha256Of(a);
+  ASSERT_TRUE(Push(*store_, a).ok());
+  store_.reset();
+
+  // Simulate the crash's leftovers: the artefact not DURABLE, the tool's
+  // blob record gone and its file torn, and a stale index entry.
+  const Digest tool_digest = Sha256Of(tool);
+  {
+    absl::StatusOr<std::unique_ptr<MetadataDb>> db =
+        MetadataDb::Open(dir_ + "/meta");
+    ASSERT_TRUE(db.ok()) << db.status();
+    absl::StatusOr<store::ArtefactRecord> rec = (*db)->GetArtefact(digest);
+    ASSERT_TRUE(rec.ok());
+    rec->set_index_state(store::ArtefactRecord::COMMITTED);
+    MetadataBatch batch;
+    batch.PutArtefact(digest, *rec);
+    store::FileRecord stale;
+    stale.set_type(store::FileRecord::REGULAR);
+    batch.PutFile(digest, "stale/entry", stale);
+    batch.DeleteBlob(tool_digest);
+    ASSERT_TRUE((*db)->Commit(std::move(batch), true).ok());
+  }
+  const std::string blob_path = dir_ + "/blobs/sha256/" +
+                                tool_digest.Hex().substr(0, 2) + "/" +
+                                tool_digest.Hex();
+  ASSERT_TRUE(std::filesystem::exists(blob_path));
+  std::filesystem::resize_file(blob_path, 0);
+  // Also leave a temp file, as a crash mid-write would.
+  { std::ofstream(dir_ + "/tmp/left.partial") << "partial"; }
+
+  Reopen();
+  EXPECT_EQ(store_->recovered_artefacts(), 1);
+  EXPECT_EQ(CountFiles(dir_ + "/tmp"), 0);
+  EXPECT_FALSE(store_->metadata().GetFile(digest, "stale/entry").ok());
+  EXPECT_TRUE(store_->metadata().GetFile(digest, "bin/tool").ok());
+  ASSERT_TRUE(store_->WaitDurable().ok());
+  absl::StatusOr<BlobInfo> info = store_->Stat(digest);
+  ASSERT_TRUE(info.ok());
+  EXPECT_EQ(info->artefact->index_state(), store::ArtefactRecord::DURABLE);
+  std::string out;
+  ASSERT_TRUE(store_->ReadBlob(tool_digest, 0, 1 << 20, &out).ok());
+  EXPECT_EQ(out, tool);
+}
+
+TEST_F(StoreTest, AllCompressionsGiveTheSameIndex) {
+  const auto entries = ToolEntries("same");
+  std::vector<std::vector<std::string>> listings;
+  for (TarCompression c :
+       {TarCompression::kNone, TarCompression::kGzip, TarCompression::kZstd}) {
+    const std::string t = BuildTar(entries, c);
+    absl::StatusOr<UploadResult> r = Push(*store_, t);
+    ASSERT_TRUE(r.ok()) << r.status();
+    std::vector<std::string> listing;
+    ASSERT_TRUE(store_->metadata()
+                    .ListAllFiles(r->digest,
+                                  [&](absl::string_view path,
+                                      const store::FileRecord& rec) {
+                                    listing.push_back(std::string(path) + " " +
+                                                      rec.DebugString());
+                                    return true;
+                                  })
+                    .ok());
+    listings.push_back(listing);
+  }
+  EXPECT_EQ(listings[0], listings[1]);
+  EXPECT_EQ(listings[0], listings[2]);
+  EXPECT_GE(listings[0].size(), 7);  // 6 entries + synthesised share/doc dirs
+}
+
+}  // namespace
+}  // namespace cairn

@@ -1,0 +1,89 @@
+// Copyright 2026 The Cairn Authors.
+
+#include "store/testing/tar_builder.h"
+
+#include <archive.h>
+#include <archive_entry.h>
+#include <sys/stat.h>
+#include <sys/sysmacros.h>
+
+#include <cstdio>
+#include <cstdlib>
+
+namespace cairn::testing {
+namespace {
+
+void Check(int rc, archive* a, const char* what) {
+  if (rc < ARCHIVE_OK) {
+    std::fprintf(stderr, "BuildTar: %s: %s\n", what, archive_error_string(a));
+    std::abort();
+  }
+}
+
+}  // namespace
+
+std::string BuildTar(const std::vector<TarEntry>& entries,
+                     TarCompression compression) {
+  archive* a = archive_write_new();
+  Check(archive_write_set_format_pax_restricted(a), a, "format");
+  switch (compression) {
+    case TarCompression::kNone:
+      Check(archive_write_add_filter_none(a), a, "filter");
+      break;
+    case TarCompression::kGzip:
+      Check(archive_write_add_filter_gzip(a), a, "filter");
+      break;
+    case TarCompression::kZstd:
+      Check(archive_write_add_filter_zstd(a), a, "filter");
+      break;
+  }
+  // Big enough for any test archive; archive_write_open_memory needs a
+  // fixed buffer.
+  std::string out(64 << 20, '\0');
+  size_t used = 0;
+  Check(archive_write_open_memory(a, out.data(), out.size(), &used), a, "open");
+  for (const TarEntry& e : entries) {
+    archive_entry* entry = archive_entry_new();
+    archive_entry_set_pathname(entry, e.path.c_str());
+    archive_entry_set_perm(entry, e.mode);
+    archive_entry_set_mtime(entry, 0, 0);
+    switch (e.type) {
+      case TarEntry::kFile:
+        archive_entry_set_filetype(entry, AE_IFREG);
+        archive_entry_set_size(entry, e.content.size());
+        break;
+      case TarEntry::kDir:
+        archive_entry_set_filetype(entry, AE_IFDIR);
+        break;
+      case TarEntry::kSymlink:
+        archive_entry_set_filetype(entry, AE_IFLNK);
+        archive_entry_set_symlink(entry, e.content.c_str());
+        break;
+      case TarEntry::kHardlink:
+        archive_entry_set_filetype(entry, AE_IFREG);
+        archive_entry_set_hardlink(entry, e.content.c_str());
+        archive_entry_set_size(entry, 0);
+        break;
+      case TarEntry::kCharDevice:
+        archive_entry_set_filetype(entry, AE_IFCHR);
+        archive_entry_set_rdev(entry, makedev(1, 3));
+        break;
+      case TarEntry::kFifo:
+        archive_entry_set_filetype(entry, AE_IFIFO);
+        break;
+    }
+    Check(archive_write_header(a, entry), a, "header");
+    if (e.type == TarEntry::kFile && !e.content.empty()) {
+      if (archive_write_data(a, e.content.data(), e.content.size()) < 0) {
+        Check(ARCHIVE_FATAL, a, "data");
+      }
+    }
+    archive_entry_free(entry);
+  }
+  Check(archive_write_close(a), a, "close");
+  archive_write_free(a);
+  out.resize(used);
+  return out;
+}
+
+}  // namespace cairn::testing
