@@ -1,0 +1,443 @@
+// Copyright 2026 The Cairn Authors.
+
+#include "tools/cairn/client.h"
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <sys/types.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <condition_variable>
+#include <deque>
+#include <mutex>
+#include <thread>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "grpcpp/grpcpp.h"
+#include "tools/rpc/status.h"
+
+namespace cairn {
+namespace {
+
+// Owns a file descriptor.
+class Fd {
+ public:
+  explicit Fd(int fd = -1) : fd_(fd) {}
+  ~Fd() { Close(); }
+  Fd(const Fd&) = delete;
+  Fd& operator=(const Fd&) = delete;
+  int get() const { return fd_; }
+  // Returns close()'s errno, or 0.
+  int Close() {
+    int err = 0;
+    if (fd_ >= 0 && close(fd_) != 0) err = errno;
+    fd_ = -1;
+    return err;
+  }
+
+ private:
+  int fd_;
+};
+
+absl::Status Errno(absl::string_view what) {
+  return absl::ErrnoToStatus(errno, what);
+}
+
+// Reads until `size` bytes or end of file. Returns the bytes read.
+absl::StatusOr<size_t> ReadFull(int fd, char* data, size_t size,
+                                const std::string& path) {
+  size_t got = 0;
+  while (got < size) {
+    ssize_t n = read(fd, data + got, size - got);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return Errno(absl::StrCat("read ", path));
+    }
+    if (n == 0) break;
+    got += static_cast<size_t>(n);
+  }
+  return got;
+}
+
+absl::Status WriteFull(int fd, const std::string& data,
+                       const std::string& path) {
+  const char* p = data.data();
+  size_t left = data.size();
+  while (left > 0) {
+    ssize_t n = write(fd, p, left);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return Errno(absl::StrCat("write ", path));
+    }
+    p += n;
+    left -= static_cast<size_t>(n);
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<int> OpenRegular(const std::string& path, uint64_t* size) {
+  int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return Errno(path);
+  struct stat st;
+  if (fstat(fd, &st) != 0) {
+    absl::Status status = Errno(absl::StrCat("stat ", path));
+    close(fd);
+    return status;
+  }
+  if (!S_ISREG(st.st_mode)) {
+    close(fd);
+    return absl::InvalidArgumentError(
+        absl::StrCat(path, " is not a regular file"));
+  }
+  posix_fadvise(fd, 0, 0, POSIX_FADV_SEQUENTIAL);
+  *size = static_cast<uint64_t>(st.st_size);
+  return fd;
+}
+
+absl::StatusOr<std::pair<Digest, uint64_t>> HashFd(int fd,
+                                                   const std::string& path) {
+  Sha256 hasher;
+  std::string buffer(kUploadChunkBytes, '\0');
+  uint64_t total = 0;
+  for (;;) {
+    absl::StatusOr<size_t> n = ReadFull(fd, buffer.data(), buffer.size(), path);
+    if (!n.ok()) return n.status();
+    if (*n == 0) break;
+    hasher.Update(buffer.data(), *n);
+    total += *n;
+  }
+  return std::make_pair(hasher.Finish(), total);
+}
+
+}  // namespace
+
+absl::StatusOr<std::pair<Digest, uint64_t>> HashFile(const std::string& path) {
+  uint64_t size = 0;
+  absl::StatusOr<int> fd = OpenRegular(path, &size);
+  if (!fd.ok()) return fd.status();
+  Fd owner(*fd);
+  return HashFd(owner.get(), path);
+}
+
+// ---------------------------------------------------------------------------
+// BackgroundHasher.
+
+struct BackgroundHasher::State {
+  explicit State(size_t max) : max_queued_bytes(max) {}
+
+  void Loop() {
+    for (;;) {
+      std::string chunk;
+      {
+        std::unique_lock<std::mutex> lock(mu);
+        ready.wait(lock, [this] { return !queue.empty() || done; });
+        if (queue.empty()) break;
+        chunk = std::move(queue.front());
+        queue.pop_front();
+        queued_bytes -= chunk.size();
+      }
+      space.notify_one();
+      hasher.Update(chunk);
+    }
+    digest = hasher.Finish();
+  }
+
+  const size_t max_queued_bytes;
+  std::mutex mu;
+  std::condition_variable ready;  // Chunk queued or done.
+  std::condition_variable space;  // Queue drained below the limit.
+  std::deque<std::string> queue;  // Guarded by mu.
+  size_t queued_bytes = 0;        // Guarded by mu.
+  bool done = false;              // Guarded by mu.
+  bool finished = false;          // Producer thread only.
+  Sha256 hasher;                  // Hasher thread only.
+  Digest digest;                  // Written by the hasher thread before exit.
+  std::thread thread;             // Started last.
+};
+
+BackgroundHasher::BackgroundHasher(size_t max_queued_bytes)
+    : state_(std::make_unique<State>(max_queued_bytes)) {
+  state_->thread = std::thread([s = state_.get()] { s->Loop(); });
+}
+
+BackgroundHasher::~BackgroundHasher() {
+  if (!state_->finished) Finish();
+}
+
+void BackgroundHasher::Add(std::string chunk) {
+  if (chunk.empty()) return;
+  {
+    std::unique_lock<std::mutex> lock(state_->mu);
+    state_->space.wait(lock, [this] {
+      return state_->queued_bytes < state_->max_queued_bytes ||
+             state_->queue.empty();
+    });
+    state_->queued_bytes += chunk.size();
+    state_->queue.push_back(std::move(chunk));
+  }
+  state_->ready.notify_one();
+}
+
+Digest BackgroundHasher::Finish() {
+  {
+    std::lock_guard<std::mutex> lock(state_->mu);
+    state_->done = true;
+  }
+  state_->ready.notify_one();
+  state_->thread.join();
+  state_->finished = true;
+  return state_->digest;
+}
+
+// ---------------------------------------------------------------------------
+// CasClient.
+
+absl::StatusOr<std::unique_ptr<CasClient>> CasClient::Create(
+    const ClientOptions& options) {
+  if (options.server.empty()) {
+    return absl::InvalidArgumentError("empty server address");
+  }
+  grpc::ChannelArguments args;
+  args.SetMaxSendMessageSize(kMaxMessageBytes);
+  args.SetMaxReceiveMessageSize(kMaxMessageBytes);
+  std::shared_ptr<grpc::Channel> channel = grpc::CreateCustomChannel(
+      options.server, grpc::InsecureChannelCredentials(), args);
+  return std::unique_ptr<CasClient>(
+      new CasClient(options, v1::Cas::NewStub(channel)));
+}
+
+CasClient::CasClient(const ClientOptions& options,
+                     std::unique_ptr<v1::Cas::Stub> stub)
+    : options_(options), stub_(std::move(stub)) {}
+
+absl::Status CasClient::RpcError(const grpc::Status& status) const {
+  absl::Status converted = FromGrpcStatus(status);
+  if (converted.code() == absl::StatusCode::kUnavailable ||
+      converted.code() == absl::StatusCode::kDeadlineExceeded) {
+    return absl::Status(
+        converted.code(),
+        absl::StrCat(converted.message(), " (server ", options_.server, ")"));
+  }
+  return converted;
+}
+
+void CasClient::SetUnaryDeadline(grpc::ClientContext* context) const {
+  context->set_deadline(std::chrono::system_clock::now() +
+                        options_.unary_timeout);
+}
+
+absl::StatusOr<std::vector<std::string>> CasClient::FindMissing(
+    const std::vector<Digest>& digests) {
+  v1::FindMissingRequest request;
+  for (const Digest& d : digests) request.add_digests(d.ToString());
+  v1::FindMissingResponse response;
+  grpc::ClientContext context;
+  SetUnaryDeadline(&context);
+  grpc::Status status = stub_->FindMissing(&context, request, &response);
+  if (!status.ok()) return RpcError(status);
+  return std::vector<std::string>(response.missing_digests().begin(),
+                                  response.missing_digests().end());
+}
+
+absl::StatusOr<v1::StatResponse> CasClient::Stat(const Digest& digest) {
+  v1::StatRequest request;
+  request.set_digest(digest.ToString());
+  v1::StatResponse response;
+  grpc::ClientContext context;
+  SetUnaryDeadline(&context);
+  grpc::Status status = stub_->Stat(&context, request, &response);
+  if (!status.ok()) return RpcError(status);
+  return response;
+}
+
+absl::StatusOr<v1::WriteResponse> CasClient::Push(const std::string& path,
+                                                  const PushOptions& options) {
+  uint64_t size = 0;
+  absl::StatusOr<int> opened = OpenRegular(path, &size);
+  if (!opened.ok()) return opened.status();
+  Fd fd(*opened);
+
+  // Pass 1: the digest, which FindMissing needs. The upload's second read
+  // is then mostly served from the page cache.
+  absl::StatusOr<std::pair<Digest, uint64_t>> hashed = HashFd(fd.get(), path);
+  if (!hashed.ok()) return hashed.status();
+  const Digest digest = hashed->first;
+  size = hashed->second;
+  if (options.expect.has_value() && *options.expect != digest) {
+    return absl::DataLossError(absl::StrCat(
+        path, " has digest ", digest.ToString(), " but --expect is ",
+        options.expect->ToString(), "; nothing uploaded"));
+  }
+
+  absl::StatusOr<std::vector<std::string>> missing = FindMissing({digest});
+  if (!missing.ok()) return missing.status();
+  if (missing->empty()) {
+    absl::StatusOr<v1::StatResponse> stat = Stat(digest);
+    if (stat.ok()) {
+      v1::WriteResponse response;
+      response.set_digest(stat->digest());
+      response.set_size(stat->size());
+      response.set_already_present(true);
+      *response.mutable_summary() = stat->summary();
+      response.mutable_summary()->set_bytes_newly_stored(0);
+      if (options.progress) options.progress(size, size);
+      return response;
+    }
+    // Deleted in between: upload after all.
+    if (stat.status().code() != absl::StatusCode::kNotFound) {
+      return stat.status();
+    }
+  }
+
+  if (lseek(fd.get(), 0, SEEK_SET) != 0) {
+    return Errno(absl::StrCat("seek ", path));
+  }
+  return Upload(fd.get(), digest, size, options.progress);
+}
+
+absl::StatusOr<v1::WriteResponse> CasClient::Upload(
+    int fd, const Digest& digest, uint64_t size, const ProgressFn& progress) {
+  v1::WriteResponse response;
+  grpc::ClientContext context;
+  std::unique_ptr<grpc::ClientWriter<v1::WriteRequest>> writer =
+      stub_->Write(&context, &response);
+  uint64_t sent = 0;
+  bool first = true;
+  bool stream_ok = true;
+  absl::Status local_error;
+  v1::WriteRequest request;
+  while (stream_ok) {
+    request.Clear();
+    if (first) {
+      request.mutable_header()->set_expected_digest(digest.ToString());
+      request.mutable_header()->set_expected_size(size);
+    }
+    std::string* data = request.mutable_data();
+    data->resize(kUploadChunkBytes);
+    absl::StatusOr<size_t> n =
+        ReadFull(fd, data->data(), data->size(), "upload file");
+    if (!n.ok()) {
+      local_error = n.status();
+      break;
+    }
+    data->resize(*n);
+    if (*n == 0 && !first) break;
+    sent += *n;
+    if (sent > size) {
+      local_error = absl::AbortedError("file grew since it was hashed");
+      break;
+    }
+    stream_ok = writer->Write(request);
+    first = false;
+    if (progress) progress(sent, size);
+    if (*n < kUploadChunkBytes) break;
+  }
+  if (local_error.ok() && stream_ok && sent != size) {
+    local_error =
+        absl::AbortedError(absl::StrCat("file changed since it was hashed (",
+                                        size, " bytes then, ", sent, " now)"));
+  }
+  if (!local_error.ok()) {
+    context.TryCancel();
+    writer->Finish();
+    return local_error;
+  }
+  if (stream_ok) writer->WritesDone();
+  grpc::Status status = writer->Finish();
+  if (!status.ok()) return RpcError(status);
+  if (response.digest() != digest.ToString()) {
+    return absl::DataLossError(absl::StrCat("server stored ", response.digest(),
+                                            " for ", digest.ToString()));
+  }
+  return response;
+}
+
+absl::StatusOr<PullResult> CasClient::Pull(const Digest& digest,
+                                           const std::string& out_path,
+                                           const ProgressFn& progress) {
+  absl::StatusOr<v1::StatResponse> stat = Stat(digest);
+  if (!stat.ok()) return stat.status();
+  const uint64_t expected_size = stat->size();
+
+  const std::string partial = absl::StrCat(out_path, ".partial");
+  Fd fd(open(partial.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0666));
+  if (fd.get() < 0) return Errno(absl::StrCat("create ", partial));
+
+  // Receive and write on this thread; hash on the hasher's.
+  absl::Status result;
+  uint64_t received = 0;
+  Digest actual;
+  {
+    BackgroundHasher hasher;
+    grpc::ClientContext context;
+    v1::ReadRequest request;
+    request.set_digest(digest.ToString());
+    std::unique_ptr<grpc::ClientReader<v1::ReadResponse>> reader =
+        stub_->Read(&context, request);
+    v1::ReadResponse response;
+    while (reader->Read(&response)) {
+      std::string chunk = std::move(*response.mutable_data());
+      response.Clear();
+      received += chunk.size();
+      if (received > expected_size) {
+        result = absl::DataLossError(absl::StrCat("server sent more than the ",
+                                                  expected_size, " bytes of ",
+                                                  digest.ToString()));
+        break;
+      }
+      result = WriteFull(fd.get(), chunk, partial);
+      if (!result.ok()) break;
+      hasher.Add(std::move(chunk));
+      if (progress) progress(received, expected_size);
+    }
+    if (!result.ok()) context.TryCancel();
+    grpc::Status status = reader->Finish();
+    if (result.ok() && !status.ok()) result = RpcError(status);
+    actual = hasher.Finish();
+  }
+  if (result.ok() && (received != expected_size || actual != digest)) {
+    result = absl::DataLossError(absl::StrCat(
+        "received ", received, " bytes hashing to ", actual.ToString(),
+        ", expected ", expected_size, " bytes of ", digest.ToString()));
+  }
+  if (result.ok()) {
+    if (fsync(fd.get()) != 0) result = Errno(absl::StrCat("fsync ", partial));
+  }
+  if (const int err = fd.Close(); err != 0 && result.ok()) {
+    result = absl::ErrnoToStatus(err, absl::StrCat("close ", partial));
+  }
+  if (result.ok() && rename(partial.c_str(), out_path.c_str()) != 0) {
+    result = Errno(absl::StrCat("rename ", partial, " to ", out_path));
+  }
+  if (!result.ok()) {
+    unlink(partial.c_str());
+    return result;
+  }
+  return PullResult{actual, received};
+}
+
+absl::Status CasClient::ListFiles(
+    const Digest& digest,
+    const std::function<absl::Status(const v1::FileEntry&)>& visit) {
+  grpc::ClientContext context;
+  v1::ListFilesRequest request;
+  request.set_digest(digest.ToString());
+  std::unique_ptr<grpc::ClientReader<v1::ListFilesResponse>> reader =
+      stub_->ListFiles(&context, request);
+  v1::ListFilesResponse response;
+  absl::Status result;
+  while (result.ok() && reader->Read(&response)) {
+    for (const v1::FileEntry& entry : response.entries()) {
+      result = visit(entry);
+      if (!result.ok()) break;
+    }
+  }
+  if (!result.ok()) context.TryCancel();
+  grpc::Status status = reader->Finish();
+  if (result.ok() && !status.ok()) result = RpcError(status);
+  return result;
+}
+
+}  // namespace cairn

@@ -1,0 +1,153 @@
+// Copyright 2026 The Cairn Authors.
+//
+// The client side of cairn.v1.Cas (proto/cas.proto) used by the `cairn`
+// CLI: push a tarball (dedup through FindMissing, then a streamed Write),
+// pull a blob to a file with end-to-end digest verification, stat, and list
+// an artefact's files. All calls are synchronous gRPC on the caller's
+// thread (Pull also hashes on one helper thread). Errors are absl::Status:
+// gRPC failures are converted by FromGrpcStatus (tools/rpc/status.h), so
+// their codes are the server's (NOT_FOUND, DATA_LOSS, UNAVAILABLE, ...).
+//
+// Sizes are bytes; digests are cairn::Digest ("sha256:<hex>" on the wire).
+
+#ifndef CAIRN_TOOLS_CAIRN_CLIENT_H_
+#define CAIRN_TOOLS_CAIRN_CLIENT_H_
+
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "proto/cas.grpc.pb.h"
+#include "proto/cas.pb.h"
+#include "store/digest.h"
+
+namespace cairn {
+
+// Bytes of file data per Write message and per read() while hashing.
+inline constexpr size_t kUploadChunkBytes = 1 << 20;
+// gRPC message size limit, both directions (a 1 MiB chunk plus framing
+// fits with room to spare).
+inline constexpr int kMaxMessageBytes = 8 << 20;
+
+// Receives (bytes done, bytes total) while data moves. Called on the
+// calling thread; must not block for long.
+using ProgressFn = std::function<void(uint64_t done, uint64_t total)>;
+
+struct ClientOptions {
+  // gRPC target, e.g. "127.0.0.1:8470" or "dns:///cairn.example:8470".
+  std::string server;
+  // Deadline of unary calls (FindMissing, Stat). Streams have none.
+  std::chrono::milliseconds unary_timeout = std::chrono::seconds(60);
+};
+
+struct PushOptions {
+  // If set, the local digest must equal it or Push fails with DataLoss
+  // before anything is sent.
+  std::optional<Digest> expect;
+  ProgressFn progress;  // Upload progress; may be empty.
+};
+
+struct PullResult {
+  Digest digest;       // Verified digest of the bytes written.
+  uint64_t bytes = 0;  // Bytes written to the output file.
+};
+
+// Hashes a file in one streaming pass (kUploadChunkBytes reads). Returns
+// its digest and size. Errors: NotFound / PermissionDenied etc. from open
+// and read, InvalidArgument if `path` is not a regular file.
+absl::StatusOr<std::pair<Digest, uint64_t>> HashFile(const std::string& path);
+
+// Hashes chunks on a helper thread, so that hashing overlaps with whatever
+// the caller does next (receiving, writing). Memory is bounded: Add()
+// blocks while more than `max_queued_bytes` wait to be hashed.
+// Thread-compatible: one producer thread calls Add() and Finish().
+class BackgroundHasher {
+ public:
+  explicit BackgroundHasher(size_t max_queued_bytes = 16 << 20);
+  // Finishes (joins the thread) if Finish() was not called.
+  ~BackgroundHasher();
+  BackgroundHasher(const BackgroundHasher&) = delete;
+  BackgroundHasher& operator=(const BackgroundHasher&) = delete;
+
+  void Add(std::string chunk);
+  // Waits until every chunk is hashed and returns the digest. Call once.
+  Digest Finish();
+
+ private:
+  struct State;
+  std::unique_ptr<State> state_;
+};
+
+// A connection to one Cairn server. Construction does not connect: gRPC
+// connects on the first call. Thread-safe (gRPC stubs are), but each
+// operation runs on the calling thread.
+class CasClient {
+ public:
+  // Errors: InvalidArgument if options.server is empty.
+  static absl::StatusOr<std::unique_ptr<CasClient>> Create(
+      const ClientOptions& options);
+
+  // Uploads the file at `path` unless the server already has it:
+  //   1. hashes it locally (one pass);
+  //   2. fails with DataLoss if options.expect differs (nothing sent);
+  //   3. FindMissing: if stored, returns a response built from Stat with
+  //      already_present = true and summary.bytes_newly_stored = 0;
+  //   4. else streams Write in kUploadChunkBytes messages, the first
+  //      carrying expected_digest (the local digest) and expected_size.
+  // Errors: local I/O errors; Aborted if the file's size changed between
+  // hashing and upload; DataLoss if the server's digest differs; the
+  // server's errors (e.g. InvalidArgument for an unsafe archive).
+  absl::StatusOr<v1::WriteResponse> Push(const std::string& path,
+                                         const PushOptions& options);
+
+  // Streams blob `digest` into `out_path`: writes "<out_path>.partial",
+  // hashes on a helper thread while receiving, and renames into place only
+  // if size and digest match what Stat reported and what was asked for.
+  // The partial file is removed on any error. Errors: NotFound; DataLoss
+  // on a size or digest mismatch; local I/O errors; the server's errors.
+  absl::StatusOr<PullResult> Pull(const Digest& digest,
+                                  const std::string& out_path,
+                                  const ProgressFn& progress);
+
+  // Errors: NotFound and the server's errors.
+  absl::StatusOr<v1::StatResponse> Stat(const Digest& digest);
+
+  // The subset of `digests` the server lacks, in request order.
+  absl::StatusOr<std::vector<std::string>> FindMissing(
+      const std::vector<Digest>& digests);
+
+  // Calls `visit` for each file entry of artefact `digest`, in path order.
+  // A non-OK status from `visit` stops the stream and is returned.
+  // Errors: NotFound (not an artefact) and the server's errors.
+  absl::Status ListFiles(
+      const Digest& digest,
+      const std::function<absl::Status(const v1::FileEntry&)>& visit);
+
+  const std::string& server() const { return options_.server; }
+
+ private:
+  CasClient(const ClientOptions& options, std::unique_ptr<v1::Cas::Stub> stub);
+
+  // Adds " (server <target>)" to connection-level failures.
+  absl::Status RpcError(const grpc::Status& status) const;
+  void SetUnaryDeadline(grpc::ClientContext* context) const;
+
+  absl::StatusOr<v1::WriteResponse> Upload(int fd, const Digest& digest,
+                                           uint64_t size,
+                                           const ProgressFn& progress);
+
+  const ClientOptions options_;
+  std::unique_ptr<v1::Cas::Stub> stub_;
+};
+
+}  // namespace cairn
+
+#endif  // CAIRN_TOOLS_CAIRN_CLIENT_H_

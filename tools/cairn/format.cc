@@ -1,0 +1,224 @@
+// Copyright 2026 The Cairn Authors.
+
+#include "tools/cairn/format.h"
+
+#include <algorithm>
+#include <string>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
+#include "absl/time/time.h"
+
+namespace cairn {
+namespace cli {
+
+std::string FormatError(const absl::Status& status) {
+  return absl::StrCat("cairn: error: ", absl::StatusCodeToString(status.code()),
+                      ": ", status.message());
+}
+
+std::string FormatMode(uint32_t mode) {
+  return absl::StrFormat("%04o", mode & 07777);
+}
+
+std::string HumanBytes(uint64_t bytes) {
+  static const char* const kUnits[] = {"KiB", "MiB", "GiB", "TiB", "PiB"};
+  if (bytes < 1024) return absl::StrCat(bytes, " B");
+  double value = static_cast<double>(bytes) / 1024;
+  size_t unit = 0;
+  while (value >= 1024 && unit + 1 < sizeof(kUnits) / sizeof(kUnits[0])) {
+    value /= 1024;
+    ++unit;
+  }
+  return absl::StrFormat("%.1f %s", value, kUnits[unit]);
+}
+
+std::string FileTypeName(v1::FileEntry::Type type) {
+  switch (type) {
+    case v1::FileEntry::REGULAR:
+      return "regular";
+    case v1::FileEntry::DIRECTORY:
+      return "directory";
+    case v1::FileEntry::SYMLINK:
+      return "symlink";
+    case v1::FileEntry::HARDLINK:
+      return "hardlink";
+    default:
+      return "unspecified";
+  }
+}
+
+std::string FormatFileEntry(const v1::FileEntry& entry) {
+  std::string path = entry.path();
+  switch (entry.type()) {
+    case v1::FileEntry::DIRECTORY:
+      if (path.empty() || path.back() != '/') path += '/';
+      break;
+    case v1::FileEntry::SYMLINK:
+      absl::StrAppend(&path, " -> ", entry.link_target());
+      break;
+    case v1::FileEntry::HARDLINK:
+      absl::StrAppend(&path, " => ", entry.link_target());
+      break;
+    default:
+      break;
+  }
+  return absl::StrCat(FormatMode(entry.mode()), " ", entry.size(), " ", path);
+}
+
+nlohmann::ordered_json FileEntryToJson(const v1::FileEntry& entry) {
+  nlohmann::ordered_json j = {
+      {"path", entry.path()},
+      {"type", FileTypeName(entry.type())},
+      {"mode", FormatMode(entry.mode())},
+      {"size", entry.size()},
+  };
+  if (!entry.content_digest().empty()) {
+    j["content_digest"] = entry.content_digest();
+  }
+  if (!entry.link_target().empty()) j["link_target"] = entry.link_target();
+  return j;
+}
+
+nlohmann::ordered_json SummaryToJson(const v1::ArtefactSummary& summary) {
+  const v1::ArtefactMetadata& m = summary.metadata();
+  return {
+      {"compression", summary.compression()},
+      {"file_count", summary.file_count()},
+      {"regular_files", summary.regular_files()},
+      {"unpacked_bytes", summary.unpacked_bytes()},
+      {"bytes_newly_stored", summary.bytes_newly_stored()},
+      {"metadata",
+       {{"name", m.name()},
+        {"version", m.version()},
+        {"licence", m.licence()},
+        {"entrypoint", m.entrypoint()}}},
+      {"stripped_setid_paths",
+       std::vector<std::string>(summary.stripped_setid_paths().begin(),
+                                summary.stripped_setid_paths().end())},
+  };
+}
+
+nlohmann::ordered_json WriteResponseToJson(const v1::WriteResponse& response) {
+  return {
+      {"digest", response.digest()},
+      {"size", response.size()},
+      {"already_present", response.already_present()},
+      {"summary", SummaryToJson(response.summary())},
+  };
+}
+
+nlohmann::ordered_json StatToJson(const v1::StatResponse& response) {
+  nlohmann::ordered_json j = {
+      {"digest", response.digest()},
+      {"size", response.size()},
+      {"kind", response.kind()},
+      {"created_unix_seconds", response.created_unix_seconds()},
+      {"created", FormatUnixTime(response.created_unix_seconds())},
+      {"index_durable", response.index_durable()},
+  };
+  if (response.has_summary()) j["summary"] = SummaryToJson(response.summary());
+  return j;
+}
+
+nlohmann::ordered_json CheckResultToJson(const std::string& path,
+                                         const CheckResult& result) {
+  return {
+      {"path", path},
+      {"ok", result.ok()},
+      {"compression", result.compression},
+      {"entries", result.entries},
+      {"problems", result.problems},
+      {"reasons", result.reasons},
+  };
+}
+
+std::string FormatUnixTime(int64_t seconds) {
+  return absl::FormatTime("%Y-%m-%dT%H:%M:%SZ", absl::FromUnixSeconds(seconds),
+                          absl::UTCTimeZone());
+}
+
+std::string FormatStat(const v1::StatResponse& response) {
+  std::string out;
+  auto line = [&out](absl::string_view key, absl::string_view value) {
+    absl::StrAppend(
+        &out, absl::StrFormat("%-15s %s\n", absl::StrCat(key, ":"), value));
+  };
+  line("digest", response.digest());
+  line("kind", response.kind());
+  line("size",
+       absl::StrCat(response.size(), " (", HumanBytes(response.size()), ")"));
+  line("created", FormatUnixTime(response.created_unix_seconds()));
+  if (!response.has_summary()) return out;
+  const v1::ArtefactSummary& s = response.summary();
+  line("index", response.index_durable() ? "durable" : "not yet durable");
+  line("compression", s.compression());
+  line("files", absl::StrCat(s.file_count(), " entries, ", s.regular_files(),
+                             " regular files"));
+  line("unpacked", absl::StrCat(s.unpacked_bytes(), " (",
+                                HumanBytes(s.unpacked_bytes()), ")"));
+  const v1::ArtefactMetadata& m = s.metadata();
+  if (!m.name().empty()) line("name", m.name());
+  if (!m.version().empty()) line("version", m.version());
+  if (!m.licence().empty()) line("licence", m.licence());
+  if (!m.entrypoint().empty()) line("entrypoint", m.entrypoint());
+  if (!s.stripped_setid_paths().empty()) {
+    line("setid stripped", absl::StrJoin(s.stripped_setid_paths(), ", "));
+  }
+  return out;
+}
+
+std::string FormatProgress(uint64_t done, uint64_t total, double seconds) {
+  std::string line = absl::StrCat("  ", HumanBytes(done));
+  if (total > 0) {
+    const uint64_t percent = std::min<uint64_t>(
+        100, static_cast<uint64_t>(100.0 * static_cast<double>(done) /
+                                   static_cast<double>(total)));
+    absl::StrAppend(&line, " / ", HumanBytes(total), "  ", percent, "%");
+  }
+  if (seconds > 0) {
+    absl::StrAppend(&line,
+                    absl::StrFormat("  %.1f MB/s",
+                                    static_cast<double>(done) / 1e6 / seconds));
+  }
+  return line;
+}
+
+ProgressMeter::ProgressMeter(std::ostream* err, bool enabled)
+    : err_(err),
+      enabled_(enabled),
+      start_(std::chrono::steady_clock::now()),
+      last_draw_(start_) {}
+
+void ProgressMeter::Update(uint64_t done, uint64_t total) {
+  done_ = done;
+  total_ = total;
+  if (!enabled_) return;
+  const auto now = std::chrono::steady_clock::now();
+  if (drawn_ && now - last_draw_ < std::chrono::milliseconds(100)) return;
+  last_draw_ = now;
+  Draw();
+}
+
+void ProgressMeter::Finish() {
+  if (!enabled_ || !drawn_) return;
+  Draw();
+  *err_ << "\n" << std::flush;
+}
+
+void ProgressMeter::Draw() {
+  const double seconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - start_)
+          .count();
+  std::string line = FormatProgress(done_, total_, seconds);
+  const size_t width = line.size();
+  // Blank out what a longer previous line left behind.
+  if (width < last_width_) line.append(last_width_ - width, ' ');
+  last_width_ = width;
+  *err_ << "\r" << line << std::flush;
+  drawn_ = true;
+}
+
+}  // namespace cli
+}  // namespace cairn

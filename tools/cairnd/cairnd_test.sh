@@ -1,0 +1,124 @@
+#!/usr/bin/env bash
+# Copyright 2026 The Cairn Authors.
+#
+# Runs the real cairnd binary: usage errors exit 2; with --listen
+# 127.0.0.1:0 it prints "cairnd listening on 127.0.0.1:PORT", accepts TCP
+# connections on PORT, and exits 0 on SIGTERM and on SIGINT, logging the
+# shutdown; a config file supplies settings that flags override.
+set -euo pipefail
+
+cairnd="${TEST_SRCDIR}/${TEST_WORKSPACE}/tools/cairnd/cairnd"
+tmp="${TEST_TMPDIR:-$(mktemp -d)}"
+failures=0
+
+fail() {
+  echo "FAIL: $*" >&2
+  failures=$((failures + 1))
+}
+
+expect_exit() {  # expect_exit CODE DESCRIPTION -- ARGS...
+  local want="$1" what="$2"
+  shift 3
+  local got=0
+  "$cairnd" "$@" >"$tmp/out" 2>"$tmp/err" || got=$?
+  if [[ "$got" != "$want" ]]; then
+    fail "$what: exit $got, want $want; stderr: $(cat "$tmp/err")"
+  fi
+}
+
+expect_exit 2 "no data dir" --
+expect_exit 2 "unknown flag" -- --data-dir "$tmp/d" --bogus
+expect_exit 2 "bad log level" -- --data-dir "$tmp/d" --log-level loud
+expect_exit 2 "missing config" -- --config "$tmp/nope.toml"
+printf 'data_dir = "%s"\nlisten = 7\n' "$tmp/d" >"$tmp/badtype.toml"
+expect_exit 2 "config type error" -- --config "$tmp/badtype.toml"
+grep -q "listen must be a non-empty string" "$tmp/err" ||
+  fail "type error message: $(cat "$tmp/err")"
+printf 'data_dir = "%s"\n[limits]\nmax_entriez = 3\n' "$tmp/d" \
+  >"$tmp/badkey.toml"
+expect_exit 2 "config unknown key" -- --config "$tmp/badkey.toml"
+grep -q "limits.max_entriez is not a known key" "$tmp/err" ||
+  fail "unknown key message: $(cat "$tmp/err")"
+printf '[grpc]\nbdp_probe = 1\n' >"$tmp/badbool.toml"
+expect_exit 2 "config bool type error" -- --data-dir "$tmp/d" \
+  --config "$tmp/badbool.toml"
+grep -q "grpc.bdp_probe must be true or false" "$tmp/err" ||
+  fail "bool type message: $(cat "$tmp/err")"
+printf 'data_dir = "%s\n' "$tmp/d" >"$tmp/syntax.toml"
+expect_exit 2 "config syntax error" -- --config "$tmp/syntax.toml"
+grep -q "syntax.toml:1:" "$tmp/err" ||
+  fail "syntax error message: $(cat "$tmp/err")"
+expect_exit 2 "malformed listen address" -- --data-dir "$tmp/d" \
+  --listen 127.0.0.1:99999
+grep -q "127.0.0.1:99999" "$tmp/err" || fail "bad address message"
+expect_exit 0 "help" -- --help
+grep -q -- "--data-dir" "$tmp/out" || fail "--help does not list --data-dir"
+
+# Starts cairnd in the background with ARGS; sets pid and port.
+start() {
+  : >"$tmp/daemon.out"
+  "$cairnd" "$@" >"$tmp/daemon.out" 2>"$tmp/daemon.err" &
+  pid=$!
+  port=""
+  for _ in $(seq 1 200); do
+    if line=$(grep -m1 '^cairnd listening on ' "$tmp/daemon.out"); then
+      port="${line##*:}"
+      break
+    fi
+    kill -0 "$pid" 2>/dev/null || break
+    sleep 0.05
+  done
+  if [[ -z "$port" ]]; then
+    fail "no listening line; stderr: $(cat "$tmp/daemon.err")"
+    return 1
+  fi
+}
+
+stop() {  # stop SIGNAL
+  kill -s "$1" "$pid"
+  local code=0
+  wait "$pid" || code=$?
+  [[ "$code" == 0 ]] || fail "exit $code after $1, want 0: $(cat "$tmp/daemon.err")"
+  grep -q "received SIG$1, shutting down" "$tmp/daemon.err" ||
+    fail "no shutdown log after $1"
+  grep -q "stopped in" "$tmp/daemon.err" || fail "no final log after $1"
+}
+
+# Flags override the config file: the config's listen port is taken, so
+# only the --listen flag lets the daemon start.
+printf 'data_dir = "%s"\nlisten = "127.0.0.1:1"\nlog_level = "debug"\n' \
+  "$tmp/d" >"$tmp/good.toml"
+printf '[limits]\nmax_entries = 10\nmax_path_bytes = 100\n' >>"$tmp/good.toml"
+printf 'max_unpacked_bytes = 1000000\n' >>"$tmp/good.toml"
+printf '[grpc]\nbdp_probe = false\nstream_window_bytes = 4194304\n' \
+  >>"$tmp/good.toml"
+if start --config "$tmp/good.toml" --listen 127.0.0.1:0 --log-level info; then
+  [[ "$port" =~ ^[0-9]+$ && "$port" != 0 ]] || fail "bad port '$port'"
+  # The port accepts connections.
+  if ! (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+    fail "cannot connect to 127.0.0.1:$port"
+  fi
+  grep -q "starting: data dir $tmp/d, listen 127.0.0.1:0" "$tmp/daemon.err" ||
+    fail "startup log: $(cat "$tmp/daemon.err")"
+  grep -q "max_entries=10 max_path_bytes=100" "$tmp/daemon.err" ||
+    fail "limits from config not applied: $(cat "$tmp/daemon.err")"
+  grep -q "bdp_probe=false stream_window_bytes=4194304" "$tmp/daemon.err" ||
+    fail "[grpc] from config not applied: $(cat "$tmp/daemon.err")"
+  grep -q "recovered 0 artefacts" "$tmp/daemon.err" || fail "no recovery log"
+  # A second daemon cannot share the port.
+  expect_exit 1 "port in use" -- --data-dir "$tmp/d2" --listen \
+    "127.0.0.1:$port"
+  grep -q "127.0.0.1:$port" "$tmp/err" || fail "port-in-use message"
+  stop TERM
+fi
+
+# Restart on the same data dir (the store lock was released); SIGINT.
+if start --data-dir "$tmp/d" --listen 127.0.0.1:0; then
+  stop INT
+fi
+
+if [[ "$failures" != 0 ]]; then
+  echo "$failures failure(s)" >&2
+  exit 1
+fi
+echo PASS
