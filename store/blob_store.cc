@@ -178,8 +178,12 @@ struct Layout {
 
 class BlobWriterImpl : public BlobWriter {
  public:
-  BlobWriterImpl(std::shared_ptr<Layout> layout, int fd, std::string temp_path)
-      : layout_(std::move(layout)), fd_(fd), temp_path_(std::move(temp_path)) {}
+  BlobWriterImpl(std::shared_ptr<Layout> layout, int fd, std::string temp_path,
+                 WriterHashing hashing)
+      : layout_(std::move(layout)),
+        fd_(fd),
+        temp_path_(std::move(temp_path)),
+        hashing_(hashing) {}
 
   ~BlobWriterImpl() override {
     CloseFd();
@@ -195,7 +199,7 @@ class BlobWriterImpl : public BlobWriter {
     if (data.empty()) return absl::OkStatus();
     absl::Status status = WriteFully(fd_, data, temp_path_);
     if (!status.ok()) return Fail(std::move(status));
-    hasher_.Update(data);
+    if (hashing_ == WriterHashing::kHash) hasher_.Update(data);
     size_ += data.size();
     return absl::OkStatus();
   }
@@ -204,6 +208,11 @@ class BlobWriterImpl : public BlobWriter {
 
   absl::StatusOr<Digest> Finish() override {
     if (!error_.ok()) return error_;
+    if (hashing_ == WriterHashing::kCallerHashes) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "blob writer ", temp_path_, " does not hash: pass the digest to "
+          "Commit"));
+    }
     if (!finished_) {
       digest_ = hasher_.Finish();
       finished_ = true;
@@ -217,7 +226,18 @@ class BlobWriterImpl : public BlobWriter {
       return absl::FailedPreconditionError(
           absl::StrCat("blob ", digest_.ToString(), " already committed"));
     }
-    absl::StatusOr<Digest> digest = Finish();
+    absl::StatusOr<Digest> digest;
+    if (hashing_ == WriterHashing::kCallerHashes) {
+      if (!expected.has_value()) {
+        return absl::FailedPreconditionError(absl::StrCat(
+            "blob writer ", temp_path_, " needs the caller's digest"));
+      }
+      finished_ = true;
+      digest_ = *expected;
+      digest = digest_;
+    } else {
+      digest = Finish();
+    }
     if (!digest.ok()) return digest.status();
     if (expected.has_value() && *expected != *digest) {
       CloseFd();
@@ -286,6 +306,7 @@ class BlobWriterImpl : public BlobWriter {
   const std::shared_ptr<Layout> layout_;
   int fd_;
   const std::string temp_path_;
+  const WriterHashing hashing_;
   Sha256 hasher_;
   uint64_t size_ = 0;
   bool finished_ = false;
@@ -309,7 +330,8 @@ class BlobStoreImpl : public BlobStore {
     return layout_->PathFor(digest);
   }
 
-  absl::StatusOr<std::unique_ptr<BlobWriter>> NewWriter() override {
+  absl::StatusOr<std::unique_ptr<BlobWriter>> NewWriter(
+      WriterHashing hashing) override {
     // A 128-bit random name practically never collides; O_EXCL makes sure.
     for (int attempt = 0;; ++attempt) {
       absl::StatusOr<std::string> name = RandomHex();
@@ -320,7 +342,7 @@ class BlobStoreImpl : public BlobStore {
           open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
       if (fd >= 0) {
         return std::unique_ptr<BlobWriter>(
-            new BlobWriterImpl(layout_, fd, std::move(path)));
+            new BlobWriterImpl(layout_, fd, std::move(path), hashing));
       }
       if (errno != EEXIST || attempt >= 3) {
         return ErrnoError(errno, "cannot create temp file", path);

@@ -37,6 +37,16 @@ enum class Durability {
   kDeferred,
 };
 
+// Whether a BlobWriter hashes what it writes.
+enum class WriterHashing {
+  // The writer hashes; Commit checks `expected` against it.
+  kHash,
+  // The caller hashed the same bytes itself (e.g. the archive indexer) and
+  // passes the digest to Commit as `expected`, which is then trusted. Saves
+  // a second SHA-256 pass. Finish() returns FailedPrecondition.
+  kCallerHashes,
+};
+
 // Streams one blob to a temp file while hashing it. Not thread-safe. The
 // destructor removes the temp file unless Commit succeeded.
 class BlobWriter {
@@ -78,7 +88,8 @@ class BlobStore {
   virtual std::string PathFor(const Digest& digest) const = 0;
 
   // Starts writing a new blob.
-  virtual absl::StatusOr<std::unique_ptr<BlobWriter>> NewWriter() = 0;
+  virtual absl::StatusOr<std::unique_ptr<BlobWriter>> NewWriter(
+      WriterHashing hashing = WriterHashing::kHash) = 0;
 
   // Opens a committed blob file read-only; returns an owned fd.
   // Errors: NotFound naming the digest.

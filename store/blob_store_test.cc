@@ -153,6 +153,24 @@ TEST(BlobStoreTest, DeferredCommitAndEmptyBlob) {
   EXPECT_FALSE((*writer)->Commit(Durability::kDeferred).ok());
 }
 
+TEST(BlobStoreTest, CallerHashingWriterTrustsTheGivenDigest) {
+  std::string root = NewTempDir();
+  auto store = OpenStore(root);
+  ASSERT_NE(store, nullptr);
+  auto writer = store->NewWriter(WriterHashing::kCallerHashes);
+  ASSERT_TRUE(writer.ok());
+  ASSERT_TRUE((*writer)->Append("content").ok());
+  // It cannot name the digest itself, and will not commit without one.
+  EXPECT_EQ((*writer)->Finish().status().code(),
+            absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ((*writer)->Commit(Durability::kDeferred).status().code(),
+            absl::StatusCode::kFailedPrecondition);
+  auto digest = (*writer)->Commit(Durability::kDeferred, Sha256Of("content"));
+  ASSERT_TRUE(digest.ok()) << digest.status();
+  EXPECT_EQ(*digest, Sha256Of("content"));
+  EXPECT_EQ(ReadFile(store->PathFor(*digest)), "content");
+}
+
 TEST(BlobStoreTest, DigestMismatchIsDataLossAndLeavesNothing) {
   std::string root = NewTempDir();
   auto store = OpenStore(root);

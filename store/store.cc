@@ -264,6 +264,7 @@ class StoreImpl : public Store {
   }
 
   const MetadataDb& metadata() const override { return *meta_; }
+  MetadataDb& mutable_metadata() override { return *meta_; }
 
   absl::Status WaitDurable() override {
     absl::MutexLock lock(&flush_mu_);
@@ -347,7 +348,8 @@ class StoreImpl : public Store {
 };
 
 absl::Status FileBlobSink::StartWriter() {
-  absl::StatusOr<std::unique_ptr<BlobWriter>> w = store_->blobs().NewWriter();
+  absl::StatusOr<std::unique_ptr<BlobWriter>> w =
+      store_->blobs().NewWriter(WriterHashing::kCallerHashes);
   if (!w.ok()) return w.status();
   writer_ = *std::move(w);
   if (!buffer_.empty()) {
@@ -367,13 +369,13 @@ absl::Status FileBlobSink::EndFile(const Digest& digest) {
   if (!have.ok()) return have.status();
   if (*have) return absl::OkStatus();  // Dropping `writer` removes its temp.
   if (writer == nullptr) {
-    absl::StatusOr<std::unique_ptr<BlobWriter>> w = store_->blobs().NewWriter();
+    absl::StatusOr<std::unique_ptr<BlobWriter>> w =
+        store_->blobs().NewWriter(WriterHashing::kCallerHashes);
     if (!w.ok()) return w.status();
     writer = *std::move(w);
     if (absl::Status s = writer->Append(buffer_); !s.ok()) return s;
   }
-  // The writer hashes too: a mismatch means the bytes changed between the
-  // archive reader and the disk, and is DataLoss.
+  // The archive indexer hashed exactly the bytes passed to Append.
   absl::StatusOr<Digest> committed =
       writer->Commit(Durability::kDeferred, digest);
   if (!committed.ok()) return committed.status();

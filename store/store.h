@@ -136,6 +136,9 @@ class Store {
 
   // The artefact's file index. Errors: NotFound if not an artefact.
   virtual const MetadataDb& metadata() const = 0;
+  // The same database, writable: for layers kept beside the store's own
+  // records, such as the refs (store/refs.h). Owned by the store.
+  virtual MetadataDb& mutable_metadata() = 0;
 
   // Blocks until every artefact committed so far is DURABLE (for tests and
   // orderly shutdown).

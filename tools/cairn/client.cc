@@ -16,6 +16,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "grpcpp/grpcpp.h"
+#include "tools/cairn/digest_cache.h"
 #include "tools/rpc/status.h"
 
 namespace cairn {
@@ -259,12 +260,22 @@ absl::StatusOr<v1::WriteResponse> CasClient::Push(const std::string& path,
   if (!opened.ok()) return opened.status();
   Fd fd(*opened);
 
-  // Pass 1: the digest, which FindMissing needs. The upload's second read
-  // is then mostly served from the page cache.
-  absl::StatusOr<std::pair<Digest, uint64_t>> hashed = HashFd(fd.get(), path);
-  if (!hashed.ok()) return hashed.status();
-  const Digest digest = hashed->first;
-  size = hashed->second;
+  // The digest, which FindMissing needs: from the digest cache when the
+  // file is unchanged since it was last hashed, else a first pass over the
+  // file (the upload's second read is then served from the page cache).
+  struct stat st;
+  if (fstat(fd.get(), &st) != 0) return Errno(absl::StrCat("stat ", path));
+  const DigestCache cache = DigestCache::Default();
+  Digest digest;
+  if (std::optional<Digest> cached = cache.Lookup(st); cached.has_value()) {
+    digest = *cached;
+  } else {
+    absl::StatusOr<std::pair<Digest, uint64_t>> hashed = HashFd(fd.get(), path);
+    if (!hashed.ok()) return hashed.status();
+    digest = hashed->first;
+    size = hashed->second;
+    cache.Store(st, digest);
+  }
   if (options.expect.has_value() && *options.expect != digest) {
     return absl::DataLossError(absl::StrCat(
         path, " has digest ", digest.ToString(), " but --expect is ",
