@@ -11,6 +11,9 @@
 //     prefix bloom lets a directory listing skip SST files that hold nothing
 //     of that artefact. OptimizeForPointLookup would drop the ordered index
 //     that `files` scans need, so it is not used.
+//   - `refs` is a point lookup (Resolve) with a whole-key bloom plus
+//     ordered scans (List); `ref_history` is only ever scanned per ref (its
+//     keys are variable-length, so no fixed prefix extractor applies).
 //   - max_background_jobs = 2 (the daemon shares a small machine with FUSE
 //     and uploads); dynamic level sizing; default compression.
 
@@ -39,6 +42,8 @@ namespace {
 constexpr char kBlobsCf[] = "blobs";
 constexpr char kArtefactsCf[] = "artefacts";
 constexpr char kFilesCf[] = "files";
+constexpr char kRefsCf[] = "refs";
+constexpr char kRefHistoryCf[] = "ref_history";
 constexpr size_t kBlockCacheBytes = 64 << 20;
 constexpr int kBloomBitsPerKey = 10;
 
@@ -111,6 +116,32 @@ bool SplitFileKey(absl::string_view key, absl::string_view* dir,
   return true;
 }
 
+// "ref \"a@b\"" for messages.
+std::string RefWhat(absl::string_view ref) {
+  return absl::StrCat("ref \"", absl::CHexEscape(ref), "\"");
+}
+
+absl::Status CheckRefKey(absl::string_view ref) {
+  if (ref.empty() || ref.find('\0') != absl::string_view::npos) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("invalid ref key \"", absl::CHexEscape(ref),
+                     "\": empty or contains NUL"));
+  }
+  return absl::OkStatus();
+}
+
+void AppendBigEndian64(uint64_t v, std::string* out) {
+  for (int shift = 56; shift >= 0; shift -= 8) {
+    out->push_back(static_cast<char>((v >> shift) & 0xff));
+  }
+}
+
+uint64_t ReadBigEndian64(absl::string_view in) {
+  uint64_t v = 0;
+  for (int i = 0; i < 8; ++i) v = (v << 8) | static_cast<unsigned char>(in[i]);
+  return v;
+}
+
 rocksdb::ColumnFamilyOptions CfOptions(
     const std::shared_ptr<rocksdb::Cache>& cache, size_t prefix_len) {
   rocksdb::BlockBasedTableOptions table;
@@ -153,13 +184,22 @@ std::string FileKey(const Digest& artefact, absl::string_view path) {
   return key;
 }
 
+std::string RefHistoryKey(absl::string_view ref, uint64_t generation) {
+  std::string key;
+  key.reserve(ref.size() + 1 + 8);
+  key.append(ref.data(), ref.size());
+  key.push_back('\0');
+  AppendBigEndian64(generation, &key);
+  return key;
+}
+
 namespace metadata_internal {
 
 // A batch's operations, recorded by MetadataBatch and turned into a
 // rocksdb::WriteBatch by MetadataDb::Commit, which owns the column family
 // handles.
 struct BatchOps {
-  enum class Cf { kBlobs, kArtefacts, kFiles };
+  enum class Cf { kBlobs, kArtefacts, kFiles, kRefs, kRefHistory };
   enum class Kind {
     kPut,          // key -> value
     kDelete,       // key
@@ -220,6 +260,24 @@ void MetadataBatch::DeleteFiles(const Digest& artefact) {
   }
 }
 
+void MetadataBatch::PutRef(absl::string_view ref,
+                           const store::RefRecord& record) {
+  rep_->ops.push_back({BatchOps::Cf::kRefs, BatchOps::Kind::kPut,
+                       std::string(ref), record.SerializeAsString()});
+}
+
+void MetadataBatch::DeleteRef(absl::string_view ref) {
+  rep_->ops.push_back(
+      {BatchOps::Cf::kRefs, BatchOps::Kind::kDelete, std::string(ref), ""});
+}
+
+void MetadataBatch::PutRefHistory(absl::string_view ref,
+                                  const store::RefHistoryRecord& record) {
+  rep_->ops.push_back({BatchOps::Cf::kRefHistory, BatchOps::Kind::kPut,
+                       RefHistoryKey(ref, record.generation()),
+                       record.SerializeAsString()});
+}
+
 size_t MetadataBatch::count() const { return rep_ ? rep_->ops.size() : 0; }
 
 namespace {
@@ -236,14 +294,18 @@ class MetadataDbImpl : public MetadataDb {
                  std::vector<rocksdb::ColumnFamilyHandle*> handles,
                  rocksdb::ColumnFamilyHandle* blobs,
                  rocksdb::ColumnFamilyHandle* artefacts,
-                 rocksdb::ColumnFamilyHandle* files)
+                 rocksdb::ColumnFamilyHandle* files,
+                 rocksdb::ColumnFamilyHandle* refs,
+                 rocksdb::ColumnFamilyHandle* ref_history)
       : batch_ops_(batch_ops),
         path_(std::move(path)),
         db_(std::move(db)),
         handles_(std::move(handles)),
         blobs_(blobs),
         artefacts_(artefacts),
-        files_(files) {}
+        files_(files),
+        refs_(refs),
+        ref_history_(ref_history) {}
 
   ~MetadataDbImpl() override {
     for (rocksdb::ColumnFamilyHandle* h : handles_) {
@@ -425,6 +487,105 @@ class MetadataDbImpl : public MetadataDb {
     return FromRocks(it->status(), "cannot list artefacts");
   }
 
+  absl::StatusOr<store::RefRecord> GetRef(
+      absl::string_view ref) const override {
+    if (absl::Status s = CheckRefKey(ref); !s.ok()) return s;
+    store::RefRecord record;
+    absl::Status s = GetRecord(
+        refs_, ref, [&] { return RefWhat(ref); }, &record);
+    if (!s.ok()) return s;
+    return record;
+  }
+
+  absl::Status ListRefs(
+      absl::string_view prefix, absl::string_view start_after,
+      const std::function<bool(absl::string_view ref, const store::RefRecord&)>&
+          fn) const override {
+    // The smallest key after start_after is start_after + "\0".
+    std::string start(prefix);
+    if (!start_after.empty()) {
+      std::string after = absl::StrCat(start_after, absl::string_view("\0", 1));
+      if (after > start) start = std::move(after);
+    }
+    std::optional<std::string> upper = PrefixSuccessor(prefix);
+    rocksdb::Slice upper_slice;
+    rocksdb::ReadOptions options;
+    if (upper.has_value()) {
+      upper_slice = rocksdb::Slice(*upper);
+      options.iterate_upper_bound = &upper_slice;
+    }
+    std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(options, refs_));
+    for (it->Seek(start); it->Valid(); it->Next()) {
+      absl::string_view key = ToView(it->key());
+      if (key.substr(0, prefix.size()) != prefix) break;
+      store::RefRecord record;
+      absl::Status s = ParseRecord(
+          ToView(it->value()), [&] { return RefWhat(key); }, &record);
+      if (!s.ok()) return s;
+      if (!fn(key, record)) return absl::OkStatus();
+    }
+    return FromRocks(it->status(),
+                     absl::StrCat("cannot list refs with prefix \"",
+                                  absl::CHexEscape(prefix), "\""));
+  }
+
+  absl::Status ListRefHistory(
+      absl::string_view ref, uint64_t after_generation,
+      const std::function<bool(const store::RefHistoryRecord&)>& fn)
+      const override {
+    if (absl::Status s = CheckRefKey(ref); !s.ok()) return s;
+    if (after_generation == UINT64_MAX) return absl::OkStatus();
+    const std::string start = RefHistoryKey(ref, after_generation + 1);
+    const std::string upper = absl::StrCat(ref, "\x01");
+    rocksdb::Slice upper_slice(upper);
+    rocksdb::ReadOptions options;
+    options.iterate_upper_bound = &upper_slice;
+    std::unique_ptr<rocksdb::Iterator> it(
+        db_->NewIterator(options, ref_history_));
+    for (it->Seek(start); it->Valid(); it->Next()) {
+      absl::string_view key = ToView(it->key());
+      absl::StatusOr<uint64_t> generation = HistoryKeyGeneration(ref, key);
+      if (!generation.ok()) return generation.status();
+      store::RefHistoryRecord record;
+      auto what = [&] {
+        return absl::StrCat("history of ", RefWhat(ref), " at generation ",
+                            *generation);
+      };
+      absl::Status s = ParseRecord(ToView(it->value()), what, &record);
+      if (!s.ok()) return s;
+      if (record.generation() != *generation) {
+        return absl::DataLossError(
+            absl::StrCat(what(), " holds generation ", record.generation()));
+      }
+      if (!fn(record)) return absl::OkStatus();
+    }
+    return FromRocks(it->status(),
+                     absl::StrCat("cannot list history of ", RefWhat(ref)));
+  }
+
+  absl::StatusOr<uint64_t> LastRefHistoryGeneration(
+      absl::string_view ref) const override {
+    if (absl::Status s = CheckRefKey(ref); !s.ok()) return s;
+    const std::string lower = absl::StrCat(ref, absl::string_view("\0", 1));
+    rocksdb::Slice lower_slice(lower);
+    rocksdb::ReadOptions options;
+    options.iterate_lower_bound = &lower_slice;
+    std::unique_ptr<rocksdb::Iterator> it(
+        db_->NewIterator(options, ref_history_));
+    it->SeekForPrev(RefHistoryKey(ref, UINT64_MAX));
+    if (it->Valid()) {
+      absl::string_view key = ToView(it->key());
+      if (key.substr(0, lower.size()) == lower) {
+        return HistoryKeyGeneration(ref, key);
+      }
+    }
+    absl::Status s =
+        FromRocks(it->status(),
+                  absl::StrCat("cannot read the history of ", RefWhat(ref)));
+    if (!s.ok()) return s;
+    return 0;
+  }
+
  private:
   // Reads and parses one record; `what` names it in messages (see
   // ParseRecord).
@@ -442,6 +603,19 @@ class MetadataDbImpl : public MetadataDb {
     return ParseRecord(ToView(value), what, record);
   }
 
+  // The generation in a `ref_history` key of `ref`. Errors: DataLoss if the
+  // key is not <ref>\0<8 bytes>.
+  static absl::StatusOr<uint64_t> HistoryKeyGeneration(absl::string_view ref,
+                                                       absl::string_view key) {
+    if (key.size() != ref.size() + 9 || key.substr(0, ref.size()) != ref ||
+        key[ref.size()] != '\0') {
+      return absl::DataLossError(absl::StrCat("malformed ref_history key \"",
+                                              absl::CHexEscape(key), "\" for ",
+                                              RefWhat(ref)));
+    }
+    return ReadBigEndian64(key.substr(ref.size() + 1));
+  }
+
   rocksdb::ColumnFamilyHandle* Handle(BatchOps::Cf cf) const {
     switch (cf) {
       case BatchOps::Cf::kBlobs:
@@ -450,6 +624,10 @@ class MetadataDbImpl : public MetadataDb {
         return artefacts_;
       case BatchOps::Cf::kFiles:
         return files_;
+      case BatchOps::Cf::kRefs:
+        return refs_;
+      case BatchOps::Cf::kRefHistory:
+        return ref_history_;
     }
     return nullptr;
   }
@@ -521,6 +699,8 @@ class MetadataDbImpl : public MetadataDb {
   rocksdb::ColumnFamilyHandle* const blobs_;
   rocksdb::ColumnFamilyHandle* const artefacts_;
   rocksdb::ColumnFamilyHandle* const files_;
+  rocksdb::ColumnFamilyHandle* const refs_;
+  rocksdb::ColumnFamilyHandle* const ref_history_;
   // Orders commits, guarding no data: shared by ordinary commits, exclusive
   // for a batch with a kDeleteFrom (see Commit).
   mutable absl::Mutex commit_mu_;
@@ -544,6 +724,8 @@ absl::StatusOr<std::unique_ptr<MetadataDb>> MetadataDb::Open(
       {kBlobsCf, CfOptions(cache, 0)},
       {kArtefactsCf, CfOptions(cache, 0)},
       {kFilesCf, CfOptions(cache, Digest::kSize)},
+      {kRefsCf, CfOptions(cache, 0)},
+      {kRefHistoryCf, CfOptions(cache, 0)},
   };
   // RocksDB refuses to open a database without naming all its column
   // families; open any this version does not know with default options.
@@ -568,12 +750,14 @@ absl::StatusOr<std::unique_ptr<MetadataDb>> MetadataDb::Open(
   rocksdb::ColumnFamilyHandle* blobs = handles[1];
   rocksdb::ColumnFamilyHandle* artefacts = handles[2];
   rocksdb::ColumnFamilyHandle* files = handles[3];
+  rocksdb::ColumnFamilyHandle* refs = handles[4];
+  rocksdb::ColumnFamilyHandle* ref_history = handles[5];
   BatchOpsFn batch_ops = [](const MetadataBatch& batch) -> const BatchOps* {
     return batch.rep_.get();
   };
   return std::unique_ptr<MetadataDb>(
       new MetadataDbImpl(batch_ops, path, std::move(db), std::move(handles),
-                         blobs, artefacts, files));
+                         blobs, artefacts, files, refs, ref_history));
 }
 
 }  // namespace cairn

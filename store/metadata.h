@@ -6,6 +6,12 @@
 //   blobs      <32 raw digest>                      -> BlobRecord
 //   artefacts  <32 raw digest>                      -> ArtefactRecord
 //   files      <32 raw artefact digest><dir>\0<name> -> FileRecord
+//   refs       <ref>                                -> RefRecord
+//   ref_history <ref>\0<8-byte big-endian generation> -> RefHistoryRecord
+//
+// <ref> is a ref's text "<package>@<name>" (store/ref_name.h); it never
+// contains NUL, so one ref's history is the contiguous key range
+// [<ref>\0, <ref>\x01), ordered by generation.
 //
 // In `files`, <dir> is the entry's parent directory path ("" at the root,
 // "bin", "usr/lib", ...; no leading or trailing "/"), so a directory's
@@ -19,6 +25,7 @@
 #ifndef CAIRN_STORE_METADATA_H_
 #define CAIRN_STORE_METADATA_H_
 
+#include <cstdint>
 #include <functional>
 #include <memory>
 #include <string>
@@ -39,6 +46,10 @@ void SplitPath(absl::string_view path, absl::string_view* dir,
 // The `files` key of (artefact, path).
 std::string FileKey(const Digest& artefact, absl::string_view path);
 
+// The `ref_history` key of (ref, generation): the ref's bytes, a NUL, then
+// the generation as 8 big-endian bytes (so keys sort by generation).
+std::string RefHistoryKey(absl::string_view ref, uint64_t generation);
+
 // A set of writes applied atomically by MetadataDb::Commit. Not thread-safe.
 class MetadataBatch {
  public:
@@ -55,6 +66,15 @@ class MetadataBatch {
                const store::FileRecord& record);
   // Deletes every `files` entry of the artefact.
   void DeleteFiles(const Digest& artefact);
+
+  // Refs. `ref` is a ref's text "<package>@<name>", already validated by the
+  // caller (RefName); it must not be empty or contain NUL.
+  void PutRef(absl::string_view ref, const store::RefRecord& record);
+  // Removes a ref's current record; its history stays.
+  void DeleteRef(absl::string_view ref);
+  // Appends one history record under (ref, record.generation()).
+  void PutRefHistory(absl::string_view ref,
+                     const store::RefHistoryRecord& record);
 
   size_t count() const;
 
@@ -107,6 +127,35 @@ class MetadataDb {
   virtual absl::Status ListArtefacts(
       const std::function<bool(const Digest&, const store::ArtefactRecord&)>&
           fn) const = 0;
+
+  // --- Refs (store/refs.h). `ref` is "<package>@<name>". ---
+
+  // One point read (bloom-filtered). Errors: NotFound naming the ref;
+  // DataLoss if the record is corrupt.
+  virtual absl::StatusOr<store::RefRecord> GetRef(
+      absl::string_view ref) const = 0;
+
+  // Calls fn(ref, record) for each ref whose text starts with `prefix` (""
+  // = every ref), in bytewise order of the ref text, starting after
+  // `start_after` ("" = from the first). Stops early when fn returns false.
+  virtual absl::Status ListRefs(
+      absl::string_view prefix, absl::string_view start_after,
+      const std::function<bool(absl::string_view ref, const store::RefRecord&)>&
+          fn) const = 0;
+
+  // Calls fn(record) for each history record of `ref` with generation >
+  // after_generation, oldest first. Stops early when fn returns false.
+  // History outlives the ref's record (a deleted branch keeps it). Errors:
+  // InvalidArgument if ref is empty or holds NUL; DataLoss on a malformed
+  // key or record.
+  virtual absl::Status ListRefHistory(
+      absl::string_view ref, uint64_t after_generation,
+      const std::function<bool(const store::RefHistoryRecord&)>& fn) const = 0;
+
+  // The generation of the ref's newest history record, 0 if it has none.
+  // One seek. Errors: as ListRefHistory.
+  virtual absl::StatusOr<uint64_t> LastRefHistoryGeneration(
+      absl::string_view ref) const = 0;
 };
 
 }  // namespace cairn

@@ -450,5 +450,214 @@ TEST_F(MetadataTest, CorruptRecordIsDataLoss) {
   EXPECT_EQ(arts.code(), absl::StatusCode::kDataLoss);
 }
 
+store::RefRecord RefRec(uint64_t generation, store::RefRecord::Kind kind =
+                                                 store::RefRecord::BRANCH) {
+  store::RefRecord r;
+  r.set_kind(kind);
+  r.set_generation(generation);
+  (*r.mutable_slots())["linux-amd64"].set_digest(
+      std::string(Sha256Of(absl::StrCat("g", generation)).raw()));
+  return r;
+}
+
+store::RefHistoryRecord HistRec(uint64_t generation, absl::string_view actor) {
+  store::RefHistoryRecord r;
+  r.set_generation(generation);
+  r.set_actor(std::string(actor));
+  r.set_action(store::RefHistoryRecord::SET_SLOT);
+  return r;
+}
+
+TEST(MetadataKeysTest, RefHistoryKey) {
+  EXPECT_EQ(RefHistoryKey("a@b", 0x0102),
+            std::string("a@b\0\0\0\0\0\0\0\x01\x02", 12));
+  // Big-endian: keys sort by generation.
+  EXPECT_LT(RefHistoryKey("a@b", 255), RefHistoryKey("a@b", 256));
+  EXPECT_LT(RefHistoryKey("a@b", UINT64_MAX), RefHistoryKey("a@b.c", 0));
+}
+
+TEST_F(MetadataTest, RefsPutGetDeleteAndReopen) {
+  EXPECT_EQ(db_->GetRef("tool@main").status().code(),
+            absl::StatusCode::kNotFound);
+  MetadataBatch batch;
+  batch.PutRef("tool@main", RefRec(1));
+  batch.PutRefHistory("tool@main", HistRec(1, "alice"));
+  Commit(std::move(batch), /*sync=*/true);
+  Reopen();
+  auto got = db_->GetRef("tool@main");
+  ASSERT_TRUE(got.ok()) << got.status();
+  EXPECT_EQ(got->generation(), 1u);
+  EXPECT_EQ(got->kind(), store::RefRecord::BRANCH);
+  EXPECT_EQ(got->slots().at("linux-amd64").digest(),
+            std::string(Sha256Of("g1").raw()));
+
+  MetadataBatch del;
+  del.DeleteRef("tool@main");
+  Commit(std::move(del));
+  auto gone = db_->GetRef("tool@main");
+  EXPECT_EQ(gone.status().code(), absl::StatusCode::kNotFound);
+  EXPECT_THAT(std::string(gone.status().message()), HasSubstr("tool@main"));
+  // History outlives the record.
+  EXPECT_EQ(*db_->LastRefHistoryGeneration("tool@main"), 1u);
+
+  EXPECT_EQ(db_->GetRef("").status().code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(db_->GetRef(absl::string_view("a\0b", 3)).status().code(),
+            absl::StatusCode::kInvalidArgument);
+}
+
+TEST_F(MetadataTest, ListRefsByPrefixAndStartAfter) {
+  MetadataBatch batch;
+  uint64_t g = 1;
+  for (const char* ref : {"tool@main", "tool@dev", "tool-x@main", "tools@a",
+                          "team/a@x", "team/b@x"}) {
+    batch.PutRef(ref, RefRec(g++));
+  }
+  Commit(std::move(batch));
+  auto list = [&](absl::string_view prefix, absl::string_view start_after,
+                  int limit = 1 << 30) {
+    std::vector<std::string> out;
+    absl::Status s =
+        db_->ListRefs(prefix, start_after,
+                      [&](absl::string_view ref, const store::RefRecord& r) {
+                        EXPECT_GT(r.generation(), 0u);
+                        out.emplace_back(ref);
+                        return static_cast<int>(out.size()) < limit;
+                      });
+    EXPECT_TRUE(s.ok()) << s;
+    return out;
+  };
+  EXPECT_THAT(list("", ""), ElementsAre("team/a@x", "team/b@x", "tool-x@main",
+                                        "tool@dev", "tool@main", "tools@a"));
+  EXPECT_THAT(list("tool@", ""), ElementsAre("tool@dev", "tool@main"));
+  EXPECT_THAT(list("tool", ""),
+              ElementsAre("tool-x@main", "tool@dev", "tool@main", "tools@a"));
+  EXPECT_THAT(list("team/", ""), ElementsAre("team/a@x", "team/b@x"));
+  EXPECT_THAT(list("tool@", "tool@dev"), ElementsAre("tool@main"));
+  EXPECT_THAT(list("tool@", "tool@main"), IsEmpty());
+  // start_after before the prefix range starts at the prefix.
+  EXPECT_THAT(list("tool@", "a"), ElementsAre("tool@dev", "tool@main"));
+  EXPECT_THAT(list("", "tool-x@main", 2), ElementsAre("tool@dev", "tool@main"));
+  EXPECT_THAT(list("zzz", ""), IsEmpty());
+  EXPECT_THAT(list("\xff", ""), IsEmpty());
+}
+
+TEST_F(MetadataTest, RefHistoryIsPerRefAndOrderedByGeneration) {
+  MetadataBatch batch;
+  // Written out of order; generations that differ in every byte position.
+  for (uint64_t g : {257u, 1u, 256u, 2u}) {
+    batch.PutRefHistory("a@b", HistRec(g, absl::StrCat("actor", g)));
+  }
+  // Neighbours whose keys share the prefix "a@b".
+  batch.PutRefHistory("a@b.c", HistRec(1, "other"));
+  batch.PutRefHistory("a@bc", HistRec(9, "other"));
+  batch.PutRefHistory("a@a", HistRec(1000, "other"));
+  Commit(std::move(batch));
+
+  auto history = [&](absl::string_view ref, uint64_t after, int limit = 100) {
+    std::vector<uint64_t> out;
+    absl::Status s =
+        db_->ListRefHistory(ref, after, [&](const store::RefHistoryRecord& r) {
+          EXPECT_EQ(r.actor(), r.actor() == "other"
+                                   ? "other"
+                                   : absl::StrCat("actor", r.generation()));
+          out.push_back(r.generation());
+          return static_cast<int>(out.size()) < limit;
+        });
+    EXPECT_TRUE(s.ok()) << s;
+    return out;
+  };
+  EXPECT_THAT(history("a@b", 0), ElementsAre(1u, 2u, 256u, 257u));
+  EXPECT_THAT(history("a@b", 2), ElementsAre(256u, 257u));
+  EXPECT_THAT(history("a@b", 0, 2), ElementsAre(1u, 2u));
+  EXPECT_THAT(history("a@b", 257), IsEmpty());
+  EXPECT_THAT(history("a@b", UINT64_MAX), IsEmpty());
+  EXPECT_THAT(history("a@b.c", 0), ElementsAre(1u));
+  EXPECT_THAT(history("a@x", 0), IsEmpty());
+  EXPECT_EQ(*db_->LastRefHistoryGeneration("a@b"), 257u);
+  EXPECT_EQ(*db_->LastRefHistoryGeneration("a@bc"), 9u);
+  EXPECT_EQ(*db_->LastRefHistoryGeneration("a@a"), 1000u);
+  EXPECT_EQ(*db_->LastRefHistoryGeneration("a@"), 0u);
+  EXPECT_EQ(*db_->LastRefHistoryGeneration("a@c"), 0u);
+  EXPECT_EQ(*db_->LastRefHistoryGeneration("zz@z"), 0u);
+  EXPECT_EQ(db_->ListRefHistory(
+                   "", 0, [](const store::RefHistoryRecord&) { return true; })
+                .code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(db_->LastRefHistoryGeneration("").status().code(),
+            absl::StatusCode::kInvalidArgument);
+}
+
+TEST_F(MetadataTest, CorruptRefRecordsAreDataLoss) {
+  MetadataBatch batch;
+  batch.PutRef("ok@x", RefRec(1));
+  // A history record whose generation disagrees with its key.
+  store::RefHistoryRecord wrong = HistRec(5, "x");
+  batch.PutRefHistory("mis@x", wrong);
+  Commit(std::move(batch));
+  db_.reset();
+  {
+    std::vector<std::string> names;
+    ASSERT_TRUE(
+        rocksdb::DB::ListColumnFamilies(rocksdb::DBOptions(), path_, &names)
+            .ok());
+    std::vector<rocksdb::ColumnFamilyDescriptor> cfs;
+    for (const std::string& n : names) {
+      cfs.emplace_back(n, rocksdb::ColumnFamilyOptions());
+    }
+    std::vector<rocksdb::ColumnFamilyHandle*> handles;
+    rocksdb::DB* raw = nullptr;
+    ASSERT_TRUE(
+        rocksdb::DB::Open(rocksdb::Options(), path_, cfs, &handles, &raw).ok());
+    std::unique_ptr<rocksdb::DB> db(raw);
+    const std::string truncated = "\x08";  // Tag of field 1, no value.
+    for (size_t i = 0; i < names.size(); ++i) {
+      if (names[i] == "refs") {
+        ASSERT_TRUE(
+            db->Put(rocksdb::WriteOptions(), handles[i], "bad@x", truncated)
+                .ok());
+      } else if (names[i] == "ref_history") {
+        ASSERT_TRUE(db->Put(rocksdb::WriteOptions(), handles[i],
+                            RefHistoryKey("bad@x", 1), truncated)
+                        .ok());
+        // Too short to hold a generation.
+        ASSERT_TRUE(db->Put(rocksdb::WriteOptions(), handles[i],
+                            std::string("short@x\0\x01", 9),
+                            HistRec(1, "x").SerializeAsString())
+                        .ok());
+        // The record of generation 5 stored under generation 6.
+        ASSERT_TRUE(db->Delete(rocksdb::WriteOptions(), handles[i],
+                               RefHistoryKey("mis@x", 5))
+                        .ok());
+        ASSERT_TRUE(db->Put(rocksdb::WriteOptions(), handles[i],
+                            RefHistoryKey("mis@x", 6),
+                            wrong.SerializeAsString())
+                        .ok());
+      }
+    }
+    for (auto* h : handles) ASSERT_TRUE(db->DestroyColumnFamilyHandle(h).ok());
+  }
+  Reopen();
+  auto ref = db_->GetRef("bad@x");
+  EXPECT_EQ(ref.status().code(), absl::StatusCode::kDataLoss);
+  EXPECT_THAT(std::string(ref.status().message()), HasSubstr("bad@x"));
+  EXPECT_TRUE(db_->GetRef("ok@x").ok());
+  auto all = [](absl::string_view, const store::RefRecord&) { return true; };
+  EXPECT_EQ(db_->ListRefs("", "", all).code(), absl::StatusCode::kDataLoss);
+  EXPECT_TRUE(db_->ListRefs("ok@", "", all).ok());
+  auto any = [](const store::RefHistoryRecord&) { return true; };
+  absl::Status s = db_->ListRefHistory("bad@x", 0, any);
+  EXPECT_EQ(s.code(), absl::StatusCode::kDataLoss);
+  EXPECT_THAT(std::string(s.message()), HasSubstr("bad@x"));
+  s = db_->ListRefHistory("short@x", 0, any);
+  EXPECT_EQ(s.code(), absl::StatusCode::kDataLoss);
+  EXPECT_THAT(std::string(s.message()), HasSubstr("malformed ref_history key"));
+  EXPECT_EQ(db_->LastRefHistoryGeneration("short@x").status().code(),
+            absl::StatusCode::kDataLoss);
+  s = db_->ListRefHistory("mis@x", 0, any);
+  EXPECT_EQ(s.code(), absl::StatusCode::kDataLoss);
+  EXPECT_THAT(std::string(s.message()), HasSubstr("holds generation 5"));
+}
+
 }  // namespace
 }  // namespace cairn
