@@ -287,6 +287,21 @@ class ZstdDecoder : public Decoder {
       }
       const bool input_done = eof_ && in_.pos == in_.size;
       if (input_done && !in_frame_) return absl::string_view();
+      // Between frames, a zero byte cannot start a frame (frame magics begin
+      // 0x28 or 0x5?): it is block padding, as libarchive and tar add after
+      // the compressed stream. It must run to the end of input.
+      if (!in_frame_ && in_.pos < in_.size &&
+          (padding_ || static_cast<const char*>(in_.src)[in_.pos] == 0)) {
+        padding_ = true;
+        const char* p = static_cast<const char*>(in_.src);
+        for (; in_.pos < in_.size; ++in_.pos) {
+          if (p[in_.pos] != 0) {
+            return absl::InvalidArgumentError(
+                "corrupt zstd stream: trailing garbage after the last frame");
+          }
+        }
+        continue;
+      }
       ZSTD_outBuffer out = {out_.get(), kOutBufferSize, 0};
       const size_t r = ZSTD_decompressStream(ctx_.get(), &out, &in_);
       if (ZSTD_isError(r)) {
@@ -318,6 +333,7 @@ class ZstdDecoder : public Decoder {
   ZSTD_inBuffer in_ = {nullptr, 0, 0};
   bool eof_ = false;
   bool in_frame_ = false;
+  bool padding_ = false;  // In the zero padding after the last frame.
 };
 
 // ---------------------------------------------------------------------------

@@ -448,6 +448,18 @@ TEST(ArchiveIndexTest, GzipZeroPaddingAcceptedGarbageRejected) {
   EXPECT_THAT(index.status().message(), HasSubstr("corrupt gzip stream"));
 }
 
+// libarchive's writer (and tar's) pads the compressed stream to a full
+// 10240-byte block with zeros.
+TEST(ArchiveIndexTest, ZstdZeroPaddingAcceptedGarbageRejected) {
+  const std::string zst = MakeTar(SampleTree(), Filter::kZstd);
+  EXPECT_TRUE(Index(zst + std::string(10000, '\0'), 7).ok());
+  EXPECT_TRUE(Index(zst + std::string(10000, '\0')).ok());
+  absl::StatusOr<ArchiveIndex> index = Index(zst + std::string(10, '\0') + "x");
+  ASSERT_FALSE(index.ok());
+  EXPECT_EQ(index.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(index.status().message(), HasSubstr("trailing garbage"));
+}
+
 TEST(ArchiveIndexTest, ReadsUstarAndGnuTar) {
   const std::string long_path = std::string(150, 'd') + "/f";
   const std::string utf8 = "r\xc3\xa9sum\xc3\xa9.txt";

@@ -44,15 +44,15 @@ class ChunkQueue {
 
   // Queues a copy of `data`. Returns false (and drops it) if the consumer
   // has stopped.
-  bool Push(absl::string_view data) {
+  bool Push(std::string data) {
     absl::MutexLock lock(&mu_);
     while (!consumer_done_ && queued_bytes_ > 0 &&
            queued_bytes_ + data.size() > capacity_) {
       cv_.Wait(&mu_);
     }
     if (consumer_done_) return false;
-    chunks_.emplace_back(data);
     queued_bytes_ += data.size();
+    chunks_.push_back(std::move(data));
     cv_.SignalAll();
     return true;
   }
@@ -137,43 +137,71 @@ class FdSource : public ByteSource {
 class StoreImpl;
 
 // Writes each regular file of an artefact as its own blob, skipping content
-// the store already holds. Runs on the indexer thread.
+// the store already holds. The archive indexer calls it on its thread; the
+// dedup check and the writes run on a writer thread of the sink's own, so
+// inflating and hashing overlap with writing. Ops pass through a queue
+// bounded to kSinkQueueBytes. Files up to kFileSpillBytes are buffered and
+// handed over whole (and cost no I/O when already stored); larger ones are
+// streamed to a temp blob and dropped at the end if already stored.
 class FileBlobSink : public FileContentSink {
  public:
-  explicit FileBlobSink(StoreImpl* store) : store_(store) {}
+  explicit FileBlobSink(StoreImpl* store);
+  // Stops the writer thread, discarding queued work.
+  ~FileBlobSink() override;
 
-  absl::Status BeginFile(absl::string_view path, uint64_t size) override {
-    buffer_.clear();
-    writer_.reset();
-    size_ = size;
-    if (size > kFileSpillBytes) return StartWriter();
-    return absl::OkStatus();
-  }
-
-  absl::Status Append(absl::string_view data) override {
-    if (writer_ == nullptr) {
-      if (buffer_.size() + data.size() <= kFileSpillBytes) {
-        buffer_.append(data.data(), data.size());
-        return absl::OkStatus();
-      }
-      if (absl::Status s = StartWriter(); !s.ok()) return s;
-    }
-    return writer_->Append(data);
-  }
-
+  absl::Status BeginFile(absl::string_view path, uint64_t size) override;
+  absl::Status Append(absl::string_view data) override;
   absl::Status EndFile(const Digest& digest) override;
+
+  // Waits until every file handed over is written (or found stored) and
+  // stops the writer. Returns the writer's first error. Call once, after
+  // the indexer finished; files() and bytes_newly_stored() are valid after.
+  absl::Status Drain();
 
   // Digest and size of every distinct regular file seen.
   const absl::flat_hash_map<Digest, uint64_t>& files() const { return files_; }
   uint64_t bytes_newly_stored() const { return bytes_newly_stored_; }
 
  private:
-  absl::Status StartWriter();
+  static constexpr size_t kSinkQueueBytes = 8 << 20;
+  static constexpr size_t kDataOpBytes = 1 << 20;
 
-  StoreImpl* store_;
-  std::string buffer_;
-  std::unique_ptr<BlobWriter> writer_;
+  struct Op {
+    enum Kind { kWholeFile, kBegin, kData, kEnd } kind;
+    std::string data;   // kWholeFile, kData.
+    Digest digest;      // kWholeFile, kEnd.
+    uint64_t size = 0;  // kWholeFile, kBegin: the file's size in bytes.
+  };
+
+  // Indexer side.
+  absl::Status Push(Op op);
+  absl::Status FlushPending();
+  // Writer side.
+  void Run();
+  absl::Status Process(Op& op);
+  absl::Status Store(const Digest& digest, uint64_t size,
+                     std::unique_ptr<BlobWriter> writer,
+                     absl::string_view whole);
+
+  StoreImpl* const store_;
+
+  absl::Mutex mu_;
+  absl::CondVar cv_;
+  std::deque<Op> ops_ ABSL_GUARDED_BY(mu_);
+  size_t queued_bytes_ ABSL_GUARDED_BY(mu_) = 0;
+  bool closing_ ABSL_GUARDED_BY(mu_) = false;
+  bool abort_ ABSL_GUARDED_BY(mu_) = false;
+  absl::Status error_ ABSL_GUARDED_BY(mu_);
+  std::thread writer_thread_;
+
+  // Indexer thread only.
+  std::string buffer_;  // A small file's bytes, or a large file's pending.
+  bool streaming_ = false;
   uint64_t size_ = 0;
+
+  // Writer thread only (read by others after Drain).
+  std::unique_ptr<BlobWriter> writer_;
+  uint64_t writer_size_ = 0;
   absl::flat_hash_map<Digest, uint64_t> files_;
   uint64_t bytes_newly_stored_ = 0;
 };
@@ -205,7 +233,10 @@ class StoreImpl : public Store {
 
   absl::Status Init() {
     if (absl::Status s = Recover(); !s.ok()) return s;
-    flusher_ = std::thread([this] { FlushLoop(); });
+    flusher_ = std::thread([this] {
+      pthread_setname_np(pthread_self(), "cairn-flush");
+      FlushLoop();
+    });
     return absl::OkStatus();
   }
 
@@ -347,41 +378,151 @@ class StoreImpl : public Store {
   std::thread flusher_;
 };
 
-absl::Status FileBlobSink::StartWriter() {
-  absl::StatusOr<std::unique_ptr<BlobWriter>> w =
-      store_->blobs().NewWriter(WriterHashing::kCallerHashes);
-  if (!w.ok()) return w.status();
-  writer_ = *std::move(w);
-  if (!buffer_.empty()) {
-    if (absl::Status s = writer_->Append(buffer_); !s.ok()) return s;
-    buffer_.clear();
+FileBlobSink::FileBlobSink(StoreImpl* store) : store_(store) {
+  writer_thread_ = std::thread([this] {
+    pthread_setname_np(pthread_self(), "cairn-files");
+    Run();
+  });
+}
+
+FileBlobSink::~FileBlobSink() {
+  {
+    absl::MutexLock lock(&mu_);
+    closing_ = true;
+    abort_ = true;
+    cv_.SignalAll();
   }
+  if (writer_thread_.joinable()) writer_thread_.join();
+}
+
+absl::Status FileBlobSink::Push(Op op) {
+  absl::MutexLock lock(&mu_);
+  const size_t bytes = op.data.size();
+  while (error_.ok() && queued_bytes_ > 0 &&
+         queued_bytes_ + bytes > kSinkQueueBytes) {
+    cv_.Wait(&mu_);
+  }
+  if (!error_.ok()) return error_;
+  queued_bytes_ += bytes;
+  ops_.push_back(std::move(op));
+  cv_.SignalAll();
+  return absl::OkStatus();
+}
+
+absl::Status FileBlobSink::FlushPending() {
+  if (buffer_.empty()) return absl::OkStatus();
+  Op op{Op::kData};
+  op.data.swap(buffer_);
+  return Push(std::move(op));
+}
+
+absl::Status FileBlobSink::BeginFile(absl::string_view path, uint64_t size) {
+  buffer_.clear();
+  size_ = size;
+  streaming_ = size > kFileSpillBytes;
+  if (!streaming_) return absl::OkStatus();
+  Op op{Op::kBegin};
+  op.size = size;
+  return Push(std::move(op));
+}
+
+absl::Status FileBlobSink::Append(absl::string_view data) {
+  buffer_.append(data.data(), data.size());
+  if (streaming_ && buffer_.size() >= kDataOpBytes) return FlushPending();
   return absl::OkStatus();
 }
 
 absl::Status FileBlobSink::EndFile(const Digest& digest) {
-  std::unique_ptr<BlobWriter> writer = std::move(writer_);
-  auto [it, inserted] = files_.emplace(digest, size_);
-  if (!inserted)
-    return absl::OkStatus();  // Same content earlier in this
-                              // artefact.
+  if (streaming_) {
+    if (absl::Status s = FlushPending(); !s.ok()) return s;
+    Op op{Op::kEnd};
+    op.digest = digest;
+    return Push(std::move(op));
+  }
+  Op op{Op::kWholeFile};
+  op.data.swap(buffer_);
+  op.digest = digest;
+  op.size = size_;
+  return Push(std::move(op));
+}
+
+absl::Status FileBlobSink::Drain() {
+  {
+    absl::MutexLock lock(&mu_);
+    closing_ = true;
+    cv_.SignalAll();
+  }
+  if (writer_thread_.joinable()) writer_thread_.join();
+  absl::MutexLock lock(&mu_);
+  return error_;
+}
+
+void FileBlobSink::Run() {
+  while (true) {
+    Op op;
+    {
+      absl::MutexLock lock(&mu_);
+      while (ops_.empty() && !closing_) cv_.Wait(&mu_);
+      if (abort_ || ops_.empty()) return;
+      op = std::move(ops_.front());
+      ops_.pop_front();
+      queued_bytes_ -= op.data.size();
+      cv_.SignalAll();
+      if (!error_.ok()) continue;  // Discard work after a failure.
+    }
+    absl::Status s = Process(op);
+    if (!s.ok()) {
+      absl::MutexLock lock(&mu_);
+      error_ = s;
+      cv_.SignalAll();
+    }
+  }
+}
+
+absl::Status FileBlobSink::Process(Op& op) {
+  switch (op.kind) {
+    case Op::kWholeFile:
+      return Store(op.digest, op.size, nullptr, op.data);
+    case Op::kBegin: {
+      absl::StatusOr<std::unique_ptr<BlobWriter>> w =
+          store_->blobs().NewWriter(WriterHashing::kCallerHashes);
+      if (!w.ok()) return w.status();
+      writer_ = *std::move(w);
+      writer_size_ = op.size;
+      return absl::OkStatus();
+    }
+    case Op::kData:
+      return writer_->Append(op.data);
+    case Op::kEnd:
+      return Store(op.digest, writer_size_, std::move(writer_), "");
+  }
+  return absl::InternalError("unknown file sink op");
+}
+
+absl::Status FileBlobSink::Store(const Digest& digest, uint64_t size,
+                                 std::unique_ptr<BlobWriter> writer,
+                                 absl::string_view whole) {
+  auto [it, inserted] = files_.emplace(digest, size);
+  // Same content earlier in this artefact, or already in the store:
+  // dropping `writer` removes its temp file.
+  if (!inserted) return absl::OkStatus();
   absl::StatusOr<bool> have = store_->HaveFileBlob(digest);
   if (!have.ok()) return have.status();
-  if (*have) return absl::OkStatus();  // Dropping `writer` removes its temp.
+  if (*have) return absl::OkStatus();
   if (writer == nullptr) {
     absl::StatusOr<std::unique_ptr<BlobWriter>> w =
         store_->blobs().NewWriter(WriterHashing::kCallerHashes);
     if (!w.ok()) return w.status();
     writer = *std::move(w);
-    if (absl::Status s = writer->Append(buffer_); !s.ok()) return s;
+    if (absl::Status s = writer->Append(whole); !s.ok()) return s;
   }
-  // The archive indexer hashed exactly the bytes passed to Append.
+  // The archive indexer hashed exactly these bytes.
   absl::StatusOr<Digest> committed =
       writer->Commit(Durability::kDeferred, digest);
   if (!committed.ok()) return committed.status();
   store_->NoteWritten(digest);
   store_->CrashPoint("file_blob_written");
-  bytes_newly_stored_ += size_;
+  bytes_newly_stored_ += size;
   return absl::OkStatus();
 }
 
@@ -496,6 +637,7 @@ absl::StatusOr<store::ArtefactRecord> StoreImpl::Reindex(const Digest& digest) {
   absl::StatusOr<ArchiveIndex> index =
       IndexArchive(source, options_.limits, &sink);
   if (!index.ok()) return index.status();
+  if (absl::Status s = sink.Drain(); !s.ok()) return s;
   absl::MutexLock lock(&CommitMutex(digest));
   absl::StatusOr<uint64_t> size = blobs_->FileSize(digest);
   if (!size.ok()) return size.status();
@@ -543,6 +685,7 @@ class UploadImpl : public ArtefactUpload {
         sink_(store) {
     if (!already_present_) {
       indexer_ = std::thread([this] {
+        pthread_setname_np(pthread_self(), "cairn-index");
         QueueSource source(&queue_);
         index_ = IndexArchive(source, store_->options().limits, &sink_);
         queue_.ConsumerDone();
@@ -560,28 +703,11 @@ class UploadImpl : public ArtefactUpload {
   }
 
   absl::Status Append(absl::string_view data) override {
-    if (finished_) return absl::FailedPreconditionError("upload finished");
-    if (options_.expected_size.has_value() &&
-        size_ + data.size() > *options_.expected_size) {
-      return absl::DataLossError(
-          absl::StrCat("upload is larger than its expected size of ",
-                       *options_.expected_size, " bytes"));
-    }
-    size_ += data.size();
-    if (already_present_) {
-      hasher_.Update(data);
-      return absl::OkStatus();
-    }
-    if (absl::Status s = writer_->Append(data); !s.ok()) return s;
-    if (!indexer_failed_.load()) {
-      queue_.Push(data);
-    } else if (!options_.expected_digest.has_value()) {
-      // Fail fast on an unsafe or malformed archive. With an expected
-      // digest, keep reading: a digest mismatch (DataLoss) is the better
-      // diagnosis if the bytes were damaged in transit.
-      return JoinIndexer();
-    }
-    return absl::OkStatus();
+    return AppendImpl(data, nullptr);
+  }
+
+  absl::Status AppendOwned(std::string data) override {
+    return AppendImpl(data, &data);
   }
 
   absl::StatusOr<UploadResult> Finish() override {
@@ -612,6 +738,7 @@ class UploadImpl : public ArtefactUpload {
     if (already_present_) return Existing(std::move(result));
 
     if (absl::Status s = JoinIndexer(); !s.ok()) return s;
+    if (absl::Status s = sink_.Drain(); !s.ok()) return s;
 
     absl::MutexLock lock(&store_->CommitMutex(result.digest));
     absl::StatusOr<bool> have = store_->metadata().HasBlob(result.digest);
@@ -625,6 +752,33 @@ class UploadImpl : public ArtefactUpload {
   }
 
  private:
+  // Appends `data`; when `owned` is set it holds the same bytes and is
+  // moved to the indexer instead of copied.
+  absl::Status AppendImpl(absl::string_view data, std::string* owned) {
+    if (finished_) return absl::FailedPreconditionError("upload finished");
+    if (options_.expected_size.has_value() &&
+        size_ + data.size() > *options_.expected_size) {
+      return absl::DataLossError(
+          absl::StrCat("upload is larger than its expected size of ",
+                       *options_.expected_size, " bytes"));
+    }
+    size_ += data.size();
+    if (already_present_) {
+      hasher_.Update(data);
+      return absl::OkStatus();
+    }
+    if (absl::Status s = writer_->Append(data); !s.ok()) return s;
+    if (!indexer_failed_.load()) {
+      queue_.Push(owned != nullptr ? std::move(*owned) : std::string(data));
+    } else if (!options_.expected_digest.has_value()) {
+      // Fail fast on an unsafe or malformed archive. With an expected
+      // digest, keep reading: a digest mismatch (DataLoss) is the better
+      // diagnosis if the bytes were damaged in transit.
+      return JoinIndexer();
+    }
+    return absl::OkStatus();
+  }
+
   absl::Status JoinIndexer() {
     if (indexer_.joinable()) indexer_.join();
     if (!index_.ok()) {

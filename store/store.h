@@ -93,6 +93,10 @@ class ArtefactUpload {
   // entry), DataLoss when expected_size is exceeded, Internal on I/O.
   virtual absl::Status Append(absl::string_view data) = 0;
 
+  // Like Append, taking ownership of the buffer so it can be handed to the
+  // indexer thread without a copy.
+  virtual absl::Status AppendOwned(std::string data) { return Append(data); }
+
   // Ends the upload: see the file comment. Errors: DataLoss naming expected
   // and actual digest (or size) on mismatch; the indexer's error; Internal
   // on I/O. Nothing is stored on error.

@@ -20,6 +20,11 @@ void Check(int rc, archive* a, const char* what) {
   }
 }
 
+la_ssize_t AppendToString(archive*, void* out, const void* data, size_t n) {
+  static_cast<std::string*>(out)->append(static_cast<const char*>(data), n);
+  return static_cast<la_ssize_t>(n);
+}
+
 }  // namespace
 
 std::string BuildTar(const std::vector<TarEntry>& entries,
@@ -82,7 +87,6 @@ std::string BuildTar(const std::vector<TarEntry>& entries,
   }
   Check(archive_write_close(a), a, "close");
   archive_write_free(a);
-  out.resize(used);
   return out;
 }
 
