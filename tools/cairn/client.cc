@@ -205,23 +205,28 @@ absl::StatusOr<std::unique_ptr<CasClient>> CasClient::Create(
   args.SetMaxReceiveMessageSize(kMaxMessageBytes);
   std::shared_ptr<grpc::Channel> channel = grpc::CreateCustomChannel(
       options.server, grpc::InsecureChannelCredentials(), args);
-  return std::unique_ptr<CasClient>(
-      new CasClient(options, v1::Cas::NewStub(channel)));
+  return std::unique_ptr<CasClient>(new CasClient(options, std::move(channel)));
 }
 
 CasClient::CasClient(const ClientOptions& options,
-                     std::unique_ptr<v1::Cas::Stub> stub)
-    : options_(options), stub_(std::move(stub)) {}
+                     std::shared_ptr<grpc::Channel> channel)
+    : options_(options),
+      channel_(std::move(channel)),
+      stub_(v1::Cas::NewStub(channel_)) {}
 
-absl::Status CasClient::RpcError(const grpc::Status& status) const {
+absl::Status RpcStatus(const grpc::Status& status, const std::string& server) {
   absl::Status converted = FromGrpcStatus(status);
   if (converted.code() == absl::StatusCode::kUnavailable ||
       converted.code() == absl::StatusCode::kDeadlineExceeded) {
     return absl::Status(
         converted.code(),
-        absl::StrCat(converted.message(), " (server ", options_.server, ")"));
+        absl::StrCat(converted.message(), " (server ", server, ")"));
   }
   return converted;
+}
+
+absl::Status CasClient::RpcError(const grpc::Status& status) const {
+  return RpcStatus(status, options_.server);
 }
 
 void CasClient::SetUnaryDeadline(grpc::ClientContext* context) const {
@@ -449,6 +454,126 @@ absl::Status CasClient::ListFiles(
   grpc::Status status = reader->Finish();
   if (result.ok() && !status.ok()) result = RpcError(status);
   return result;
+}
+
+// ---------------------------------------------------------------------------
+// RefsClient.
+
+RefsClient::RefsClient(const CasClient& cas)
+    : options_(cas.options()), stub_(v1::Refs::NewStub(cas.channel())) {}
+
+void RefsClient::SetUnaryDeadline(grpc::ClientContext* context) const {
+  context->set_deadline(std::chrono::system_clock::now() +
+                        options_.unary_timeout);
+}
+
+namespace {
+
+// One unary call of `stub` with a deadline.
+template <typename Request, typename Response, typename Method>
+absl::StatusOr<Response> Unary(const ClientOptions& options,
+                               const Request& request, Method method) {
+  grpc::ClientContext context;
+  context.set_deadline(std::chrono::system_clock::now() +
+                       options.unary_timeout);
+  Response response;
+  grpc::Status status = method(&context, request, &response);
+  if (!status.ok()) return RpcStatus(status, options.server);
+  return response;
+}
+
+}  // namespace
+
+absl::StatusOr<v1::RefUpdateResponse> RefsClient::SetSlot(
+    const v1::SetSlotRequest& request) {
+  return Unary<v1::SetSlotRequest, v1::RefUpdateResponse>(
+      options_, request, [this](auto* c, const auto& q, auto* r) {
+        return stub_->SetSlot(c, q, r);
+      });
+}
+
+absl::StatusOr<v1::RefUpdateResponse> RefsClient::CreateRelease(
+    const v1::CreateReleaseRequest& request) {
+  return Unary<v1::CreateReleaseRequest, v1::RefUpdateResponse>(
+      options_, request, [this](auto* c, const auto& q, auto* r) {
+        return stub_->CreateRelease(c, q, r);
+      });
+}
+
+absl::StatusOr<v1::RefUpdateResponse> RefsClient::Promote(
+    const v1::PromoteRequest& request) {
+  return Unary<v1::PromoteRequest, v1::RefUpdateResponse>(
+      options_, request, [this](auto* c, const auto& q, auto* r) {
+        return stub_->Promote(c, q, r);
+      });
+}
+
+absl::StatusOr<v1::RefUpdateResponse> RefsClient::Yank(
+    const v1::YankRequest& request) {
+  return Unary<v1::YankRequest, v1::RefUpdateResponse>(
+      options_, request,
+      [this](auto* c, const auto& q, auto* r) { return stub_->Yank(c, q, r); });
+}
+
+absl::StatusOr<v1::RefHistoryEntry> RefsClient::DeleteBranch(
+    const v1::DeleteBranchRequest& request) {
+  return Unary<v1::DeleteBranchRequest, v1::RefHistoryEntry>(
+      options_, request, [this](auto* c, const auto& q, auto* r) {
+        return stub_->DeleteBranch(c, q, r);
+      });
+}
+
+absl::StatusOr<v1::ResolveResponse> RefsClient::Resolve(
+    const v1::ResolveRequest& request) {
+  return Unary<v1::ResolveRequest, v1::ResolveResponse>(
+      options_, request, [this](auto* c, const auto& q, auto* r) {
+        return stub_->Resolve(c, q, r);
+      });
+}
+
+absl::StatusOr<v1::Ref> RefsClient::GetRef(const std::string& ref) {
+  v1::GetRefRequest request;
+  request.set_ref(ref);
+  return Unary<v1::GetRefRequest, v1::Ref>(
+      options_, request, [this](auto* c, const auto& q, auto* r) {
+        return stub_->GetRef(c, q, r);
+      });
+}
+
+absl::Status RefsClient::ListRefs(
+    v1::ListRefsRequest request,
+    const std::function<absl::Status(const v1::Ref&)>& visit) {
+  for (;;) {
+    v1::ListRefsResponse page;
+    grpc::ClientContext context;
+    SetUnaryDeadline(&context);
+    grpc::Status status = stub_->ListRefs(&context, request, &page);
+    if (!status.ok()) return RpcStatus(status, options_.server);
+    for (const v1::Ref& ref : page.refs()) {
+      if (absl::Status s = visit(ref); !s.ok()) return s;
+    }
+    if (page.next_start_after().empty()) return absl::OkStatus();
+    request.set_start_after(page.next_start_after());
+  }
+}
+
+absl::Status RefsClient::History(
+    const std::string& ref,
+    const std::function<absl::Status(const v1::RefHistoryEntry&)>& visit) {
+  v1::HistoryRequest request;
+  request.set_ref(ref);
+  for (;;) {
+    v1::HistoryResponse page;
+    grpc::ClientContext context;
+    SetUnaryDeadline(&context);
+    grpc::Status status = stub_->History(&context, request, &page);
+    if (!status.ok()) return RpcStatus(status, options_.server);
+    for (const v1::RefHistoryEntry& entry : page.entries()) {
+      if (absl::Status s = visit(entry); !s.ok()) return s;
+    }
+    if (page.next_after_generation() == 0) return absl::OkStatus();
+    request.set_after_generation(page.next_after_generation());
+  }
 }
 
 }  // namespace cairn

@@ -3,7 +3,8 @@
 // The client side of cairn.v1.Cas (proto/cas.proto) used by the `cairn`
 // CLI: push a tarball (dedup through FindMissing, then a streamed Write),
 // pull a blob to a file with end-to-end digest verification, stat, and list
-// an artefact's files. All calls are synchronous gRPC on the caller's
+// an artefact's files; and of cairn.v1.Refs (proto/refs.proto, RefsClient
+// below) over the same channel. All calls are synchronous gRPC on the caller's
 // thread (Pull also hashes on one helper thread). Errors are absl::Status:
 // gRPC failures are converted by FromGrpcStatus (tools/rpc/status.h), so
 // their codes are the server's (NOT_FOUND, DATA_LOSS, UNAVAILABLE, ...).
@@ -25,8 +26,12 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "grpcpp/channel.h"
+#include "grpcpp/support/status.h"
 #include "proto/cas.grpc.pb.h"
 #include "proto/cas.pb.h"
+#include "proto/refs.grpc.pb.h"
+#include "proto/refs.pb.h"
 #include "store/digest.h"
 
 namespace cairn {
@@ -44,9 +49,14 @@ using ProgressFn = std::function<void(uint64_t done, uint64_t total)>;
 struct ClientOptions {
   // gRPC target, e.g. "127.0.0.1:8470" or "dns:///cairn.example:8470".
   std::string server;
-  // Deadline of unary calls (FindMissing, Stat). Streams have none.
+  // Deadline of unary calls (FindMissing, Stat, every Refs call). Streams
+  // have none.
   std::chrono::milliseconds unary_timeout = std::chrono::seconds(60);
 };
+
+// `status` as an absl::Status (FromGrpcStatus), with " (server <server>)"
+// appended to connection-level failures (UNAVAILABLE, DEADLINE_EXCEEDED).
+absl::Status RpcStatus(const grpc::Status& status, const std::string& server);
 
 struct PushOptions {
   // If set, the local digest must equal it or Push fails with DataLoss
@@ -132,9 +142,13 @@ class CasClient {
       const std::function<absl::Status(const v1::FileEntry&)>& visit);
 
   const std::string& server() const { return options_.server; }
+  const ClientOptions& options() const { return options_; }
+  // The channel, for other services' stubs (RefsClient).
+  const std::shared_ptr<grpc::Channel>& channel() const { return channel_; }
 
  private:
-  CasClient(const ClientOptions& options, std::unique_ptr<v1::Cas::Stub> stub);
+  CasClient(const ClientOptions& options,
+            std::shared_ptr<grpc::Channel> channel);
 
   // Adds " (server <target>)" to connection-level failures.
   absl::Status RpcError(const grpc::Status& status) const;
@@ -145,7 +159,51 @@ class CasClient {
                                            const ProgressFn& progress);
 
   const ClientOptions options_;
+  const std::shared_ptr<grpc::Channel> channel_;
   std::unique_ptr<v1::Cas::Stub> stub_;
+};
+
+// The client of cairn.v1.Refs. Each call is one unary RPC with
+// options.unary_timeout (List and History page through several). Errors
+// are the server's (docs/refs.md): INVALID_ARGUMENT, NOT_FOUND,
+// FAILED_PRECONDITION, ABORTED, ... converted by RpcStatus. Thread-safe.
+class RefsClient {
+ public:
+  // A client on `cas`'s channel (one connection for both services). `cas`
+  // need not outlive it.
+  explicit RefsClient(const CasClient& cas);
+
+  absl::StatusOr<v1::RefUpdateResponse> SetSlot(
+      const v1::SetSlotRequest& request);
+  absl::StatusOr<v1::RefUpdateResponse> CreateRelease(
+      const v1::CreateReleaseRequest& request);
+  absl::StatusOr<v1::RefUpdateResponse> Promote(
+      const v1::PromoteRequest& request);
+  absl::StatusOr<v1::RefUpdateResponse> Yank(const v1::YankRequest& request);
+  absl::StatusOr<v1::RefHistoryEntry> DeleteBranch(
+      const v1::DeleteBranchRequest& request);
+  absl::StatusOr<v1::ResolveResponse> Resolve(
+      const v1::ResolveRequest& request);
+  absl::StatusOr<v1::Ref> GetRef(const std::string& ref);
+
+  // Calls `visit` for every ref matching `request` (prefix, kind), in the
+  // server's order, fetching page after page from request.start_after on.
+  // A non-OK status from `visit` stops and is returned.
+  absl::Status ListRefs(
+      v1::ListRefsRequest request,
+      const std::function<absl::Status(const v1::Ref&)>& visit);
+
+  // Calls `visit` for every history entry of `ref`, oldest first, page
+  // after page. Errors: NOT_FOUND if the name has no history.
+  absl::Status History(
+      const std::string& ref,
+      const std::function<absl::Status(const v1::RefHistoryEntry&)>& visit);
+
+ private:
+  void SetUnaryDeadline(grpc::ClientContext* context) const;
+
+  const ClientOptions options_;
+  std::unique_ptr<v1::Refs::Stub> stub_;
 };
 
 }  // namespace cairn

@@ -660,8 +660,88 @@ TEST(CommandsTest, DefaultServer) {
   unsetenv("CAIRN_SERVER");
 }
 
+TEST(CommandsTest, DefaultActor) {
+  setenv("CAIRN_ACTOR", "ci@build-17", 1);
+  EXPECT_EQ(cli::DefaultActor(), "ci@build-17");
+  unsetenv("CAIRN_ACTOR");
+  setenv("USER", "alice", 1);
+  EXPECT_THAT(cli::DefaultActor(), StartsWith("alice@"));
+  unsetenv("USER");
+  EXPECT_FALSE(cli::DefaultActor().empty());
+}
+
 // ---------------------------------------------------------------------------
 // Formatting.
+
+TEST(FormatTest, Refs) {
+  const std::string d1 = Sha256Of("one").ToString();
+  const std::string d2 = Sha256Of("two").ToString();
+  v1::Ref ref;
+  ref.set_ref("tool@v1.0.0");
+  ref.set_kind(v1::RELEASE);
+  ref.set_generation(7);
+  ref.set_updated_at_micros(1'000'000);
+  ref.set_updated_by("alice");
+  v1::Slot* s = ref.add_slots();
+  s->set_slot("linux-amd64");
+  s->set_digest(d1);
+  s = ref.add_slots();
+  s->set_slot("noarch");
+  s->set_digest(d2);
+  ref.set_source_ref("tool@main");
+  ref.set_source_generation(5);
+  EXPECT_EQ(cli::FormatRefLine(ref),
+            "tool@v1.0.0 release 7 linux-amd64,noarch 1970-01-01T00:00:01Z "
+            "alice");
+  EXPECT_EQ(cli::FormatRef(ref),
+            absl::StrCat("tool@v1.0.0 release generation 7\n  linux-amd64 ", d1,
+                         "\n  noarch ", d2,
+                         "\n  promoted from tool@main generation 5\n"));
+  ref.set_yanked(true);
+  ref.set_yank_reason("broken");
+  EXPECT_THAT(cli::FormatRefLine(ref), StartsWith("tool@v1.0.0 yanked 7 "));
+  nlohmann::ordered_json j = cli::RefToJson(ref);
+  EXPECT_EQ(j["kind"], "release");
+  EXPECT_EQ(j["generation"], 7);
+  EXPECT_EQ(j["updated_at"], "1970-01-01T00:00:01Z");
+  EXPECT_EQ(j["slots"][1]["digest"], d2);
+  EXPECT_EQ(j["source_ref"], "tool@main");
+  EXPECT_EQ(j["yank_reason"], "broken");
+
+  v1::RefHistoryEntry e;
+  e.set_generation(3);
+  e.set_action(v1::RefHistoryEntry::SET_SLOT);
+  e.set_actor("ci");
+  v1::SlotChange* c = e.add_changes();
+  c->set_slot("linux-amd64");
+  c->set_new_digest(d1);
+  EXPECT_EQ(cli::FormatHistoryEntry(e),
+            absl::StrCat("3 1970-01-01T00:00:00Z set-slot ci\n  linux-amd64 "
+                         "- -> ",
+                         d1, "\n"));
+  j = cli::RefHistoryEntryToJson(e);
+  EXPECT_EQ(j["action"], "set-slot");
+  EXPECT_FALSE(j["changes"][0].contains("old_digest"));
+  EXPECT_FALSE(j.contains("reason"));
+
+  v1::ResolveResponse r;
+  r.set_ref("tool@main");
+  r.set_slot_requested("linux-arm64");
+  r.set_slot_used("noarch");
+  r.set_digest(d2);
+  r.set_generation(4);
+  r.set_kind(v1::BRANCH);
+  EXPECT_EQ(cli::FormatResolvedLine(r),
+            "tool@main noarch generation 4 (no linux-arm64 slot: noarch "
+            "fallback)");
+  EXPECT_THAT(cli::FormatResolve(r),
+              HasSubstr("slot:       noarch (no linux-arm64 slot: noarch "
+                        "fallback)\n"));
+  EXPECT_EQ(cli::ResolveToJson(r)["fallback"], true);
+  r.set_slot_used("linux-arm64");
+  EXPECT_EQ(cli::FormatResolvedLine(r), "tool@main linux-arm64 generation 4");
+  EXPECT_EQ(cli::ResolveToJson(r)["fallback"], false);
+}
 
 TEST(FormatTest, ErrorModeAndBytes) {
   EXPECT_EQ(cli::FormatError(absl::DataLossError("bad bytes")),

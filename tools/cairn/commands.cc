@@ -2,15 +2,24 @@
 
 #include "tools/cairn/commands.h"
 
+#include <pwd.h>
+#include <unistd.h>
+
 #include <cstdlib>
+#include <map>
 #include <memory>
 #include <optional>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "absl/status/statusor.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "nlohmann/json.hpp"
+#include "proto/refs.pb.h"
 #include "store/digest.h"
+#include "store/ref_name.h"
 #include "tools/cairn/client.h"
 #include "tools/cairn/format.h"
 #include "tools/pack/packer.h"
@@ -43,7 +52,110 @@ void PrintJson(const Io& io, const nlohmann::ordered_json& j) {
           << "\n";
 }
 
+// A ref given on the command line; malformed ones are usage errors. The
+// message (RefName::Parse's) quotes the input and shows the grammar.
+absl::StatusOr<std::string> ParseRefArg(absl::string_view what,
+                                        const std::string& text) {
+  absl::StatusOr<RefName> ref = RefName::Parse(text);
+  if (!ref.ok()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(what, ": ", ref.status().message()));
+  }
+  return text;
+}
+
+// --arch: empty means this host's slot.
+absl::StatusOr<std::string> ParseSlotArg(const std::string& slot) {
+  if (slot.empty()) return HostSlot();
+  if (absl::Status s = ValidateSlot(slot); !s.ok()) {
+    return absl::InvalidArgumentError(absl::StrCat("--arch: ", s.message()));
+  }
+  return slot;
+}
+
+// Repeated "SLOT=DIGEST" arguments of `flag`, in slot order.
+absl::StatusOr<std::map<std::string, std::string>> ParseSlotDigestArgs(
+    absl::string_view flag, const std::vector<std::string>& args) {
+  std::map<std::string, std::string> out;
+  if (args.empty()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(flag, " SLOT=DIGEST is required (at least once)"));
+  }
+  for (const std::string& arg : args) {
+    const size_t eq = arg.find('=');
+    if (eq == std::string::npos) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(flag, " \"", arg,
+                       "\": want SLOT=DIGEST, e.g. linux-amd64=sha256:..."));
+    }
+    const std::string slot = arg.substr(0, eq);
+    if (absl::Status s = ValidateSlot(slot); !s.ok()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(flag, " \"", arg, "\": ", s.message()));
+    }
+    absl::StatusOr<Digest> digest = Digest::Parse(arg.substr(eq + 1));
+    if (!digest.ok()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(flag, " \"", arg, "\": ", digest.status().message()));
+    }
+    if (!out.emplace(slot, digest->ToString()).second) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(flag, ": slot ", slot, " is given more than once"));
+    }
+  }
+  return out;
+}
+
+// One channel, both services.
+struct Connection {
+  std::unique_ptr<CasClient> cas;
+  std::unique_ptr<RefsClient> refs;
+};
+
+absl::StatusOr<Connection> ConnectRefs(const GlobalFlags& flags) {
+  absl::StatusOr<std::unique_ptr<CasClient>> cas = Connect(flags);
+  if (!cas.ok()) return cas.status();
+  Connection c;
+  c.refs = std::make_unique<RefsClient>(**cas);
+  c.cas = *std::move(cas);
+  return c;
+}
+
+// Prints the outcome of CreateRelease or Promote.
+void PrintRefUpdate(const GlobalFlags& flags, const Io& io,
+                    const v1::RefUpdateResponse& response) {
+  if (flags.json) {
+    PrintJson(io, RefUpdateToJson(response));
+  } else if (!flags.quiet) {
+    *io.out << FormatRef(response.ref());
+  }
+}
+
 }  // namespace
+
+std::string DefaultActor() {
+  const char* env = std::getenv("CAIRN_ACTOR");
+  if (env != nullptr && env[0] != '\0') return env;
+  std::string user;
+  if (const char* u = std::getenv("USER"); u != nullptr && u[0] != '\0') {
+    user = u;
+  } else {
+    struct passwd pw;
+    struct passwd* found = nullptr;
+    char buffer[4096];
+    if (getpwuid_r(getuid(), &pw, buffer, sizeof(buffer), &found) == 0 &&
+        found != nullptr && found->pw_name[0] != '\0') {
+      user = found->pw_name;
+    } else {
+      user = absl::StrCat("uid", getuid());
+    }
+  }
+  char host[256] = {};
+  if (gethostname(host, sizeof(host) - 1) != 0 || host[0] == '\0') {
+    return user;
+  }
+  return absl::StrCat(user, "@", host);
+}
 
 std::string DefaultServer() {
   const char* env = std::getenv("CAIRN_SERVER");
@@ -107,6 +219,26 @@ int RunPackCheck(const GlobalFlags& flags, const std::string& file,
 
 int RunPush(const GlobalFlags& flags, const std::string& file,
             const std::string& expect, const Io& io) {
+  return RunPush(flags, file, expect, std::nullopt, io);
+}
+
+int RunPush(const GlobalFlags& flags, const std::string& file,
+            const std::string& expect, const std::optional<PushRef>& ref,
+            const Io& io) {
+  // The ref and slot are checked before anything is uploaded.
+  v1::SetSlotRequest set_slot;
+  if (ref.has_value()) {
+    absl::StatusOr<std::string> name = ParseRefArg("--ref", ref->ref);
+    if (!name.ok()) return ReportError(io, name.status(), kExitUsage);
+    absl::StatusOr<std::string> slot = ParseSlotArg(ref->slot);
+    if (!slot.ok()) return ReportError(io, slot.status(), kExitUsage);
+    set_slot.set_ref(*name);
+    set_slot.set_slot(*slot);
+    set_slot.set_actor(flags.actor);
+    if (ref->if_generation.has_value()) {
+      set_slot.set_if_generation(*ref->if_generation);
+    }
+  }
   PushOptions options;
   if (!expect.empty()) {
     absl::StatusOr<Digest> digest = ParseDigestArg("--expect", expect);
@@ -122,14 +254,39 @@ int RunPush(const GlobalFlags& flags, const std::string& file,
   absl::StatusOr<v1::WriteResponse> response = (*client)->Push(file, options);
   meter.Finish();
   if (!response.ok()) return ReportError(io, response.status());
+
+  std::optional<v1::RefUpdateResponse> update;
+  if (ref.has_value()) {
+    set_slot.set_digest(response->digest());
+    absl::StatusOr<v1::RefUpdateResponse> updated =
+        RefsClient(**client).SetSlot(set_slot);
+    if (!updated.ok()) {
+      return ReportError(
+          io, absl::Status(
+                  updated.status().code(),
+                  absl::StrCat(updated.status().message(), " (the artefact ",
+                               response->digest(), " is stored; ",
+                               set_slot.ref(), " was not changed)")));
+    }
+    update = *std::move(updated);
+  }
+
   if (flags.json) {
-    PrintJson(io, WriteResponseToJson(*response));
+    nlohmann::ordered_json j = WriteResponseToJson(*response);
+    if (update.has_value()) j["ref_update"] = RefUpdateToJson(*update);
+    PrintJson(io, j);
   } else if (flags.quiet) {
     *io.out << response->digest() << "\n";
   } else {
     *io.out << response->digest() << " " << response->size() << " "
             << (response->already_present() ? "already stored" : "stored")
             << "\n";
+    if (update.has_value()) {
+      *io.out << set_slot.ref() << " " << set_slot.slot() << " "
+              << response->digest() << " generation "
+              << update->ref().generation()
+              << (update->changed() ? "" : " (unchanged)") << "\n";
+    }
   }
   return kExitOk;
 }
@@ -204,6 +361,256 @@ int RunInspect(const GlobalFlags& flags, const std::string& digest_text,
   if (flags.json && status.ok()) *io.out << (first ? "[]\n" : "\n]\n");
   if (flags.json && !status.ok() && !first) *io.out << "\n";
   if (!status.ok()) return ReportError(io, status);
+  return kExitOk;
+}
+
+int RunRelease(const GlobalFlags& flags, const std::string& ref,
+               const std::vector<std::string>& slots, const Io& io) {
+  absl::StatusOr<std::string> name = ParseRefArg("PKG@NAME", ref);
+  if (!name.ok()) return ReportError(io, name.status(), kExitUsage);
+  absl::StatusOr<std::map<std::string, std::string>> parsed =
+      ParseSlotDigestArgs("--slot", slots);
+  if (!parsed.ok()) return ReportError(io, parsed.status(), kExitUsage);
+  v1::CreateReleaseRequest request;
+  request.set_ref(*name);
+  request.set_actor(flags.actor);
+  for (const auto& [slot, digest] : *parsed) {
+    v1::SlotDigest* s = request.add_slots();
+    s->set_slot(slot);
+    s->set_digest(digest);
+  }
+  absl::StatusOr<Connection> c = ConnectRefs(flags);
+  if (!c.ok()) return ReportError(io, c.status(), kExitUsage);
+  absl::StatusOr<v1::RefUpdateResponse> response =
+      c->refs->CreateRelease(request);
+  if (!response.ok()) return ReportError(io, response.status());
+  PrintRefUpdate(flags, io, *response);
+  return kExitOk;
+}
+
+int RunPromote(const GlobalFlags& flags, const std::string& branch,
+               const std::string& release,
+               const std::vector<std::string>& expected, const Io& io) {
+  absl::StatusOr<std::string> from = ParseRefArg("PKG@BRANCH", branch);
+  if (!from.ok()) return ReportError(io, from.status(), kExitUsage);
+  absl::StatusOr<std::string> to = ParseRefArg("PKG@RELEASE", release);
+  if (!to.ok()) return ReportError(io, to.status(), kExitUsage);
+  absl::StatusOr<std::map<std::string, std::string>> parsed =
+      ParseSlotDigestArgs("--expect", expected);
+  if (!parsed.ok()) return ReportError(io, parsed.status(), kExitUsage);
+  v1::PromoteRequest request;
+  request.set_branch(*from);
+  request.set_release(*to);
+  request.set_actor(flags.actor);
+  for (const auto& [slot, digest] : *parsed) {
+    v1::SlotDigest* s = request.add_expected();
+    s->set_slot(slot);
+    s->set_digest(digest);
+  }
+  absl::StatusOr<Connection> c = ConnectRefs(flags);
+  if (!c.ok()) return ReportError(io, c.status(), kExitUsage);
+  absl::StatusOr<v1::RefUpdateResponse> response = c->refs->Promote(request);
+  if (!response.ok()) return ReportError(io, response.status());
+  PrintRefUpdate(flags, io, *response);
+  return kExitOk;
+}
+
+namespace {
+
+// Builds the ResolveRequest for `ref` and `args`, or a usage error.
+absl::StatusOr<v1::ResolveRequest> ResolveRequestFor(const std::string& ref,
+                                                     const ResolveArgs& args) {
+  absl::StatusOr<std::string> name = ParseRefArg("PKG@NAME", ref);
+  if (!name.ok()) return name.status();
+  absl::StatusOr<std::string> slot = ParseSlotArg(args.slot);
+  if (!slot.ok()) return slot.status();
+  v1::ResolveRequest request;
+  request.set_ref(*name);
+  request.set_slot(*slot);
+  request.set_allow_yanked(args.allow_yanked);
+  return request;
+}
+
+}  // namespace
+
+int RunResolve(const GlobalFlags& flags, const std::string& ref,
+               const ResolveArgs& args, const Io& io) {
+  absl::StatusOr<v1::ResolveRequest> request = ResolveRequestFor(ref, args);
+  if (!request.ok()) return ReportError(io, request.status(), kExitUsage);
+  absl::StatusOr<Connection> c = ConnectRefs(flags);
+  if (!c.ok()) return ReportError(io, c.status(), kExitUsage);
+  absl::StatusOr<v1::ResolveResponse> response = c->refs->Resolve(*request);
+  if (!response.ok()) return ReportError(io, response.status());
+  if (flags.json) {
+    PrintJson(io, ResolveToJson(*response));
+  } else if (flags.quiet) {
+    *io.out << response->digest() << "\n";
+  } else {
+    *io.out << FormatResolve(*response);
+  }
+  return kExitOk;
+}
+
+int RunList(const GlobalFlags& flags, const std::string& prefix,
+            const std::string& kind, const Io& io) {
+  v1::ListRefsRequest request;
+  request.set_prefix(prefix);
+  if (kind == "branch") {
+    request.set_kind(v1::BRANCH);
+  } else if (kind == "release") {
+    request.set_kind(v1::RELEASE);
+  } else if (!kind.empty()) {
+    return ReportError(io,
+                       absl::InvalidArgumentError(absl::StrCat(
+                           "--kind \"", kind, "\": want branch or release")),
+                       kExitUsage);
+  }
+  absl::StatusOr<Connection> c = ConnectRefs(flags);
+  if (!c.ok()) return ReportError(io, c.status(), kExitUsage);
+  nlohmann::ordered_json all = nlohmann::ordered_json::array();
+  absl::Status status =
+      c->refs->ListRefs(request, [&](const v1::Ref& ref) -> absl::Status {
+        if (flags.json) {
+          all.push_back(RefToJson(ref));
+        } else if (flags.quiet) {
+          *io.out << ref.ref() << "\n";
+        } else {
+          *io.out << FormatRefLine(ref) << "\n";
+        }
+        return absl::OkStatus();
+      });
+  if (!status.ok()) return ReportError(io, status);
+  if (flags.json) PrintJson(io, all);
+  return kExitOk;
+}
+
+int RunHistory(const GlobalFlags& flags, const std::string& ref, const Io& io) {
+  absl::StatusOr<std::string> name = ParseRefArg("PKG@NAME", ref);
+  if (!name.ok()) return ReportError(io, name.status(), kExitUsage);
+  absl::StatusOr<Connection> c = ConnectRefs(flags);
+  if (!c.ok()) return ReportError(io, c.status(), kExitUsage);
+  nlohmann::ordered_json all = nlohmann::ordered_json::array();
+  absl::Status status = c->refs->History(
+      *name, [&](const v1::RefHistoryEntry& entry) -> absl::Status {
+        if (flags.json) {
+          all.push_back(RefHistoryEntryToJson(entry));
+        } else {
+          *io.out << FormatHistoryEntry(entry);
+        }
+        return absl::OkStatus();
+      });
+  if (!status.ok()) return ReportError(io, status);
+  if (flags.json) PrintJson(io, all);
+  return kExitOk;
+}
+
+int RunYank(const GlobalFlags& flags, const std::string& ref,
+            const std::string& reason, const Io& io) {
+  absl::StatusOr<std::string> name = ParseRefArg("PKG@RELEASE", ref);
+  if (!name.ok()) return ReportError(io, name.status(), kExitUsage);
+  v1::YankRequest request;
+  request.set_ref(*name);
+  request.set_reason(reason);
+  request.set_actor(flags.actor);
+  absl::StatusOr<Connection> c = ConnectRefs(flags);
+  if (!c.ok()) return ReportError(io, c.status(), kExitUsage);
+  absl::StatusOr<v1::RefUpdateResponse> response = c->refs->Yank(request);
+  if (!response.ok()) return ReportError(io, response.status());
+  if (flags.json) {
+    PrintJson(io, RefUpdateToJson(*response));
+  } else if (!flags.quiet) {
+    if (response->changed()) {
+      *io.out << *name << " yanked at generation "
+              << response->ref().generation() << ": "
+              << response->ref().yank_reason() << "\n";
+    } else {
+      *io.out << *name
+              << " was already yanked: " << response->ref().yank_reason()
+              << "\n";
+    }
+  }
+  return kExitOk;
+}
+
+int RunDelete(const GlobalFlags& flags, const std::string& ref,
+              std::optional<uint64_t> if_generation, const Io& io) {
+  absl::StatusOr<std::string> name = ParseRefArg("PKG@BRANCH", ref);
+  if (!name.ok()) return ReportError(io, name.status(), kExitUsage);
+  v1::DeleteBranchRequest request;
+  request.set_ref(*name);
+  request.set_actor(flags.actor);
+  if (if_generation.has_value()) request.set_if_generation(*if_generation);
+  absl::StatusOr<Connection> c = ConnectRefs(flags);
+  if (!c.ok()) return ReportError(io, c.status(), kExitUsage);
+  absl::StatusOr<v1::RefHistoryEntry> entry = c->refs->DeleteBranch(request);
+  if (!entry.ok()) return ReportError(io, entry.status());
+  if (flags.json) {
+    PrintJson(io, RefHistoryEntryToJson(*entry));
+  } else if (!flags.quiet) {
+    *io.out << "deleted branch " << *name << " at generation "
+            << entry->generation() << "\n";
+  }
+  return kExitOk;
+}
+
+int RunPullTarget(const GlobalFlags& flags, const std::string& target,
+                  const ResolveArgs& args, const std::string& output,
+                  const Io& io) {
+  if (absl::StartsWith(target, Digest::kPrefix)) {
+    if (!args.slot.empty() || args.allow_yanked) {
+      return ReportError(
+          io,
+          absl::InvalidArgumentError(
+              "pull: --arch and --allow-yanked apply to a ref, not a digest"),
+          kExitUsage);
+    }
+    return RunPull(flags, target, output, io);
+  }
+  if (target.find('@') == std::string::npos) {
+    return ReportError(io,
+                       absl::InvalidArgumentError(absl::StrCat(
+                           "pull: \"", target,
+                           "\" is neither a digest (sha256:<64 hex>) nor a ref "
+                           "(<package>@<name>, e.g. mytool@v1.4.0)")),
+                       kExitUsage);
+  }
+  absl::StatusOr<v1::ResolveRequest> request = ResolveRequestFor(target, args);
+  if (!request.ok()) return ReportError(io, request.status(), kExitUsage);
+  if (output.empty()) {
+    return ReportError(io,
+                       absl::InvalidArgumentError("pull: -o FILE is required"),
+                       kExitUsage);
+  }
+  absl::StatusOr<Connection> c = ConnectRefs(flags);
+  if (!c.ok()) return ReportError(io, c.status(), kExitUsage);
+  absl::StatusOr<v1::ResolveResponse> resolved = c->refs->Resolve(*request);
+  if (!resolved.ok()) return ReportError(io, resolved.status());
+  absl::StatusOr<Digest> digest = Digest::Parse(resolved->digest());
+  if (!digest.ok()) {
+    return ReportError(
+        io, absl::DataLossError(absl::StrCat(
+                "server resolved ", target,
+                " to a malformed digest: ", digest.status().message())));
+  }
+  // Pull verifies the bytes against the digest the ref resolved to.
+  ProgressMeter meter(io.err, io.progress && !flags.quiet);
+  absl::StatusOr<PullResult> result = c->cas->Pull(
+      *digest, output,
+      [&meter](uint64_t done, uint64_t total) { meter.Update(done, total); });
+  meter.Finish();
+  if (!result.ok()) return ReportError(io, result.status());
+  const std::string text = result->digest.ToString();
+  if (flags.json) {
+    PrintJson(io, {{"digest", text},
+                   {"size", result->bytes},
+                   {"path", output},
+                   {"resolved", ResolveToJson(*resolved)}});
+  } else if (flags.quiet) {
+    *io.out << text << "\n";
+  } else {
+    *io.out << FormatResolvedLine(*resolved) << "\n"
+            << text << " " << result->bytes << " " << output << "\n";
+  }
   return kExitOk;
 }
 

@@ -4,6 +4,8 @@
 
 #include <algorithm>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
@@ -218,6 +220,219 @@ void ProgressMeter::Draw() {
   last_width_ = width;
   *err_ << "\r" << line << std::flush;
   drawn_ = true;
+}
+
+// ---------------------------------------------------------------------------
+// Refs.
+
+std::string RefKindName(v1::RefKind kind) {
+  switch (kind) {
+    case v1::BRANCH:
+      return "branch";
+    case v1::RELEASE:
+      return "release";
+    default:
+      return "unspecified";
+  }
+}
+
+std::string RefActionName(v1::RefHistoryEntry::Action action) {
+  switch (action) {
+    case v1::RefHistoryEntry::SET_SLOT:
+      return "set-slot";
+    case v1::RefHistoryEntry::CREATE_RELEASE:
+      return "create-release";
+    case v1::RefHistoryEntry::PROMOTE:
+      return "promote";
+    case v1::RefHistoryEntry::YANK:
+      return "yank";
+    case v1::RefHistoryEntry::DELETE:
+      return "delete";
+    default:
+      return "unspecified";
+  }
+}
+
+std::string FormatMicros(int64_t micros) {
+  return absl::FormatTime("%Y-%m-%dT%H:%M:%SZ", absl::FromUnixMicros(micros),
+                          absl::UTCTimeZone());
+}
+
+nlohmann::ordered_json ArtefactMetadataToJson(const v1::ArtefactMetadata& m) {
+  return {{"name", m.name()},
+          {"version", m.version()},
+          {"licence", m.licence()},
+          {"entrypoint", m.entrypoint()}};
+}
+
+nlohmann::ordered_json RefToJson(const v1::Ref& ref) {
+  nlohmann::ordered_json slots = nlohmann::ordered_json::array();
+  for (const v1::Slot& s : ref.slots()) {
+    slots.push_back({{"slot", s.slot()},
+                     {"digest", s.digest()},
+                     {"metadata", ArtefactMetadataToJson(s.metadata())}});
+  }
+  nlohmann::ordered_json j = {
+      {"ref", ref.ref()},
+      {"kind", RefKindName(ref.kind())},
+      {"slots", std::move(slots)},
+      {"generation", ref.generation()},
+      {"created_at_micros", ref.created_at_micros()},
+      {"created_at", FormatMicros(ref.created_at_micros())},
+      {"updated_at_micros", ref.updated_at_micros()},
+      {"updated_at", FormatMicros(ref.updated_at_micros())},
+      {"updated_by", ref.updated_by()},
+      {"metadata", ArtefactMetadataToJson(ref.metadata())},
+      {"metadata_slot", ref.metadata_slot()},
+  };
+  if (!ref.source_ref().empty()) {
+    j["source_ref"] = ref.source_ref();
+    j["source_generation"] = ref.source_generation();
+  }
+  j["yanked"] = ref.yanked();
+  if (ref.yanked()) {
+    j["yank_reason"] = ref.yank_reason();
+    j["yanked_at_micros"] = ref.yanked_at_micros();
+    j["yanked_at"] = FormatMicros(ref.yanked_at_micros());
+  }
+  return j;
+}
+
+nlohmann::ordered_json RefHistoryEntryToJson(const v1::RefHistoryEntry& entry) {
+  nlohmann::ordered_json changes = nlohmann::ordered_json::array();
+  for (const v1::SlotChange& c : entry.changes()) {
+    nlohmann::ordered_json change = {{"slot", c.slot()}};
+    if (!c.old_digest().empty()) change["old_digest"] = c.old_digest();
+    if (!c.new_digest().empty()) change["new_digest"] = c.new_digest();
+    changes.push_back(std::move(change));
+  }
+  nlohmann::ordered_json j = {
+      {"ref", entry.ref()},
+      {"generation", entry.generation()},
+      {"at_micros", entry.at_micros()},
+      {"at", FormatMicros(entry.at_micros())},
+      {"actor", entry.actor()},
+      {"action", RefActionName(entry.action())},
+      {"kind", RefKindName(entry.kind())},
+      {"changes", std::move(changes)},
+  };
+  if (!entry.source_ref().empty()) {
+    j["source_ref"] = entry.source_ref();
+    j["source_generation"] = entry.source_generation();
+  }
+  if (entry.action() == v1::RefHistoryEntry::YANK) {
+    j["reason"] = entry.reason();
+  }
+  return j;
+}
+
+nlohmann::ordered_json RefUpdateToJson(const v1::RefUpdateResponse& response) {
+  nlohmann::ordered_json j = {{"ref", RefToJson(response.ref())},
+                              {"changed", response.changed()}};
+  if (response.has_entry())
+    j["entry"] = RefHistoryEntryToJson(response.entry());
+  return j;
+}
+
+nlohmann::ordered_json ResolveToJson(const v1::ResolveResponse& response) {
+  nlohmann::ordered_json j = {
+      {"ref", response.ref()},
+      {"slot_requested", response.slot_requested()},
+      {"slot_used", response.slot_used()},
+      {"fallback", response.slot_used() != response.slot_requested()},
+      {"digest", response.digest()},
+      {"generation", response.generation()},
+      {"kind", RefKindName(response.kind())},
+      {"yanked", response.yanked()},
+  };
+  if (response.yanked()) j["yank_reason"] = response.yank_reason();
+  j["metadata"] = ArtefactMetadataToJson(response.metadata());
+  return j;
+}
+
+std::string FormatRef(const v1::Ref& ref) {
+  std::string out = absl::StrCat(ref.ref(), " ", RefKindName(ref.kind()),
+                                 " generation ", ref.generation(), "\n");
+  for (const v1::Slot& s : ref.slots()) {
+    absl::StrAppend(&out, "  ", s.slot(), " ", s.digest(), "\n");
+  }
+  if (!ref.source_ref().empty()) {
+    absl::StrAppend(&out, "  promoted from ", ref.source_ref(), " generation ",
+                    ref.source_generation(), "\n");
+  }
+  if (ref.yanked())
+    absl::StrAppend(&out, "  yanked: ", ref.yank_reason(), "\n");
+  return out;
+}
+
+std::string FormatRefLine(const v1::Ref& ref) {
+  std::vector<std::string> slots;
+  for (const v1::Slot& s : ref.slots()) slots.push_back(s.slot());
+  return absl::StrCat(
+      ref.ref(), " ", ref.yanked() ? "yanked" : RefKindName(ref.kind()), " ",
+      ref.generation(), " ", absl::StrJoin(slots, ","), " ",
+      FormatMicros(ref.updated_at_micros()), " ", ref.updated_by());
+}
+
+std::string FormatHistoryEntry(const v1::RefHistoryEntry& entry) {
+  std::string out = absl::StrCat(
+      entry.generation(), " ", FormatMicros(entry.at_micros()), " ",
+      RefActionName(entry.action()), " ", entry.actor(), "\n");
+  for (const v1::SlotChange& c : entry.changes()) {
+    absl::StrAppend(&out, "  ", c.slot(), " ",
+                    c.old_digest().empty() ? "-" : c.old_digest(), " -> ",
+                    c.new_digest().empty() ? "-" : c.new_digest(), "\n");
+  }
+  if (!entry.source_ref().empty()) {
+    absl::StrAppend(&out, "  from ", entry.source_ref(), " generation ",
+                    entry.source_generation(), "\n");
+  }
+  if (entry.action() == v1::RefHistoryEntry::YANK) {
+    absl::StrAppend(&out, "  reason: ", entry.reason(), "\n");
+  }
+  return out;
+}
+
+namespace {
+
+bool IsFallback(const v1::ResolveResponse& response) {
+  return response.slot_used() != response.slot_requested();
+}
+
+}  // namespace
+
+std::string FormatResolve(const v1::ResolveResponse& response) {
+  std::string out;
+  auto line = [&out](absl::string_view key, absl::string_view value) {
+    absl::StrAppend(
+        &out, absl::StrFormat("%-11s %s\n", absl::StrCat(key, ":"), value));
+  };
+  line("ref",
+       absl::StrCat(response.ref(), " (", RefKindName(response.kind()), ")"));
+  line("slot",
+       IsFallback(response)
+           ? absl::StrCat(response.slot_used(), " (no ",
+                          response.slot_requested(), " slot: noarch fallback)")
+           : response.slot_used());
+  line("digest", response.digest());
+  line("generation", absl::StrCat(response.generation()));
+  if (response.yanked()) line("yanked", response.yank_reason());
+  const v1::ArtefactMetadata& m = response.metadata();
+  if (!m.name().empty()) line("name", m.name());
+  if (!m.version().empty()) line("version", m.version());
+  if (!m.licence().empty()) line("licence", m.licence());
+  if (!m.entrypoint().empty()) line("entrypoint", m.entrypoint());
+  return out;
+}
+
+std::string FormatResolvedLine(const v1::ResolveResponse& response) {
+  std::string out = absl::StrCat(response.ref(), " ", response.slot_used(),
+                                 " generation ", response.generation());
+  if (IsFallback(response)) {
+    absl::StrAppend(&out, " (no ", response.slot_requested(),
+                    " slot: noarch fallback)");
+  }
+  return out;
 }
 
 }  // namespace cli

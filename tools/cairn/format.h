@@ -16,6 +16,7 @@
 #include "absl/status/status.h"
 #include "nlohmann/json.hpp"
 #include "proto/cas.pb.h"
+#include "proto/refs.pb.h"
 #include "tools/pack/packer.h"
 
 namespace cairn {
@@ -50,6 +51,54 @@ nlohmann::ordered_json CheckResultToJson(const std::string& path,
 
 // `cairn stat` human output: "key: value" lines, each ending in "\n".
 std::string FormatStat(const v1::StatResponse& response);
+
+// --- Refs (docs/cli.md, "Refs"). ---
+
+// "branch", "release" or "unspecified".
+std::string RefKindName(v1::RefKind kind);
+// "set-slot", "create-release", "promote", "yank", "delete" (as
+// store/refs.h) or "unspecified".
+std::string RefActionName(v1::RefHistoryEntry::Action action);
+// Unix microseconds -> "2026-01-02T03:04:05Z" (UTC, whole seconds).
+std::string FormatMicros(int64_t micros);
+
+// JSON forms: keys named after the proto fields, numbers as numbers, plus
+// an RFC 3339 string next to each *_micros field (same name without
+// "_micros"). Empty optional fields (source_ref, yank_reason, digests of
+// absent slots, ...) are omitted.
+nlohmann::ordered_json ArtefactMetadataToJson(const v1::ArtefactMetadata& m);
+nlohmann::ordered_json RefToJson(const v1::Ref& ref);
+nlohmann::ordered_json RefHistoryEntryToJson(const v1::RefHistoryEntry& entry);
+nlohmann::ordered_json RefUpdateToJson(const v1::RefUpdateResponse& response);
+nlohmann::ordered_json ResolveToJson(const v1::ResolveResponse& response);
+
+// A ref and its slots, each line ending in "\n":
+//   tool@v1.2.0 release generation 7
+//     linux-amd64 sha256:...
+//     noarch sha256:...
+//     promoted from tool@main generation 5      (releases made by Promote)
+//     yanked: <reason>                          (yanked releases)
+std::string FormatRef(const v1::Ref& ref);
+
+// One `cairn ls` line, without "\n":
+//   "<ref> <kind> <generation> <slot,slot,...> <updated> <updated_by>"
+// where <kind> is "branch", "release" or "yanked" (a yanked release).
+std::string FormatRefLine(const v1::Ref& ref);
+
+// One `cairn history` entry, each line ending in "\n":
+//   "<generation> <time> <action> <actor>" then one line per slot change,
+//   "  <slot> <old|-> -> <new|->", then for a promotion
+//   "  from <ref> generation <N>", for a yank "  reason: <text>".
+std::string FormatHistoryEntry(const v1::RefHistoryEntry& entry);
+
+// `cairn resolve` human output: "key: value" lines (ref, slot, digest,
+// generation, then yanked and the artefact's metadata when set). A noarch
+// fallback says so on the slot line.
+std::string FormatResolve(const v1::ResolveResponse& response);
+
+// "<ref> <slot_used> generation <N>", plus " (no <slot> slot: noarch
+// fallback)" when the requested slot was absent. No "\n".
+std::string FormatResolvedLine(const v1::ResolveResponse& response);
 
 // seconds since the Unix epoch -> "2026-01-02T03:04:05Z" (UTC).
 std::string FormatUnixTime(int64_t seconds);

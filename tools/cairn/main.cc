@@ -7,8 +7,11 @@
 
 #include <unistd.h>
 
+#include <cstdint>
 #include <iostream>
+#include <optional>
 #include <string>
+#include <vector>
 
 #include "CLI/CLI.hpp"
 #include "tools/cairn/commands.h"
@@ -19,6 +22,7 @@ int main(int argc, char** argv) {
 
   GlobalFlags flags;
   flags.server = cairn::cli::DefaultServer();
+  flags.actor = cairn::cli::DefaultActor();
 
   CLI::App app{"cairn: client for the Cairn content-addressed artefact store",
                "cairn"};
@@ -37,6 +41,10 @@ int main(int argc, char** argv) {
   app.add_flag("--json", flags.json, "Machine-readable JSON output");
   app.add_flag("-q,--quiet", flags.quiet,
                "Print only the essential result; no progress");
+  app.add_option("--actor", flags.actor,
+                 "Who ref updates are recorded as (default: $CAIRN_ACTOR, "
+                 "else $USER@hostname)")
+      ->type_name("NAME");
 
   std::string pack_path, pack_output;
   bool pack_check = false;
@@ -52,24 +60,128 @@ int main(int argc, char** argv) {
       "--check", pack_check, "Check that FILE follows the packing convention");
   output_opt->excludes(check_opt);
 
-  std::string push_file, push_expect;
-  CLI::App* push =
-      app.add_subcommand("push", "Upload a tarball (skipped if stored)");
+  std::string push_file, push_expect, push_ref, push_arch;
+  uint64_t push_if_generation = 0;
+  CLI::App* push = app.add_subcommand(
+      "push", "Upload a tarball (skipped if stored), optionally into a branch");
   push->add_option("file", push_file, "Tarball to upload")
       ->required()
       ->type_name("FILE");
   push->add_option("--expect", push_expect,
                    "Fail before uploading unless FILE has this digest")
       ->type_name("DIGEST");
+  CLI::Option* push_ref_opt =
+      push->add_option("--ref", push_ref,
+                       "Then set this branch's slot to the artefact")
+          ->type_name("PKG@NAME");
+  push->add_option("--arch", push_arch,
+                   "Slot to set (default: this host's, e.g. linux-amd64; "
+                   "or noarch)")
+      ->type_name("SLOT")
+      ->needs(push_ref_opt);
+  CLI::Option* push_if_generation_opt =
+      push->add_option("--if-generation", push_if_generation,
+                       "Only if the branch is at this generation (0: it "
+                       "must not exist); else ABORTED")
+          ->type_name("N")
+          ->needs(push_ref_opt);
 
-  std::string pull_digest, pull_output;
-  CLI::App* pull = app.add_subcommand("pull", "Download a blob, verified");
-  pull->add_option("digest", pull_digest, "sha256:<hex>")
+  std::string pull_target, pull_output, pull_arch;
+  bool pull_allow_yanked = false;
+  CLI::App* pull = app.add_subcommand(
+      "pull", "Download a blob or a ref's artefact, verified");
+  pull->add_option("target", pull_target,
+                   "sha256:<hex>, or a ref <package>@<name>")
       ->required()
-      ->type_name("DIGEST");
+      ->type_name("DIGEST|PKG@NAME");
   pull->add_option("-o,--output", pull_output, "Where to write the blob")
       ->required()
       ->type_name("FILE");
+  pull->add_option("--arch", pull_arch,
+                   "Slot to resolve a ref for (default: this host's)")
+      ->type_name("SLOT");
+  pull->add_flag("--allow-yanked", pull_allow_yanked,
+                 "Resolve a yanked release anyway");
+
+  std::string release_ref;
+  std::vector<std::string> release_slots;
+  CLI::App* release = app.add_subcommand(
+      "release", "Create an immutable release from stored artefacts");
+  release->add_option("ref", release_ref, "The release to create")
+      ->required()
+      ->type_name("PKG@NAME");
+  release->add_option("--slot", release_slots, "A slot (repeatable)")
+      ->required()
+      ->allow_extra_args(false)
+      ->type_name("SLOT=DIGEST");
+
+  std::string promote_branch, promote_release;
+  std::vector<std::string> promote_expected;
+  CLI::App* promote = app.add_subcommand(
+      "promote", "Create a release from exactly what a branch holds");
+  promote->add_option("branch", promote_branch, "The branch")
+      ->required()
+      ->type_name("PKG@BRANCH");
+  promote->add_option("release", promote_release, "The release to create")
+      ->required()
+      ->type_name("PKG@RELEASE");
+  promote
+      ->add_option("--expect", promote_expected,
+                   "Every slot of the branch with the digest you tested "
+                   "(repeatable)")
+      ->required()
+      ->allow_extra_args(false)
+      ->type_name("SLOT=DIGEST");
+
+  std::string resolve_ref, resolve_arch;
+  bool resolve_allow_yanked = false;
+  CLI::App* resolve =
+      app.add_subcommand("resolve", "Show the digest a ref gives a slot");
+  resolve->add_option("ref", resolve_ref, "The ref")
+      ->required()
+      ->type_name("PKG@NAME");
+  resolve
+      ->add_option("--arch", resolve_arch,
+                   "Slot (default: this host's, e.g. linux-amd64)")
+      ->type_name("SLOT");
+  resolve->add_flag("--allow-yanked", resolve_allow_yanked,
+                    "Resolve a yanked release anyway");
+
+  std::string ls_prefix, ls_kind;
+  CLI::App* ls = app.add_subcommand("ls", "List refs");
+  ls->add_option("prefix", ls_prefix,
+                 "Only refs starting with this (team/, tool@, tool@v1.)")
+      ->type_name("PREFIX");
+  ls->add_option("--kind", ls_kind, "Only branches or only releases")
+      ->check(CLI::IsMember({"branch", "release"}))
+      ->type_name("branch|release");
+
+  std::string history_ref;
+  CLI::App* history =
+      app.add_subcommand("history", "Show a ref's audit history");
+  history->add_option("ref", history_ref, "The ref")
+      ->required()
+      ->type_name("PKG@NAME");
+
+  std::string yank_ref, yank_reason;
+  CLI::App* yank = app.add_subcommand(
+      "yank", "Stop a release from resolving by name (its bytes stay)");
+  yank->add_option("ref", yank_ref, "The release")
+      ->required()
+      ->type_name("PKG@RELEASE");
+  yank->add_option("--reason", yank_reason, "Why (recorded in history)")
+      ->type_name("TEXT");
+
+  std::string rm_ref;
+  uint64_t rm_if_generation = 0;
+  CLI::App* rm = app.add_subcommand("rm", "Delete a branch (not a release)");
+  rm->add_option("ref", rm_ref, "The branch")
+      ->required()
+      ->type_name("PKG@BRANCH");
+  CLI::Option* rm_if_generation_opt =
+      rm->add_option("--if-generation", rm_if_generation,
+                     "Only if the branch is at this generation; else ABORTED")
+          ->type_name("N");
 
   std::string stat_digest;
   CLI::App* stat = app.add_subcommand("stat", "Describe a stored blob");
@@ -97,8 +209,39 @@ int main(int argc, char** argv) {
     if (pack_check) return cairn::cli::RunPackCheck(flags, pack_path, io);
     return cairn::cli::RunPack(flags, pack_path, pack_output, io);
   }
-  if (*push) return cairn::cli::RunPush(flags, push_file, push_expect, io);
-  if (*pull) return cairn::cli::RunPull(flags, pull_digest, pull_output, io);
+  if (*push) {
+    std::optional<cairn::cli::PushRef> ref;
+    if (push_ref_opt->count() > 0) {
+      ref = cairn::cli::PushRef{push_ref, push_arch, std::nullopt};
+      if (push_if_generation_opt->count() > 0) {
+        ref->if_generation = push_if_generation;
+      }
+    }
+    return cairn::cli::RunPush(flags, push_file, push_expect, ref, io);
+  }
+  if (*pull) {
+    return cairn::cli::RunPullTarget(
+        flags, pull_target, {pull_arch, pull_allow_yanked}, pull_output, io);
+  }
+  if (*release) {
+    return cairn::cli::RunRelease(flags, release_ref, release_slots, io);
+  }
+  if (*promote) {
+    return cairn::cli::RunPromote(flags, promote_branch, promote_release,
+                                  promote_expected, io);
+  }
+  if (*resolve) {
+    return cairn::cli::RunResolve(flags, resolve_ref,
+                                  {resolve_arch, resolve_allow_yanked}, io);
+  }
+  if (*ls) return cairn::cli::RunList(flags, ls_prefix, ls_kind, io);
+  if (*history) return cairn::cli::RunHistory(flags, history_ref, io);
+  if (*yank) return cairn::cli::RunYank(flags, yank_ref, yank_reason, io);
+  if (*rm) {
+    std::optional<uint64_t> if_generation;
+    if (rm_if_generation_opt->count() > 0) if_generation = rm_if_generation;
+    return cairn::cli::RunDelete(flags, rm_ref, if_generation, io);
+  }
   if (*stat) return cairn::cli::RunStat(flags, stat_digest, io);
   if (*inspect) return cairn::cli::RunInspect(flags, inspect_digest, io);
   return kExitUsage;  // Unreachable: require_subcommand(1).

@@ -1,15 +1,17 @@
 // Copyright 2026 The Cairn Authors.
 //
-// cairnd: serves a Cairn store (cairn.v1.Cas) over gRPC. See docs/cairnd.md.
+// cairnd: serves a Cairn store (cairn.v1.Cas) and its refs (cairn.v1.Refs)
+// over gRPC. See docs/cairnd.md.
 //
 //   cairnd --data-dir DIR [--listen ADDR] [--config FILE] [--log-level L]
 //
 // Startup: parse flags and the optional TOML config (flags win), block
 // SIGINT/SIGTERM in every thread, open the store (re-deriving indexes a
-// crash left non-durable), start gRPC, print "cairnd listening on
-// HOST:PORT" on stdout. Then the main thread sigwait()s; on SIGINT/SIGTERM
-// it stops gRPC (in-flight calls get 5 s, then are cancelled), waits for
-// pending indexes to become durable, closes the store and exits 0.
+// crash left non-durable) and the refs on its database, start gRPC, print
+// "cairnd listening on HOST:PORT" on stdout. Then the main thread sigwait()s;
+// on SIGINT/SIGTERM it stops gRPC (in-flight calls get 5 s, then are
+// cancelled), waits for pending indexes to become durable, closes the
+// store and exits 0.
 //
 // Exit codes: 0 clean shutdown; 1 the store or the server failed to start
 // (or the final flush failed); 2 bad flags, config or listen address.
@@ -38,11 +40,14 @@
 #include "grpc/grpc.h"
 #include "grpcpp/health_check_service_interface.h"
 #include "grpcpp/server.h"
+#include "proto/refs.grpc.pb.h"
 #include "spdlog/sinks/stdout_sinks.h"
 #include "spdlog/spdlog.h"
+#include "store/refs.h"
 #include "store/store.h"
 #include "toml++/toml.h"
 #include "tools/server/cas_service.h"
+#include "tools/server/refs_service.h"
 
 namespace cairn {
 namespace {
@@ -334,12 +339,23 @@ int Run(const Config& config) {
                config.data_dir, store->recovered_artefacts(),
                absl::ToDoubleSeconds(absl::Now() - open_start));
 
+  absl::StatusOr<std::unique_ptr<RefStore>> created =
+      RefStore::Create(&store->mutable_metadata());
+  if (!created.ok()) {
+    spdlog::critical("cannot open refs in {}: {}", config.data_dir,
+                     created.status().ToString());
+    return kExitFailure;
+  }
+  std::unique_ptr<RefStore> refs = *std::move(created);
+
   auto service = std::make_unique<CasService>(*store);
+  auto refs_service = std::make_unique<RefsService>(*refs);
   ServerOptions server_options = config.server;
   server_options.listen_address = config.listen;
   int port = 0;
   absl::StatusOr<std::unique_ptr<grpc::Server>> started =
-      StartServer(server_options, service.get(), &port);
+      StartServer(server_options, service.get(), &port,
+                  {{refs_service.get(), v1::Refs::service_full_name()}});
   if (!started.ok()) {
     spdlog::critical("{}", started.status().ToString());
     return kExitFailure;
@@ -367,7 +383,9 @@ int Run(const Config& config) {
   server->Shutdown(std::chrono::system_clock::now() + kShutdownGrace);
   server->Wait();
   server.reset();
+  refs_service.reset();
   service.reset();
+  refs.reset();
   spdlog::info("gRPC stopped; flushing pending indexes");
 
   int code = 0;

@@ -441,9 +441,16 @@ absl::Status ValidateListenAddress(absl::string_view address) {
 }
 
 absl::StatusOr<std::unique_ptr<grpc::Server>> StartServer(
-    const ServerOptions& options, CasService* service, int* bound_port) {
+    const ServerOptions& options, CasService* service, int* bound_port,
+    const std::vector<ExtraService>& extra) {
   if (service == nullptr) {
     return absl::InvalidArgumentError("StartServer: no service");
+  }
+  for (const ExtraService& e : extra) {
+    if (e.service == nullptr) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("StartServer: no service for \"", e.name, "\""));
+    }
   }
   if (options.listen_address.empty()) {
     return absl::InvalidArgumentError("StartServer: empty listen address");
@@ -467,6 +474,7 @@ absl::StatusOr<std::unique_ptr<grpc::Server>> StartServer(
   builder.AddListeningPort(options.listen_address,
                            grpc::InsecureServerCredentials(), &port);
   builder.RegisterService(service);
+  for (const ExtraService& e : extra) builder.RegisterService(e.service);
   builder.SetMaxReceiveMessageSize(options.max_message_bytes);
   builder.SetMaxSendMessageSize(options.max_message_bytes);
   // gRPC sets SO_REUSEPORT by default, which would let a second server
@@ -500,6 +508,9 @@ absl::StatusOr<std::unique_ptr<grpc::Server>> StartServer(
   if (health != nullptr) {
     health->SetServingStatus(true);
     health->SetServingStatus(v1::Cas::service_full_name(), true);
+    for (const ExtraService& e : extra) {
+      health->SetServingStatus(e.name, true);
+    }
   }
   if (bound_port != nullptr) *bound_port = port;
   return server;

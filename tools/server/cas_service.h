@@ -28,6 +28,7 @@
 #include <cstddef>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
@@ -140,17 +141,29 @@ struct ServerOptions {
 // resolve or bind. Errors: InvalidArgument naming the address.
 absl::Status ValidateListenAddress(absl::string_view address);
 
+// A service served next to cairn.v1.Cas (e.g. RefsService,
+// tools/server/refs_service.h).
+struct ExtraService {
+  grpc::Service* service = nullptr;  // Not owned.
+  // Its full name, e.g. v1::Refs::service_full_name(): reported by the
+  // health service.
+  std::string name;
+};
+
 // Builds and starts a gRPC server on options.listen_address serving
-// `service`, the standard grpc.health.v1.Health service (overall and
-// "cairn.v1.Cas" both SERVING) and server reflection. `service` must
-// outlive the returned server. If `bound_port` is non-null it receives the
-// port actually bound (the chosen one when the address asks for port 0).
-// The port is bound without SO_REUSEPORT, so a port in use is an error.
-// Errors: InvalidArgument naming the address when it is not host:port
-// (port 0..65535) or unix:PATH, and for bad options; Unavailable naming the
-// address when it cannot be bound (in use, unknown host, permission).
+// `service` and every one of `extra`, the standard grpc.health.v1.Health
+// service (overall, "cairn.v1.Cas" and each extra service's name SERVING)
+// and server reflection. The services must outlive the returned server. If
+// `bound_port` is non-null it receives the port actually bound (the chosen
+// one when the address asks for port 0). The port is bound without
+// SO_REUSEPORT, so a port in use is an error. Errors: InvalidArgument
+// naming the address when it is not host:port (port 0..65535) or
+// unix:PATH, for bad options, and when `service` or an extra service is
+// null; Unavailable naming the address when it cannot be bound (in use,
+// unknown host, permission).
 absl::StatusOr<std::unique_ptr<grpc::Server>> StartServer(
-    const ServerOptions& options, CasService* service, int* bound_port);
+    const ServerOptions& options, CasService* service, int* bound_port,
+    const std::vector<ExtraService>& extra = {});
 
 }  // namespace cairn
 
