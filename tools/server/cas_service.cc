@@ -207,11 +207,16 @@ grpc::Status CasService::Write(grpc::ServerContext* context,
                        " are allowed per message")));
     }
     if (!data.empty()) {
-      absl::Status s = (*upload)->Append(data);
+      const size_t size = data.size();
+      // Hand the message's buffer to the upload: no copy on the way to the
+      // indexer thread.
+      std::string chunk;
+      chunk.swap(*request.mutable_data());
+      absl::Status s = (*upload)->AppendOwned(std::move(chunk));
       if (!s.ok()) {
         return fail(WithContext(s, absl::StrCat("Write of ", expected)));
       }
-      received += data.size();
+      received += size;
     }
     ++index;
   } while (reader->Read(&request));
