@@ -26,6 +26,7 @@
 #include "store/ref_name.h"
 #include "store/store.h"
 #include "store/testing/tar_builder.h"
+#include "store/testing/test_dirs.h"
 
 namespace cairn {
 
@@ -36,20 +37,12 @@ void PrintTo(const Digest& d, std::ostream* os) { *os << d.ToString(); }
 namespace {
 
 using ::cairn::testing::BuildTar;
+using ::cairn::testing::FreshTestDir;
 using ::cairn::testing::TarEntry;
 using ::testing::ElementsAre;
 using ::testing::HasSubstr;
 using ::testing::IsEmpty;
 using ::testing::Not;
-
-std::string FreshDir() {
-  static int n = 0;
-  const char* base = std::getenv("TEST_TMPDIR");
-  std::string dir = std::string(base ? base : "/tmp") + "/refs_test_" +
-                    std::to_string(getpid()) + "_" + std::to_string(n++);
-  std::filesystem::remove_all(dir);
-  return dir;
-}
 
 RefName Ref(absl::string_view text) {
   absl::StatusOr<RefName> r = RefName::Parse(text);
@@ -60,7 +53,7 @@ RefName Ref(absl::string_view text) {
 class RefsTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    dir_ = FreshDir();
+    dir_ = FreshTestDir("refs_test");
     Reopen();
   }
 

@@ -17,32 +17,17 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "store/testing/tar_builder.h"
+#include "store/testing/test_dirs.h"
 
 namespace cairn {
 namespace {
 
 using ::cairn::testing::BuildTar;
+using ::cairn::testing::CountRegularFiles;
+using ::cairn::testing::FreshTestDir;
 using ::cairn::testing::TarCompression;
 using ::cairn::testing::TarEntry;
 using ::testing::HasSubstr;
-
-std::string FreshDir() {
-  static int n = 0;
-  const char* base = std::getenv("TEST_TMPDIR");
-  std::string dir = std::string(base ? base : "/tmp") + "/store_test_" +
-                    std::to_string(getpid()) + "_" + std::to_string(n++);
-  std::filesystem::remove_all(dir);
-  return dir;
-}
-
-int CountFiles(const std::string& dir) {
-  if (!std::filesystem::exists(dir)) return 0;
-  int n = 0;
-  for (const auto& e : std::filesystem::recursive_directory_iterator(dir)) {
-    if (e.is_regular_file()) ++n;
-  }
-  return n;
-}
 
 std::string ReadWholeFile(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
@@ -77,7 +62,7 @@ absl::StatusOr<UploadResult> Push(Store& store, const std::string& bytes,
 class StoreTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    dir_ = FreshDir();
+    dir_ = FreshTestDir("store_test");
     Reopen();
   }
 
@@ -93,8 +78,8 @@ class StoreTest : public ::testing::Test {
   // Nothing but committed blobs: no temp files and no blob files beyond
   // `expected`.
   void ExpectBlobFiles(int expected) {
-    EXPECT_EQ(CountFiles(dir_ + "/tmp"), 0);
-    EXPECT_EQ(CountFiles(dir_ + "/blobs"), expected);
+    EXPECT_EQ(CountRegularFiles(dir_ + "/tmp"), 0);
+    EXPECT_EQ(CountRegularFiles(dir_ + "/blobs"), expected);
   }
 
   std::string dir_;
@@ -195,7 +180,7 @@ TEST_F(StoreTest, DigestMismatchStoresNothing) {
       store_->FindMissing({Sha256Of(a)});
   ASSERT_TRUE(missing.ok());
   EXPECT_EQ(missing->size(), 1);
-  EXPECT_EQ(CountFiles(dir_ + "/tmp"), 0);
+  EXPECT_EQ(CountRegularFiles(dir_ + "/tmp"), 0);
   EXPECT_FALSE(store_->metadata().GetArtefact(Sha256Of(a)).ok());
 }
 
@@ -218,14 +203,14 @@ TEST_F(StoreTest, SizeMismatchIsDataLoss) {
   options.expected_size = a.size() + 1;
   EXPECT_EQ(Push(*store_, a, options).status().code(),
             absl::StatusCode::kDataLoss);
-  EXPECT_EQ(CountFiles(dir_ + "/tmp"), 0);
+  EXPECT_EQ(CountRegularFiles(dir_ + "/tmp"), 0);
 }
 
 TEST_F(StoreTest, UnsafeArchiveIsRejectedAndStoresNothing) {
   const std::string good = BuildTar(ToolEntries("tool"));
   ASSERT_TRUE(Push(*store_, good).ok());
   ASSERT_TRUE(store_->WaitDurable().ok());
-  const int before = CountFiles(dir_ + "/blobs");
+  const int before = CountRegularFiles(dir_ + "/blobs");
 
   const std::string bad = BuildTar({
       {"ok.txt", TarEntry::kFile, 0644, "fine"},
@@ -236,7 +221,7 @@ TEST_F(StoreTest, UnsafeArchiveIsRejectedAndStoresNothing) {
   EXPECT_THAT(r.status().message(), HasSubstr("../escape"));
   EXPECT_THAT(r.status().message(), HasSubstr("nothing stored"));
   EXPECT_FALSE(store_->Stat(Sha256Of(bad)).ok());
-  EXPECT_EQ(CountFiles(dir_ + "/tmp"), 0);
+  EXPECT_EQ(CountRegularFiles(dir_ + "/tmp"), 0);
   // Earlier content is untouched.
   std::string out;
   ASSERT_TRUE(store_->ReadBlob(Sha256Of(good), 0, good.size(), &out).ok());
@@ -244,7 +229,7 @@ TEST_F(StoreTest, UnsafeArchiveIsRejectedAndStoresNothing) {
   // "ok.txt" may have been written as a file blob before the bad entry was
   // seen, but it has no record: only the blob files of the good artefact
   // count as stored.
-  EXPECT_LE(CountFiles(dir_ + "/blobs"), before + 1);
+  EXPECT_LE(CountRegularFiles(dir_ + "/blobs"), before + 1);
   absl::StatusOr<std::vector<Digest>> missing =
       store_->FindMissing({Sha256Of("fine")});
   ASSERT_TRUE(missing.ok());
@@ -255,7 +240,7 @@ TEST_F(StoreTest, NotATarballIsRejected) {
   absl::StatusOr<UploadResult> r = Push(*store_, std::string(10000, 'z'));
   EXPECT_EQ(r.status().code(), absl::StatusCode::kInvalidArgument)
       << r.status();
-  EXPECT_EQ(CountFiles(dir_ + "/tmp"), 0);
+  EXPECT_EQ(CountRegularFiles(dir_ + "/tmp"), 0);
 }
 
 TEST_F(StoreTest, AbandonedUploadLeavesNothing) {
@@ -267,7 +252,7 @@ TEST_F(StoreTest, AbandonedUploadLeavesNothing) {
     ASSERT_TRUE(
         (*up)->Append(absl::string_view(a).substr(0, a.size() / 2)).ok());
   }
-  EXPECT_EQ(CountFiles(dir_ + "/tmp"), 0);
+  EXPECT_EQ(CountRegularFiles(dir_ + "/tmp"), 0);
   EXPECT_FALSE(store_->Stat(Sha256Of(a)).ok());
   // A retry succeeds.
   EXPECT_TRUE(Push(*store_, a).ok());
@@ -348,7 +333,7 @@ TEST_F(StoreTest, RecoveryRederivesIndexAfterUncleanStop) {
 
   Reopen();
   EXPECT_EQ(store_->recovered_artefacts(), 1);
-  EXPECT_EQ(CountFiles(dir_ + "/tmp"), 0);
+  EXPECT_EQ(CountRegularFiles(dir_ + "/tmp"), 0);
   EXPECT_FALSE(store_->metadata().GetFile(digest, "stale/entry").ok());
   EXPECT_TRUE(store_->metadata().GetFile(digest, "bin/tool").ok());
   ASSERT_TRUE(store_->WaitDurable().ok());

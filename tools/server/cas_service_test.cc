@@ -26,11 +26,14 @@
 #include "proto/cas.grpc.pb.h"
 #include "store/digest.h"
 #include "store/store.h"
+#include "store/testing/test_dirs.h"
 #include "tools/server/testing/health.grpc.pb.h"
 
 namespace cairn {
 namespace {
 
+using ::cairn::testing::CountRegularFiles;
+using ::cairn::testing::FreshTestDir;
 using ::testing::ElementsAre;
 using ::testing::HasSubstr;
 
@@ -109,28 +112,10 @@ std::string Noise(size_t n, uint32_t seed) {
 // ---------------------------------------------------------------------------
 // Fixture: a real store and server, and stubs over a loopback channel.
 
-std::string FreshDir() {
-  static int n = 0;
-  const char* base = std::getenv("TEST_TMPDIR");
-  std::string dir = absl::StrCat(base ? base : "/tmp", "/cas_service_test_",
-                                 getpid(), "_", n++);
-  std::filesystem::remove_all(dir);
-  return dir;
-}
-
-int CountFiles(const std::string& dir) {
-  if (!std::filesystem::exists(dir)) return 0;
-  int n = 0;
-  for (const auto& e : std::filesystem::recursive_directory_iterator(dir)) {
-    if (e.is_regular_file()) ++n;
-  }
-  return n;
-}
-
 class CasServiceTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    dir_ = FreshDir();
+    dir_ = FreshTestDir("cas_service_test");
     StoreOptions store_options;
     store_options.data_dir = dir_;
     absl::StatusOr<std::unique_ptr<Store>> store = Store::Open(store_options);
@@ -470,7 +455,7 @@ TEST_F(CasServiceTest, DigestMismatchIsDataLossAndStoresNothing) {
   s = Push(tarball, &w, "", tarball.size() - 1);
   EXPECT_EQ(s.error_code(), grpc::StatusCode::DATA_LOSS);
   EXPECT_THAT(FindMissing({actual}), ElementsAre(actual));
-  EXPECT_EQ(CountFiles(dir_ + "/tmp"), 0);
+  EXPECT_EQ(CountRegularFiles(dir_ + "/tmp"), 0);
 }
 
 TEST_F(CasServiceTest, ChunkOverOneMebibyteIsRejected) {
@@ -533,11 +518,10 @@ TEST_F(CasServiceTest, CancelledWriteStoresNothing) {
     EXPECT_EQ(s.error_code(), grpc::StatusCode::CANCELLED);
   }
   EXPECT_THAT(FindMissing({digest}), ElementsAre(digest));
-  // The handler abandons the upload once it sees the cancellation.
-  for (int i = 0; i < 200 && CountFiles(dir_ + "/tmp") != 0; ++i) {
-    usleep(10 * 1000);
-  }
-  EXPECT_EQ(CountFiles(dir_ + "/tmp"), 0);
+  // The handler abandons the upload once it sees the cancellation; Shutdown
+  // returns only after every handler has returned.
+  server_->Shutdown();
+  EXPECT_EQ(CountRegularFiles(dir_ + "/tmp"), 0);
 }
 
 TEST_F(CasServiceTest, ListFilesStreamsInBatches) {

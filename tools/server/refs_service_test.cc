@@ -24,6 +24,7 @@
 #include "store/refs.h"
 #include "store/store.h"
 #include "store/testing/tar_builder.h"
+#include "store/testing/test_dirs.h"
 #include "tools/server/cas_service.h"
 #include "tools/server/testing/health.grpc.pb.h"
 
@@ -31,24 +32,16 @@ namespace cairn {
 namespace {
 
 using ::cairn::testing::BuildTar;
+using ::cairn::testing::FreshTestDir;
 using ::cairn::testing::TarEntry;
 using ::testing::ElementsAre;
 using ::testing::HasSubstr;
 using ::testing::StartsWith;
 
-std::string FreshDir() {
-  static int n = 0;
-  const char* base = std::getenv("TEST_TMPDIR");
-  std::string dir = absl::StrCat(base ? base : "/tmp", "/refs_service_test_",
-                                 getpid(), "_", n++);
-  std::filesystem::remove_all(dir);
-  return dir;
-}
-
 class RefsServiceTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    dir_ = FreshDir();
+    dir_ = FreshTestDir("refs_service_test");
     StoreOptions store_options;
     store_options.data_dir = dir_;
     absl::StatusOr<std::unique_ptr<Store>> store = Store::Open(store_options);

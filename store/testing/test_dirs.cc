@@ -1,0 +1,33 @@
+// Copyright 2026 The Cairn Authors.
+
+#include "store/testing/test_dirs.h"
+
+#include <unistd.h>
+
+#include <atomic>
+#include <cstdlib>
+#include <filesystem>
+
+#include "absl/strings/str_cat.h"
+
+namespace cairn::testing {
+
+std::string FreshTestDir(absl::string_view prefix) {
+  static std::atomic<int> n{0};
+  const char* base = std::getenv("TEST_TMPDIR");
+  std::string dir =
+      absl::StrCat(base ? base : "/tmp", "/", prefix, "_", getpid(), "_", n++);
+  std::filesystem::remove_all(dir);
+  return dir;
+}
+
+int CountRegularFiles(const std::string& dir) {
+  if (!std::filesystem::exists(dir)) return 0;
+  int n = 0;
+  for (const auto& e : std::filesystem::recursive_directory_iterator(dir)) {
+    if (e.is_regular_file()) ++n;
+  }
+  return n;
+}
+
+}  // namespace cairn::testing
