@@ -45,6 +45,9 @@ constexpr char kFilesCf[] = "files";
 constexpr char kRefsCf[] = "refs";
 constexpr char kRefHistoryCf[] = "ref_history";
 constexpr size_t kBlockCacheBytes = 64 << 20;
+// 16 shards of 4 MiB: fewer, larger shards than RocksDB's default for this
+// size (64 of 1 MiB), so large blocks are not evicted on release.
+constexpr int kBlockCacheShardBits = 4;
 constexpr int kBloomBitsPerKey = 10;
 
 // Maps a RocksDB status to the most specific absl code; the message is
@@ -147,7 +150,16 @@ rocksdb::ColumnFamilyOptions CfOptions(
   rocksdb::BlockBasedTableOptions table;
   table.block_cache = cache;
   table.cache_index_and_filter_blocks = true;
+  table.cache_index_and_filter_blocks_with_high_priority = true;
   table.pin_l0_filter_and_index_blocks_in_cache = true;
+  // Partitioned index and filters: a large SST's index and filter are split
+  // into ~4 KiB blocks behind a small pinned top level, so a point lookup
+  // touches a few small cached blocks. Whole index/filter blocks of a
+  // million-key file (over 1 MiB each) do not fit a cache shard, and were
+  // re-read and re-checksummed on every lookup (~1 ms per Resolve).
+  table.index_type = rocksdb::BlockBasedTableOptions::kTwoLevelIndexSearch;
+  table.partition_filters = true;
+  table.pin_top_level_index_and_filter = true;
   table.filter_policy.reset(rocksdb::NewBloomFilterPolicy(kBloomBitsPerKey));
   rocksdb::ColumnFamilyOptions cf;
   cf.table_factory.reset(rocksdb::NewBlockBasedTableFactory(table));
@@ -711,7 +723,7 @@ class MetadataDbImpl : public MetadataDb {
 absl::StatusOr<std::unique_ptr<MetadataDb>> MetadataDb::Open(
     const std::string& path) {
   std::shared_ptr<rocksdb::Cache> cache =
-      rocksdb::NewLRUCache(kBlockCacheBytes);
+      rocksdb::NewLRUCache(kBlockCacheBytes, kBlockCacheShardBits);
 
   rocksdb::DBOptions db_options;
   db_options.create_if_missing = true;
