@@ -7,20 +7,29 @@
 #include <sys/types.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <condition_variable>
+#include <cstdlib>
 #include <deque>
 #include <mutex>
 #include <thread>
 #include <utility>
 
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/strip.h"
 #include "grpcpp/grpcpp.h"
 #include "tools/cairn/digest_cache.h"
 #include "tools/rpc/status.h"
 
 namespace cairn {
 namespace {
+
+// Pull: buffers (1 MiB messages) in flight between receiving, writing and
+// hashing; and how much is written before write-back of it is started.
+constexpr size_t kPullBuffers = 8;
+constexpr uint64_t kPullWritebackBytes = 8 << 20;
 
 // Owns a file descriptor.
 class Fd {
@@ -123,73 +132,155 @@ absl::StatusOr<std::pair<Digest, uint64_t>> HashFile(const std::string& path) {
 }
 
 // ---------------------------------------------------------------------------
-// BackgroundHasher.
+// ChunkPipeline.
 
-struct BackgroundHasher::State {
-  explicit State(size_t max) : max_queued_bytes(max) {}
+struct ChunkPipeline::State {
+  State(std::vector<Stage> s, size_t max)
+      : stages(std::move(s)),
+        max_buffers(std::max<size_t>(max, 1)),
+        ready(stages.size()),
+        queues(stages.size()),
+        exited(stages.size(), false) {}
 
-  void Loop() {
-    for (;;) {
-      std::string chunk;
-      {
-        std::unique_lock<std::mutex> lock(mu);
-        ready.wait(lock, [this] { return !queue.empty() || done; });
-        if (queue.empty()) break;
-        chunk = std::move(queue.front());
-        queue.pop_front();
-        queued_bytes -= chunk.size();
-      }
-      space.notify_one();
-      hasher.Update(chunk);
-    }
-    digest = hasher.Finish();
+  // Keeps `buffer` (emptied, capacity kept) for Acquire() unless the pool
+  // is full. Requires mu.
+  void Recycle(std::string buffer) {
+    if (buffer.capacity() == 0 || pool.size() >= max_buffers) return;
+    buffer.clear();
+    pool.push_back(std::move(buffer));
   }
 
-  const size_t max_queued_bytes;
+  // Stage `i`'s thread: until its input is closed (by Finish() for the
+  // first stage, by the previous stage's exit for the others) and drained.
+  void Loop(size_t i) {
+    const bool last = i + 1 == stages.size();
+    std::unique_lock<std::mutex> lock(mu);
+    for (;;) {
+      ready[i].wait(lock, [&] {
+        return !queues[i].empty() || (i == 0 ? closed : exited[i - 1]);
+      });
+      if (queues[i].empty()) break;
+      std::string chunk = std::move(queues[i].front());
+      queues[i].pop_front();
+      const bool skip = !error.ok();
+      lock.unlock();
+      absl::Status status = skip ? absl::OkStatus() : stages[i](chunk);
+      lock.lock();
+      if (!status.ok() && error.ok()) error = std::move(status);
+      if (last) {
+        Recycle(std::move(chunk));
+        --queued;
+        space.notify_one();
+      } else {
+        queues[i + 1].push_back(std::move(chunk));
+        ready[i + 1].notify_one();
+      }
+    }
+    exited[i] = true;
+    if (!last) ready[i + 1].notify_one();
+  }
+
+  const std::vector<Stage> stages;
+  const size_t max_buffers;
   std::mutex mu;
-  std::condition_variable ready;  // Chunk queued or done.
-  std::condition_variable space;  // Queue drained below the limit.
-  std::deque<std::string> queue;  // Guarded by mu.
-  size_t queued_bytes = 0;        // Guarded by mu.
-  bool done = false;              // Guarded by mu.
-  bool finished = false;          // Producer thread only.
-  Sha256 hasher;                  // Hasher thread only.
-  Digest digest;                  // Written by the hasher thread before exit.
-  std::thread thread;             // Started last.
+  std::vector<std::condition_variable> ready;   // Chunk queued for stage i,
+                                                // or its input closed.
+  std::condition_variable space;                // `queued` went down.
+  std::vector<std::deque<std::string>> queues;  // Guarded by mu.
+  std::vector<bool> exited;                     // Guarded by mu.
+  std::vector<std::string> pool;                // Guarded by mu.
+  size_t queued = 0;      // Submitted, not through every stage. Guarded by mu.
+  bool closed = false;    // Guarded by mu.
+  absl::Status error;     // The first stage error. Guarded by mu.
+  bool finished = false;  // Producer thread only.
+  std::vector<std::thread> threads;  // Started last.
 };
 
-BackgroundHasher::BackgroundHasher(size_t max_queued_bytes)
-    : state_(std::make_unique<State>(max_queued_bytes)) {
-  state_->thread = std::thread([s = state_.get()] { s->Loop(); });
-}
-
-BackgroundHasher::~BackgroundHasher() {
-  if (!state_->finished) Finish();
-}
-
-void BackgroundHasher::Add(std::string chunk) {
-  if (chunk.empty()) return;
-  {
-    std::unique_lock<std::mutex> lock(state_->mu);
-    state_->space.wait(lock, [this] {
-      return state_->queued_bytes < state_->max_queued_bytes ||
-             state_->queue.empty();
-    });
-    state_->queued_bytes += chunk.size();
-    state_->queue.push_back(std::move(chunk));
+ChunkPipeline::ChunkPipeline(std::vector<Stage> stages, size_t max_buffers)
+    : state_(std::make_unique<State>(std::move(stages), max_buffers)) {
+  for (size_t i = 0; i < state_->stages.size(); ++i) {
+    state_->threads.emplace_back([s = state_.get(), i] { s->Loop(i); });
   }
-  state_->ready.notify_one();
 }
 
-Digest BackgroundHasher::Finish() {
+ChunkPipeline::~ChunkPipeline() {
+  if (!state_->finished) Finish().IgnoreError();
+}
+
+std::string ChunkPipeline::Acquire() {
+  std::unique_lock<std::mutex> lock(state_->mu);
+  state_->space.wait(lock,
+                     [this] { return state_->queued < state_->max_buffers; });
+  if (state_->pool.empty()) return std::string();
+  std::string buffer = std::move(state_->pool.back());
+  state_->pool.pop_back();
+  return buffer;
+}
+
+absl::Status ChunkPipeline::Submit(std::string chunk) {
+  std::lock_guard<std::mutex> lock(state_->mu);
+  if (!state_->error.ok() || chunk.empty()) {
+    state_->Recycle(std::move(chunk));
+    return state_->error;
+  }
+  ++state_->queued;
+  state_->queues[0].push_back(std::move(chunk));
+  state_->ready[0].notify_one();
+  return absl::OkStatus();
+}
+
+absl::Status ChunkPipeline::Finish() {
   {
     std::lock_guard<std::mutex> lock(state_->mu);
-    state_->done = true;
+    state_->closed = true;
   }
-  state_->ready.notify_one();
-  state_->thread.join();
+  state_->ready[0].notify_one();
+  for (std::thread& t : state_->threads) t.join();
   state_->finished = true;
-  return state_->digest;
+  std::lock_guard<std::mutex> lock(state_->mu);
+  return state_->error;
+}
+
+// ---------------------------------------------------------------------------
+// Channel settings.
+
+absl::Status ApplyGrpcEnvironment(ClientOptions* options) {
+  bool bdp_probe = options->bdp_probe;
+  int window = options->stream_window_bytes;
+  if (const char* v = std::getenv("CAIRN_GRPC_BDP_PROBE"); v && *v) {
+    const absl::string_view value(v);
+    if (value == "1") {
+      bdp_probe = true;
+    } else if (value == "0") {
+      bdp_probe = false;
+    } else {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "CAIRN_GRPC_BDP_PROBE must be 0 or 1, not \"", value, "\""));
+    }
+  }
+  if (const char* v = std::getenv("CAIRN_GRPC_WINDOW_BYTES"); v && *v) {
+    absl::string_view value(v);
+    uint64_t scale = 1;
+    if (absl::ConsumeSuffix(&value, "K")) {
+      scale = uint64_t{1} << 10;
+    } else if (absl::ConsumeSuffix(&value, "M")) {
+      scale = uint64_t{1} << 20;
+    } else if (absl::ConsumeSuffix(&value, "G")) {
+      scale = uint64_t{1} << 30;
+    }
+    uint64_t n = 0;
+    if (!absl::SimpleAtoi(value, &n) || n > (uint64_t{1} << 30) ||
+        n * scale < (uint64_t{64} << 10) || n * scale > (uint64_t{1} << 30)) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("CAIRN_GRPC_WINDOW_BYTES must be 65536 to 1073741824 "
+                       "bytes (or 64K to 1G), not \"",
+                       v, "\""));
+    }
+    window = static_cast<int>(n * scale);
+  }
+  options->bdp_probe = bdp_probe;
+  options->stream_window_bytes = window;
+  return absl::OkStatus();
 }
 
 // ---------------------------------------------------------------------------
@@ -203,6 +294,14 @@ absl::StatusOr<std::unique_ptr<CasClient>> CasClient::Create(
   grpc::ChannelArguments args;
   args.SetMaxSendMessageSize(kMaxMessageBytes);
   args.SetMaxReceiveMessageSize(kMaxMessageBytes);
+  // The receive window (see ClientOptions::bdp_probe). BDP probing
+  // overrides the lookahead from the first SETTINGS on, so it is set only
+  // when probing is off.
+  args.SetInt(GRPC_ARG_HTTP2_BDP_PROBE, options.bdp_probe ? 1 : 0);
+  if (!options.bdp_probe) {
+    args.SetInt(GRPC_ARG_HTTP2_STREAM_LOOKAHEAD_BYTES,
+                options.stream_window_bytes);
+  }
   std::shared_ptr<grpc::Channel> channel = grpc::CreateCustomChannel(
       options.server, grpc::InsecureChannelCredentials(), args);
   return std::unique_ptr<CasClient>(new CasClient(options, std::move(channel)));
@@ -381,12 +480,40 @@ absl::StatusOr<PullResult> CasClient::Pull(const Digest& digest,
   Fd fd(open(partial.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0666));
   if (fd.get() < 0) return Errno(absl::StrCat("create ", partial));
 
-  // Receive and write on this thread; hash on the hasher's.
+  // Receive on this thread; write and hash on the pipeline's two threads.
+  // Each message is parsed into `response`, whose data buffer is then
+  // swapped with an empty one from the pipeline's pool: after the first
+  // few messages nothing is allocated (a fresh 1 MiB buffer per message
+  // costs an mmap/munmap pair and its page faults in glibc).
   absl::Status result;
   uint64_t received = 0;
   Digest actual;
   {
-    BackgroundHasher hasher;
+    const int out = fd.get();
+    uint64_t written = 0;
+    uint64_t writeback_from = 0;
+    Sha256 hasher;
+    ChunkPipeline pipeline(
+        {[&](const std::string& chunk) -> absl::Status {
+           if (absl::Status s = WriteFull(out, chunk, partial); !s.ok()) {
+             return s;
+           }
+           written += chunk.size();
+           if (written - writeback_from >= kPullWritebackBytes) {
+             // Start write-back now, so that the fsync at the end waits
+             // for the tail only. Errors surface in that fsync.
+             sync_file_range(out, static_cast<off_t>(writeback_from),
+                             static_cast<off_t>(written - writeback_from),
+                             SYNC_FILE_RANGE_WRITE);
+             writeback_from = written;
+           }
+           return absl::OkStatus();
+         },
+         [&hasher](const std::string& chunk) {
+           hasher.Update(chunk);
+           return absl::OkStatus();
+         }},
+        kPullBuffers);
     grpc::ClientContext context;
     v1::ReadRequest request;
     request.set_digest(digest.ToString());
@@ -394,23 +521,25 @@ absl::StatusOr<PullResult> CasClient::Pull(const Digest& digest,
         stub_->Read(&context, request);
     v1::ReadResponse response;
     while (reader->Read(&response)) {
-      std::string chunk = std::move(*response.mutable_data());
-      response.Clear();
-      received += chunk.size();
+      std::string* data = response.mutable_data();
+      received += data->size();
       if (received > expected_size) {
         result = absl::DataLossError(absl::StrCat("server sent more than the ",
                                                   expected_size, " bytes of ",
                                                   digest.ToString()));
         break;
       }
-      result = WriteFull(fd.get(), chunk, partial);
+      std::string chunk = pipeline.Acquire();
+      chunk.swap(*data);
+      result = pipeline.Submit(std::move(chunk));
       if (!result.ok()) break;
-      hasher.Add(std::move(chunk));
       if (progress) progress(received, expected_size);
     }
     if (!result.ok()) context.TryCancel();
     grpc::Status status = reader->Finish();
     if (result.ok() && !status.ok()) result = RpcError(status);
+    absl::Status stages = pipeline.Finish();
+    if (result.ok()) result = stages;
     actual = hasher.Finish();
   }
   if (result.ok() && (received != expected_size || actual != digest)) {

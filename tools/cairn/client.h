@@ -5,9 +5,10 @@
 // pull a blob to a file with end-to-end digest verification, stat, and list
 // an artefact's files; and of cairn.v1.Refs (proto/refs.proto, RefsClient
 // below) over the same channel. All calls are synchronous gRPC on the caller's
-// thread (Pull also hashes on one helper thread). Errors are absl::Status:
-// gRPC failures are converted by FromGrpcStatus (tools/rpc/status.h), so
-// their codes are the server's (NOT_FOUND, DATA_LOSS, UNAVAILABLE, ...).
+// thread (Pull also writes and hashes on two helper threads). Errors are
+// absl::Status: gRPC failures are converted by FromGrpcStatus
+// (tools/rpc/status.h), so their codes are the server's (NOT_FOUND, DATA_LOSS,
+// UNAVAILABLE, ...).
 //
 // Sizes are bytes; digests are cairn::Digest ("sha256:<hex>" on the wire).
 
@@ -41,6 +42,9 @@ inline constexpr size_t kUploadChunkBytes = 1 << 20;
 // gRPC message size limit, both directions (a 1 MiB chunk plus framing
 // fits with room to spare).
 inline constexpr int kMaxMessageBytes = 8 << 20;
+// Default fixed HTTP/2 stream window of the client channel (see
+// ClientOptions::bdp_probe).
+inline constexpr int kDefaultStreamWindowBytes = 8 << 20;
 
 // Receives (bytes done, bytes total) while data moves. Called on the
 // calling thread; must not block for long.
@@ -52,7 +56,24 @@ struct ClientOptions {
   // Deadline of unary calls (FindMissing, Stat, every Refs call). Streams
   // have none.
   std::chrono::milliseconds unary_timeout = std::chrono::seconds(60);
+  // HTTP/2 receive window of the channel (what limits Read, i.e. pull).
+  // false: a fixed per-stream window of stream_window_bytes, which on
+  // loopback and LANs reads about twice as fast as gRPC's adaptive window
+  // (docs/cairnd.md, "Throughput"), but caps a stream at
+  // stream_window_bytes / RTT. true: gRPC's bandwidth-delay-product probing
+  // sizes the window (grows past 8 MiB on long fat links);
+  // stream_window_bytes is then ignored.
+  bool bdp_probe = false;
+  int stream_window_bytes = kDefaultStreamWindowBytes;
 };
+
+// Applies the environment's overrides of the gRPC channel settings:
+// CAIRN_GRPC_BDP_PROBE ("1" or "0": options->bdp_probe) and
+// CAIRN_GRPC_WINDOW_BYTES (options->stream_window_bytes, 65536 to
+// 1073741824; a K, M or G suffix multiplies by 1024^n). Unset or empty
+// variables change nothing. Errors: InvalidArgument naming the variable
+// for any other value (options is then unchanged).
+absl::Status ApplyGrpcEnvironment(ClientOptions* options);
 
 // `status` as an absl::Status (FromGrpcStatus), with " (server <server>)"
 // appended to connection-level failures (UNAVAILABLE, DEADLINE_EXCEEDED).
@@ -75,21 +96,43 @@ struct PullResult {
 // and read, InvalidArgument if `path` is not a regular file.
 absl::StatusOr<std::pair<Digest, uint64_t>> HashFile(const std::string& path);
 
-// Hashes chunks on a helper thread, so that hashing overlaps with whatever
-// the caller does next (receiving, writing). Memory is bounded: Add()
-// blocks while more than `max_queued_bytes` wait to be hashed.
-// Thread-compatible: one producer thread calls Add() and Finish().
-class BackgroundHasher {
+// Passes chunks of a byte stream through a fixed sequence of stages, each
+// on its own thread, so that the stages overlap with each other and with
+// the producer (Pull receives on the caller's thread, writes on one helper
+// and hashes on another). Every stage sees every chunk, in order.
+//
+// Buffers are recycled, so that a long stream allocates (and page-faults
+// in) only `max_buffers` buffers: Acquire() hands out an empty string that
+// keeps the capacity of an earlier chunk, Submit() queues a filled one, and
+// after the last stage it is cleared and goes back to the pool. Memory is
+// bounded: Acquire() blocks while all `max_buffers` are in flight.
+//
+// After a stage fails, later chunks are dropped unseen (their buffers still
+// recycled) and Submit() and Finish() return that first error.
+// Thread-compatible: one producer thread calls Acquire(), Submit() and
+// Finish().
+class ChunkPipeline {
  public:
-  explicit BackgroundHasher(size_t max_queued_bytes = 16 << 20);
-  // Finishes (joins the thread) if Finish() was not called.
-  ~BackgroundHasher();
-  BackgroundHasher(const BackgroundHasher&) = delete;
-  BackgroundHasher& operator=(const BackgroundHasher&) = delete;
+  // Called with each chunk in order, on the stage's thread. A non-OK status
+  // stops the pipeline.
+  using Stage = std::function<absl::Status(const std::string& chunk)>;
 
-  void Add(std::string chunk);
-  // Waits until every chunk is hashed and returns the digest. Call once.
-  Digest Finish();
+  // `stages` must not be empty; `max_buffers` >= 1.
+  explicit ChunkPipeline(std::vector<Stage> stages, size_t max_buffers = 8);
+  // Finishes (joins the threads) if Finish() was not called.
+  ~ChunkPipeline();
+  ChunkPipeline(const ChunkPipeline&) = delete;
+  ChunkPipeline& operator=(const ChunkPipeline&) = delete;
+
+  // An empty buffer, recycled if one is free (blocks while every buffer is
+  // in flight).
+  std::string Acquire();
+  // Queues `chunk` (typically from Acquire(), but any string will do; an
+  // empty one is recycled at once). Returns the first stage error so far.
+  absl::Status Submit(std::string chunk);
+  // Waits until every queued chunk went through every stage, stops the
+  // threads and returns the first stage error. Call once.
+  absl::Status Finish();
 
  private:
   struct State;
@@ -118,9 +161,11 @@ class CasClient {
   absl::StatusOr<v1::WriteResponse> Push(const std::string& path,
                                          const PushOptions& options);
 
-  // Streams blob `digest` into `out_path`: writes "<out_path>.partial",
-  // hashes on a helper thread while receiving, and renames into place only
-  // if size and digest match what Stat reported and what was asked for.
+  // Streams blob `digest` into `out_path`: receives on the calling thread
+  // while one helper thread writes "<out_path>.partial" (starting
+  // write-back as it goes) and another hashes, and renames into place only
+  // if size and digest match what Stat reported and what was asked for
+  // (after an fsync).
   // The partial file is removed on any error. Errors: NotFound; DataLoss
   // on a size or digest mismatch; local I/O errors; the server's errors.
   absl::StatusOr<PullResult> Pull(const Digest& digest,

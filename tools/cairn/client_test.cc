@@ -420,19 +420,131 @@ TEST(ClientTest, HashFile) {
   EXPECT_EQ(HashFile(dir).status().code(), absl::StatusCode::kInvalidArgument);
 }
 
-TEST(ClientTest, BackgroundHasherMatchesSha256) {
+// Two stages: one collects, one hashes (the shape Pull uses).
+TEST(ClientTest, ChunkPipelinePassesEveryChunkInOrder) {
   const std::string content = Pseudorandom(1 << 20, 5);
-  for (size_t queue : {size_t{1}, size_t{16} << 20}) {
-    BackgroundHasher hasher(queue);
+  for (size_t buffers : {size_t{1}, size_t{3}, size_t{16}}) {
+    std::string copy;
+    Sha256 hasher;
+    ChunkPipeline pipeline({[&copy](const std::string& chunk) {
+                              copy += chunk;
+                              return absl::OkStatus();
+                            },
+                            [&hasher](const std::string& chunk) {
+                              hasher.Update(chunk);
+                              return absl::OkStatus();
+                            }},
+                           buffers);
     for (size_t pos = 0; pos < content.size(); pos += 4099) {
-      hasher.Add(content.substr(pos, 4099));
+      std::string buffer = pipeline.Acquire();
+      EXPECT_TRUE(buffer.empty());
+      buffer.assign(content, pos, 4099);
+      ASSERT_TRUE(pipeline.Submit(std::move(buffer)).ok());
     }
+    ASSERT_TRUE(pipeline.Finish().ok());
+    EXPECT_EQ(copy, content);
     EXPECT_EQ(hasher.Finish(), Sha256Of(content));
   }
-  BackgroundHasher empty;
-  EXPECT_EQ(empty.Finish(), Sha256Of(""));
-  BackgroundHasher abandoned;  // Destructor joins.
-  abandoned.Add("x");
+  ChunkPipeline empty({[](const std::string&) { return absl::OkStatus(); }});
+  EXPECT_TRUE(empty.Finish().ok());
+  int seen = 0;
+  {
+    ChunkPipeline abandoned({[&seen](const std::string&) {
+      ++seen;
+      return absl::OkStatus();
+    }});
+    ASSERT_TRUE(abandoned.Submit("x").ok());
+  }  // The destructor finishes: the chunk is still processed.
+  EXPECT_EQ(seen, 1);
+}
+
+TEST(ClientTest, ChunkPipelineRecyclesBuffers) {
+  // One buffer: Acquire blocks until the submitted one comes back.
+  ChunkPipeline pipeline({[](const std::string&) { return absl::OkStatus(); }},
+                         1);
+  std::string first = pipeline.Acquire();
+  first.assign(100000, 'a');
+  const char* storage = first.data();
+  ASSERT_TRUE(pipeline.Submit(std::move(first)).ok());
+  // The one buffer comes back, emptied, with its storage.
+  std::string b = pipeline.Acquire();
+  EXPECT_TRUE(b.empty());
+  EXPECT_GE(b.capacity(), 100000);
+  EXPECT_EQ(b.data(), storage);
+  EXPECT_TRUE(pipeline.Finish().ok());
+}
+
+TEST(ClientTest, ChunkPipelineStopsAtFirstError) {
+  std::atomic<int> first_stage_calls{0};
+  std::atomic<int> second_stage_calls{0};
+  ChunkPipeline pipeline({[&](const std::string& chunk) {
+                            ++first_stage_calls;
+                            if (chunk == "bad") {
+                              return absl::DataLossError("bad chunk");
+                            }
+                            return absl::OkStatus();
+                          },
+                          [&](const std::string&) {
+                            ++second_stage_calls;
+                            return absl::OkStatus();
+                          }},
+                         2);
+  ASSERT_TRUE(pipeline.Submit("good").ok());
+  ASSERT_TRUE(pipeline.Submit("bad").ok());
+  // Later chunks are refused once the failure is seen; keep going until
+  // then (Acquire never blocks for good: dropped chunks are recycled).
+  absl::Status status;
+  for (int i = 0; i < 10000 && status.ok(); ++i) {
+    std::string b = pipeline.Acquire();
+    b = "more";
+    status = pipeline.Submit(std::move(b));
+  }
+  EXPECT_EQ(status.code(), absl::StatusCode::kDataLoss);
+  EXPECT_EQ(pipeline.Finish().code(), absl::StatusCode::kDataLoss);
+  // The failed stage sees nothing after "bad"; the next one at most "good"
+  // (which it may also skip if the error came first).
+  EXPECT_EQ(first_stage_calls.load(), 2);
+  EXPECT_LE(second_stage_calls.load(), 1);
+}
+
+TEST(ClientTest, ApplyGrpcEnvironment) {
+  unsetenv("CAIRN_GRPC_BDP_PROBE");
+  unsetenv("CAIRN_GRPC_WINDOW_BYTES");
+  ClientOptions options;
+  ASSERT_TRUE(ApplyGrpcEnvironment(&options).ok());
+  EXPECT_FALSE(options.bdp_probe);
+  EXPECT_EQ(options.stream_window_bytes, 8 << 20);
+
+  setenv("CAIRN_GRPC_BDP_PROBE", "1", 1);
+  setenv("CAIRN_GRPC_WINDOW_BYTES", "16M", 1);
+  ASSERT_TRUE(ApplyGrpcEnvironment(&options).ok());
+  EXPECT_TRUE(options.bdp_probe);
+  EXPECT_EQ(options.stream_window_bytes, 16 << 20);
+  setenv("CAIRN_GRPC_BDP_PROBE", "0", 1);
+  setenv("CAIRN_GRPC_WINDOW_BYTES", "65536", 1);
+  ASSERT_TRUE(ApplyGrpcEnvironment(&options).ok());
+  EXPECT_FALSE(options.bdp_probe);
+  EXPECT_EQ(options.stream_window_bytes, 65536);
+  setenv("CAIRN_GRPC_WINDOW_BYTES", "1G", 1);
+  ASSERT_TRUE(ApplyGrpcEnvironment(&options).ok());
+  EXPECT_EQ(options.stream_window_bytes, 1 << 30);
+
+  ClientOptions before = options;
+  for (const char* bad : {"yes", "2", " 1"}) {
+    setenv("CAIRN_GRPC_BDP_PROBE", bad, 1);
+    absl::Status s = ApplyGrpcEnvironment(&options);
+    EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << bad;
+    EXPECT_THAT(s.message(), HasSubstr("CAIRN_GRPC_BDP_PROBE"));
+  }
+  unsetenv("CAIRN_GRPC_BDP_PROBE");
+  for (const char* bad : {"1000", "2G", "8X", "M", "-8M", "99999999999999G"}) {
+    setenv("CAIRN_GRPC_WINDOW_BYTES", bad, 1);
+    absl::Status s = ApplyGrpcEnvironment(&options);
+    EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << bad;
+    EXPECT_THAT(s.message(), HasSubstr("CAIRN_GRPC_WINDOW_BYTES"));
+  }
+  EXPECT_EQ(options.stream_window_bytes, before.stream_window_bytes);
+  unsetenv("CAIRN_GRPC_WINDOW_BYTES");
 }
 
 // ---------------------------------------------------------------------------

@@ -42,6 +42,7 @@ absl::StatusOr<Digest> ParseDigestArg(absl::string_view what,
 absl::StatusOr<std::unique_ptr<CasClient>> Connect(const GlobalFlags& flags) {
   ClientOptions options;
   options.server = flags.server;
+  if (absl::Status s = ApplyGrpcEnvironment(&options); !s.ok()) return s;
   return CasClient::Create(options);
 }
 

@@ -5,6 +5,7 @@
 // CLI11 reports parse errors by throwing; that is caught here, around
 // app.parse only, as CLI11 documents. See docs/cli.md.
 
+#include <malloc.h>
 #include <unistd.h>
 
 #include <cstdint>
@@ -19,6 +20,15 @@
 int main(int argc, char** argv) {
   using cairn::cli::GlobalFlags;
   using cairn::cli::kExitUsage;
+
+  // Serve large blocks from the heap rather than an mmap each, and keep
+  // freed memory rather than trimming the heap at every free. gRPC
+  // allocates and frees its receive buffers per read; with glibc's defaults
+  // each came as fresh pages: pulling 198 MB cost ~20,000 page faults and
+  // 0.3-0.9 s of system time, against ~3,700 and 0.1 s with this. A
+  // short-lived process can afford to keep the memory.
+  mallopt(M_MMAP_THRESHOLD, 64 << 20);
+  mallopt(M_TRIM_THRESHOLD, 128 << 20);
 
   GlobalFlags flags;
   flags.server = cairn::cli::DefaultServer();
