@@ -17,6 +17,7 @@
 #include <memory>
 #include <mutex>
 #include <sstream>
+#include <filesystem>
 #include <string>
 #include <vector>
 
@@ -716,6 +717,28 @@ TEST(CommandsTest, UnreachableServer) {
   EXPECT_EQ(cli::RunStat(flags, kMissingDigest, io), cli::kExitFailure);
   EXPECT_THAT(err.str(), StartsWith("cairn: error: UNAVAILABLE: "));
   EXPECT_EQ(out.str(), "");
+}
+
+TEST(CommandsTest, DigestPrintsAndRecordsTheDigest) {
+  const std::string dir = TestDir("cmd_digest");
+  WriteFile(dir + "/f", "some bytes");
+  setenv("CAIRN_CACHE_DIR", (dir + "/cache").c_str(), 1);
+  cli::GlobalFlags flags;
+  std::ostringstream out, err;
+  cli::Io io{&out, &err, false};
+  ASSERT_EQ(cli::RunDigest(flags, dir + "/f", io), 0) << err.str();
+  EXPECT_EQ(out.str(), absl::StrCat(Sha256Of("some bytes").ToString(), " 10 ",
+                                    dir, "/f\n"));
+  // One cache entry was recorded.
+  int entries = 0;
+  for (const auto& e :
+       std::filesystem::directory_iterator(dir + "/cache/digests")) {
+    (void)e;
+    ++entries;
+  }
+  EXPECT_EQ(entries, 1);
+  unsetenv("CAIRN_CACHE_DIR");
+  EXPECT_EQ(cli::RunDigest(flags, dir + "/missing", io), 1);
 }
 
 TEST(CommandsTest, PackAndCheck) {

@@ -3,6 +3,7 @@
 #include "tools/cairn/commands.h"
 
 #include <pwd.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cstdlib>
@@ -21,6 +22,7 @@
 #include "store/digest.h"
 #include "store/ref_name.h"
 #include "tools/cairn/client.h"
+#include "tools/cairn/digest_cache.h"
 #include "tools/cairn/format.h"
 #include "tools/pack/packer.h"
 
@@ -317,6 +319,28 @@ int RunPull(const GlobalFlags& flags, const std::string& digest_text,
     *io.out << text << "\n";
   } else {
     *io.out << text << " " << result->bytes << " " << output << "\n";
+  }
+  return kExitOk;
+}
+
+int RunDigest(const GlobalFlags& flags, const std::string& path,
+              const Io& io) {
+  // Stamps taken before hashing: a change while hashing alters ctime, so the
+  // cache entry recorded here never matches the changed file.
+  struct stat st;
+  const bool have_stat = stat(path.c_str(), &st) == 0;
+  absl::StatusOr<std::pair<Digest, uint64_t>> hashed = HashFile(path);
+  if (!hashed.ok()) return ReportError(io, hashed.status());
+  if (have_stat) DigestCache::Default().Store(st, hashed->first);
+  if (flags.json) {
+    PrintJson(io, {{"digest", hashed->first.ToString()},
+                   {"size", hashed->second},
+                   {"file", path}});
+  } else if (flags.quiet) {
+    *io.out << hashed->first.ToString() << "\n";
+  } else {
+    *io.out << hashed->first.ToString() << " " << hashed->second << " "
+            << path << "\n";
   }
   return kExitOk;
 }

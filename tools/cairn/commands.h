@@ -158,6 +158,11 @@ int RunPull(const GlobalFlags& flags, const std::string& digest,
             const std::string& output, const Io& io);
 
 // `cairn stat DIGEST`: FormatStat, or StatToJson.
+// `cairn digest FILE`: prints the file's digest and size, and records the
+// digest in the local digest cache (digest_cache.h), so a later push of the
+// unchanged file skips hashing. No server needed.
+int RunDigest(const GlobalFlags& flags, const std::string& path, const Io& io);
+
 int RunStat(const GlobalFlags& flags, const std::string& digest, const Io& io);
 
 // `cairn inspect DIGEST`: one FormatFileEntry line per entry, or a JSON

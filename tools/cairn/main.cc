@@ -193,6 +193,13 @@ int main(int argc, char** argv) {
                      "Only if the branch is at this generation; else ABORTED")
           ->type_name("N");
 
+  std::string digest_file;
+  CLI::App* digest = app.add_subcommand(
+      "digest", "Print a file's digest and remember it for later pushes");
+  digest->add_option("file", digest_file, "Any file")
+      ->required()
+      ->type_name("FILE");
+
   std::string stat_digest;
   CLI::App* stat = app.add_subcommand("stat", "Describe a stored blob");
   stat->add_option("digest", stat_digest, "sha256:<hex>")
@@ -252,6 +259,7 @@ int main(int argc, char** argv) {
     if (rm_if_generation_opt->count() > 0) if_generation = rm_if_generation;
     return cairn::cli::RunDelete(flags, rm_ref, if_generation, io);
   }
+  if (*digest) return cairn::cli::RunDigest(flags, digest_file, io);
   if (*stat) return cairn::cli::RunStat(flags, stat_digest, io);
   if (*inspect) return cairn::cli::RunInspect(flags, inspect_digest, io);
   return kExitUsage;  // Unreachable: require_subcommand(1).
