@@ -20,6 +20,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/strip.h"
 #include "grpcpp/grpcpp.h"
+#include "store/unique_fd.h"
 #include "tools/cairn/digest_cache.h"
 #include "tools/rpc/status.h"
 
@@ -30,26 +31,6 @@ namespace {
 // hashing; and how much is written before write-back of it is started.
 constexpr size_t kPullBuffers = 8;
 constexpr uint64_t kPullWritebackBytes = 8 << 20;
-
-// Owns a file descriptor.
-class Fd {
- public:
-  explicit Fd(int fd = -1) : fd_(fd) {}
-  ~Fd() { Close(); }
-  Fd(const Fd&) = delete;
-  Fd& operator=(const Fd&) = delete;
-  int get() const { return fd_; }
-  // Returns close()'s errno, or 0.
-  int Close() {
-    int err = 0;
-    if (fd_ >= 0 && close(fd_) != 0) err = errno;
-    fd_ = -1;
-    return err;
-  }
-
- private:
-  int fd_;
-};
 
 absl::Status Errno(absl::string_view what) {
   return absl::ErrnoToStatus(errno, what);
@@ -127,7 +108,7 @@ absl::StatusOr<std::pair<Digest, uint64_t>> HashFile(const std::string& path) {
   uint64_t size = 0;
   absl::StatusOr<int> fd = OpenRegular(path, &size);
   if (!fd.ok()) return fd.status();
-  Fd owner(*fd);
+  UniqueFd owner(*fd);
   return HashFd(owner.get(), path);
 }
 
@@ -362,7 +343,7 @@ absl::StatusOr<v1::WriteResponse> CasClient::Push(const std::string& path,
   uint64_t size = 0;
   absl::StatusOr<int> opened = OpenRegular(path, &size);
   if (!opened.ok()) return opened.status();
-  Fd fd(*opened);
+  UniqueFd fd(*opened);
 
   // The digest, which FindMissing needs: from the digest cache when the
   // file is unchanged since it was last hashed, else a first pass over the
@@ -477,7 +458,8 @@ absl::StatusOr<PullResult> CasClient::Pull(const Digest& digest,
   const uint64_t expected_size = stat->size();
 
   const std::string partial = absl::StrCat(out_path, ".partial");
-  Fd fd(open(partial.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0666));
+  UniqueFd fd(
+      open(partial.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0666));
   if (fd.get() < 0) return Errno(absl::StrCat("create ", partial));
 
   // Receive on this thread; write and hash on the pipeline's two threads.
@@ -550,7 +532,7 @@ absl::StatusOr<PullResult> CasClient::Pull(const Digest& digest,
   if (result.ok()) {
     if (fsync(fd.get()) != 0) result = Errno(absl::StrCat("fsync ", partial));
   }
-  if (const int err = fd.Close(); err != 0 && result.ok()) {
+  if (const int err = fd.Reset(); err != 0 && result.ok()) {
     result = absl::ErrnoToStatus(err, absl::StrCat("close ", partial));
   }
   if (result.ok() && rename(partial.c_str(), out_path.c_str()) != 0) {

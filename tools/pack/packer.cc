@@ -29,6 +29,7 @@
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/string_view.h"
+#include "store/unique_fd.h"
 
 namespace cairn {
 namespace {
@@ -45,25 +46,6 @@ constexpr uint64_t kMaxExtensionHeaderBytes = 1 << 20;
 
 // ---------------------------------------------------------------------------
 // Small RAII helpers.
-
-class UniqueFd {
- public:
-  explicit UniqueFd(int fd = -1) : fd_(fd) {}
-  ~UniqueFd() { Reset(); }
-  UniqueFd(const UniqueFd&) = delete;
-  UniqueFd& operator=(const UniqueFd&) = delete;
-  int get() const { return fd_; }
-  // Closes the descriptor; returns close()'s errno, or 0.
-  int Reset() {
-    int err = 0;
-    if (fd_ >= 0 && close(fd_) != 0) err = errno;
-    fd_ = -1;
-    return err;
-  }
-
- private:
-  int fd_;
-};
 
 struct WriteArchiveFree {
   void operator()(archive* a) const { archive_write_free(a); }
