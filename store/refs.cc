@@ -292,6 +292,20 @@ size_t ClampLimit(size_t limit) {
   return std::min(limit, kMaxRefPageSize);
 }
 
+// A history entry's common fields.
+store::RefHistoryRecord NewHistory(uint64_t generation, int64_t now_micros,
+                                   absl::string_view actor,
+                                   store::RefHistoryRecord::Action action,
+                                   store::RefRecord::Kind kind) {
+  store::RefHistoryRecord history;
+  history.set_generation(generation);
+  history.set_at_unix_micros(now_micros);
+  history.set_actor(std::string(actor));
+  history.set_action(action);
+  history.set_kind(kind);
+  return history;
+}
+
 }  // namespace
 
 absl::string_view RefKindName(RefKind kind) {
@@ -371,6 +385,19 @@ absl::Status RefStore::CommitLocked(absl::Mutex* mu, const std::string& key,
   return db_->Commit(std::move(batch), /*sync=*/true);
 }
 
+absl::StatusOr<RefUpdate> RefStore::CommitUpdateLocked(
+    absl::Mutex* mu, const RefName& ref, const std::string& key,
+    const store::RefRecord& record, const store::RefHistoryRecord& history) {
+  if (absl::Status s = CommitLocked(mu, key, &record, history); !s.ok()) {
+    return s;
+  }
+  absl::StatusOr<RefInfo> info = ToInfo(ref, record);
+  if (!info.ok()) return info.status();
+  absl::StatusOr<RefHistoryEntry> entry = ToEntry(key, history);
+  if (!entry.ok()) return entry.status();
+  return RefUpdate{*std::move(info), true, *std::move(entry)};
+}
+
 absl::StatusOr<RefUpdate> RefStore::SetSlot(
     const RefName& branch, absl::string_view slot, const Digest& digest,
     absl::string_view actor, std::optional<uint64_t> if_generation) {
@@ -439,22 +466,12 @@ absl::StatusOr<RefUpdate> RefStore::SetSlot(
   *record.mutable_metadata() = new_slot.metadata;
   record.set_metadata_slot(std::string(slot));
 
-  store::RefHistoryRecord history;
-  history.set_generation(record.generation());
-  history.set_at_unix_micros(now);
-  history.set_actor(std::string(actor));
-  history.set_action(store::RefHistoryRecord::SET_SLOT);
-  history.set_kind(store::RefRecord::BRANCH);
+  store::RefHistoryRecord history =
+      NewHistory(record.generation(), now, actor,
+                 store::RefHistoryRecord::SET_SLOT, store::RefRecord::BRANCH);
   AddChange(slot, old_digest, digest, &history);
 
-  if (absl::Status s = CommitLocked(&mu, key, &record, history); !s.ok()) {
-    return s;
-  }
-  absl::StatusOr<RefInfo> info = ToInfo(branch, record);
-  if (!info.ok()) return info.status();
-  absl::StatusOr<RefHistoryEntry> entry = ToEntry(key, history);
-  if (!entry.ok()) return entry.status();
-  return RefUpdate{*std::move(info), true, *std::move(entry)};
+  return CommitUpdateLocked(&mu, branch, key, record, history);
 }
 
 absl::StatusOr<RefUpdate> RefStore::WriteReleaseLocked(
@@ -476,12 +493,9 @@ absl::StatusOr<RefUpdate> RefStore::WriteReleaseLocked(
   record.set_created_at_unix_micros(now);
   record.set_updated_at_unix_micros(now);
   record.set_updated_by(std::string(actor));
-  store::RefHistoryRecord history;
-  history.set_generation(record.generation());
-  history.set_at_unix_micros(now);
-  history.set_actor(std::string(actor));
-  history.set_action(ActionToProto(action));
-  history.set_kind(store::RefRecord::RELEASE);
+  store::RefHistoryRecord history =
+      NewHistory(record.generation(), now, actor, ActionToProto(action),
+                 store::RefRecord::RELEASE);
   for (const auto& [slot, ref_slot] : slots) {
     store::RefSlotRecord& r = (*record.mutable_slots())[slot];
     r.set_digest(std::string(ref_slot.digest.raw()));
@@ -498,14 +512,7 @@ absl::StatusOr<RefUpdate> RefStore::WriteReleaseLocked(
     history.set_source_generation(source->generation);
   }
 
-  if (absl::Status s = CommitLocked(mu, key, &record, history); !s.ok()) {
-    return s;
-  }
-  absl::StatusOr<RefInfo> info = ToInfo(release, record);
-  if (!info.ok()) return info.status();
-  absl::StatusOr<RefHistoryEntry> entry = ToEntry(key, history);
-  if (!entry.ok()) return entry.status();
-  return RefUpdate{*std::move(info), true, *std::move(entry)};
+  return CommitUpdateLocked(mu, release, key, record, history);
 }
 
 absl::StatusOr<RefUpdate> RefStore::CreateRelease(const RefName& release,
@@ -633,22 +640,12 @@ absl::StatusOr<RefUpdate> RefStore::Yank(const RefName& release,
   record.set_yank_reason(std::string(reason));
   record.set_yanked_at_unix_micros(now);
 
-  store::RefHistoryRecord history;
-  history.set_generation(record.generation());
-  history.set_at_unix_micros(now);
-  history.set_actor(std::string(actor));
-  history.set_action(store::RefHistoryRecord::YANK);
-  history.set_kind(store::RefRecord::RELEASE);
+  store::RefHistoryRecord history =
+      NewHistory(record.generation(), now, actor, store::RefHistoryRecord::YANK,
+                 store::RefRecord::RELEASE);
   history.set_reason(std::string(reason));
 
-  if (absl::Status s = CommitLocked(&mu, key, &record, history); !s.ok()) {
-    return s;
-  }
-  absl::StatusOr<RefInfo> info = ToInfo(release, record);
-  if (!info.ok()) return info.status();
-  absl::StatusOr<RefHistoryEntry> entry = ToEntry(key, history);
-  if (!entry.ok()) return entry.status();
-  return RefUpdate{*std::move(info), true, *std::move(entry)};
+  return CommitUpdateLocked(&mu, release, key, record, history);
 }
 
 absl::StatusOr<RefHistoryEntry> RefStore::DeleteBranch(
@@ -678,12 +675,9 @@ absl::StatusOr<RefHistoryEntry> RefStore::DeleteBranch(
   absl::StatusOr<RefInfo> info = ToInfo(branch, record);
   if (!info.ok()) return info.status();
 
-  store::RefHistoryRecord history;
-  history.set_generation(record.generation() + 1);
-  history.set_at_unix_micros(NowMicros(record.updated_at_unix_micros()));
-  history.set_actor(std::string(actor));
-  history.set_action(store::RefHistoryRecord::DELETE);
-  history.set_kind(store::RefRecord::BRANCH);
+  store::RefHistoryRecord history = NewHistory(
+      record.generation() + 1, NowMicros(record.updated_at_unix_micros()),
+      actor, store::RefHistoryRecord::DELETE, store::RefRecord::BRANCH);
   for (const auto& [slot, ref_slot] : info->slots) {
     AddChange(slot, ref_slot.digest, std::nullopt, &history);
   }

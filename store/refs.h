@@ -332,6 +332,12 @@ class RefStore {
                             const store::RefHistoryRecord& history)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu);
 
+  // CommitLocked of a changed record, then the RefUpdate describing it.
+  absl::StatusOr<RefUpdate> CommitUpdateLocked(
+      absl::Mutex* mu, const RefName& ref, const std::string& key,
+      const store::RefRecord& record, const store::RefHistoryRecord& history)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu);
+
   MetadataDb* const db_;
   // Serialise read-modify-write of refs (LockFor). They guard database
   // keys, not members, so no member is ABSL_GUARDED_BY them; the *Locked
