@@ -731,7 +731,7 @@ class Indexer {
       absl::Status s = sink_->BeginFile(path, size);
       if (!s.ok()) return s;
     }
-    sha_.Reset();
+    if (hash_) sha_.Reset();
     uint64_t streamed = 0;
     for (;;) {
       const void* buf = nullptr;
@@ -767,13 +767,13 @@ class Indexer {
           absl::StrCat("corrupt tar archive: entry ", Quote(raw), " has ",
                        streamed, " bytes of data but its header says ", size));
     }
-    const Digest digest = sha_.Finish();
+    const Digest digest = hash_ ? sha_.Finish() : Digest();
     if (sink_ != nullptr) {
       absl::Status s = sink_->EndFile(digest);
       if (!s.ok()) return s;
     }
     rec->set_size(size);
-    rec->set_content_digest(std::string(digest.raw()));
+    if (hash_) rec->set_content_digest(std::string(digest.raw()));
     ++index_->regular_files;
     index_->unpacked_bytes += size;
     return absl::OkStatus();
@@ -781,7 +781,7 @@ class Indexer {
 
   absl::Status Consume(absl::string_view data, MetadataFile* md) {
     if (data.empty()) return absl::OkStatus();
-    sha_.Update(data);
+    if (hash_) sha_.Update(data);
     if (md != nullptr) md->content.append(data.data(), data.size());
     if (sink_ != nullptr) return sink_->Append(data);
     return absl::OkStatus();
@@ -806,6 +806,8 @@ class Indexer {
 
   absl::flat_hash_map<std::string, Slot> slots_;
   Sha256 sha_;
+  // False when the sink hashes file contents itself.
+  const bool hash_ = sink_ == nullptr || !sink_->HashesContent();
   bool any_header_ = false;
   std::string last_name_;
   MetadataFile cairn_json_;
@@ -867,6 +869,27 @@ absl::StatusOr<ArchiveIndex> IndexArchive(ByteSource& source,
     if (rest->empty()) break;
   }
   return index;
+}
+
+absl::Status FillContentDigests(const std::vector<Digest>& digests,
+                                ArchiveIndex* index) {
+  if (digests.size() != index->regular_files) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("FillContentDigests: ", digests.size(), " digests for ",
+                     index->regular_files, " regular files"));
+  }
+  size_t next = 0;
+  for (IndexedEntry& e : index->entries) {
+    store::FileRecord& rec = e.record;
+    if (rec.type() == store::FileRecord::REGULAR) {
+      rec.set_content_digest(std::string(digests[next++].raw()));
+    } else if (rec.type() == store::FileRecord::HARDLINK) {
+      // entry_id is the 1-based position of the (earlier) target.
+      rec.set_content_digest(
+          index->entries[rec.entry_id() - 1].record.content_digest());
+    }
+  }
+  return absl::OkStatus();
 }
 
 }  // namespace cairn

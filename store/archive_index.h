@@ -66,8 +66,13 @@ class FileContentSink {
   // `size` is the tar header's size in bytes.
   virtual absl::Status BeginFile(absl::string_view path, uint64_t size) = 0;
   virtual absl::Status Append(absl::string_view data) = 0;
-  // `digest` is the SHA-256 of the bytes passed to Append.
+  // `digest` is the SHA-256 of the bytes passed to Append (all zero when
+  // HashesContent()).
   virtual absl::Status EndFile(const Digest& digest) = 0;
+  // True if the sink hashes file contents itself (e.g. on another thread):
+  // IndexArchive then skips its own SHA-256 and leaves content_digest empty
+  // in the index; the caller fills it in with FillContentDigests.
+  virtual bool HashesContent() const { return false; }
 };
 
 struct IndexedEntry {
@@ -93,6 +98,13 @@ struct ArchiveIndex {
 absl::StatusOr<ArchiveIndex> IndexArchive(ByteSource& source,
                                           const ArchiveLimits& limits,
                                           FileContentSink* sink);
+
+// Sets content_digest of the index's regular files from `digests` (one per
+// regular file, in entry order) and of each hardlink from its target. For
+// indexes made with a sink that HashesContent(). Errors: InvalidArgument
+// if digests.size() != index->regular_files.
+absl::Status FillContentDigests(const std::vector<Digest>& digests,
+                                ArchiveIndex* index);
 
 }  // namespace cairn
 

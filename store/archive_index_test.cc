@@ -399,6 +399,35 @@ TEST(ArchiveIndexTest, CompressionsGiveIdenticalIndexes) {
             indexes[Filter::kNone].unpacked_bytes);
 }
 
+// A sink that hashes for itself: the index leaves digests out, and
+// FillContentDigests restores exactly the index the default mode makes,
+// hardlinks included.
+class HashingSink : public CollectingSink {
+ public:
+  bool HashesContent() const override { return true; }
+};
+
+TEST(ArchiveIndexTest, SinkHashingThenFillGivesTheSameIndex) {
+  const std::string tar = MakeTar(SampleTree(), Filter::kGzip);
+  CollectingSink plain_sink;
+  absl::StatusOr<ArchiveIndex> plain = Index(tar, 1 << 16, &plain_sink);
+  ASSERT_TRUE(plain.ok()) << plain.status();
+
+  HashingSink sink;
+  absl::StatusOr<ArchiveIndex> index = Index(tar, 1 << 16, &sink);
+  ASSERT_TRUE(index.ok()) << index.status();
+  std::vector<Digest> digests;
+  for (const IndexedEntry& e : index->entries) {
+    if (e.record.type() == FileRecord::REGULAR) {
+      EXPECT_TRUE(e.record.content_digest().empty()) << e.path;
+      digests.push_back(Sha256Of(sink.files_[e.path]));
+    }
+  }
+  EXPECT_FALSE(FillContentDigests({}, &*index).ok());
+  ASSERT_TRUE(FillContentDigests(digests, &*index).ok());
+  EXPECT_EQ(Flatten(*index), Flatten(*plain));
+}
+
 TEST(ArchiveIndexTest, TinyChunksWork) {
   std::vector<TestEntry> tree = SampleTree();
   tree.push_back(File("mid.bin", RandomBytes(40000, 2)));

@@ -158,6 +158,13 @@ class FileBlobSink : public FileContentSink {
   // the indexer finished; files() and bytes_newly_stored() are valid after.
   absl::Status Drain();
 
+  // Hashing happens on the writer thread, off the indexer's critical path.
+  bool HashesContent() const override { return true; }
+
+  // Digest of every regular file, in the order the indexer handed them over
+  // (for FillContentDigests). Valid after Drain.
+  const std::vector<Digest>& digests() const { return digests_; }
+
   // Digest and size of every distinct regular file seen.
   const absl::flat_hash_map<Digest, uint64_t>& files() const { return files_; }
   uint64_t bytes_newly_stored() const { return bytes_newly_stored_; }
@@ -169,7 +176,6 @@ class FileBlobSink : public FileContentSink {
   struct Op {
     enum Kind { kWholeFile, kBegin, kData, kEnd } kind;
     std::string data;   // kWholeFile, kData.
-    Digest digest;      // kWholeFile, kEnd.
     uint64_t size = 0;  // kWholeFile, kBegin: the file's size in bytes.
   };
 
@@ -202,6 +208,8 @@ class FileBlobSink : public FileContentSink {
   // Writer thread only (read by others after Drain).
   std::unique_ptr<BlobWriter> writer_;
   uint64_t writer_size_ = 0;
+  Sha256 hasher_;
+  std::vector<Digest> digests_;
   absl::flat_hash_map<Digest, uint64_t> files_;
   uint64_t bytes_newly_stored_ = 0;
 };
@@ -432,16 +440,13 @@ absl::Status FileBlobSink::Append(absl::string_view data) {
   return absl::OkStatus();
 }
 
-absl::Status FileBlobSink::EndFile(const Digest& digest) {
+absl::Status FileBlobSink::EndFile(const Digest& /*unused: HashesContent*/) {
   if (streaming_) {
     if (absl::Status s = FlushPending(); !s.ok()) return s;
-    Op op{Op::kEnd};
-    op.digest = digest;
-    return Push(std::move(op));
+    return Push(Op{Op::kEnd});
   }
   Op op{Op::kWholeFile};
   op.data.swap(buffer_);
-  op.digest = digest;
   op.size = size_;
   return Push(std::move(op));
 }
@@ -481,20 +486,28 @@ void FileBlobSink::Run() {
 
 absl::Status FileBlobSink::Process(Op& op) {
   switch (op.kind) {
-    case Op::kWholeFile:
-      return Store(op.digest, op.size, nullptr, op.data);
+    case Op::kWholeFile: {
+      const Digest digest = Sha256Of(op.data);
+      digests_.push_back(digest);
+      return Store(digest, op.size, nullptr, op.data);
+    }
     case Op::kBegin: {
       absl::StatusOr<std::unique_ptr<BlobWriter>> w =
           store_->blobs().NewWriter(WriterHashing::kCallerHashes);
       if (!w.ok()) return w.status();
       writer_ = *std::move(w);
       writer_size_ = op.size;
+      hasher_.Reset();
       return absl::OkStatus();
     }
     case Op::kData:
+      hasher_.Update(op.data);
       return writer_->Append(op.data);
-    case Op::kEnd:
-      return Store(op.digest, writer_size_, std::move(writer_), "");
+    case Op::kEnd: {
+      const Digest digest = hasher_.Finish();
+      digests_.push_back(digest);
+      return Store(digest, writer_size_, std::move(writer_), "");
+    }
   }
   return absl::InternalError("unknown file sink op");
 }
@@ -638,6 +651,9 @@ absl::StatusOr<store::ArtefactRecord> StoreImpl::Reindex(const Digest& digest) {
       IndexArchive(source, options_.limits, &sink);
   if (!index.ok()) return index.status();
   if (absl::Status s = sink.Drain(); !s.ok()) return s;
+  if (absl::Status s = FillContentDigests(sink.digests(), &*index); !s.ok()) {
+    return s;
+  }
   absl::MutexLock lock(&CommitMutex(digest));
   absl::StatusOr<uint64_t> size = blobs_->FileSize(digest);
   if (!size.ok()) return size.status();
@@ -739,6 +755,10 @@ class UploadImpl : public ArtefactUpload {
 
     if (absl::Status s = JoinIndexer(); !s.ok()) return s;
     if (absl::Status s = sink_.Drain(); !s.ok()) return s;
+    if (absl::Status s = FillContentDigests(sink_.digests(), &*index_);
+        !s.ok()) {
+      return s;
+    }
 
     absl::MutexLock lock(&store_->CommitMutex(result.digest));
     absl::StatusOr<bool> have = store_->metadata().HasBlob(result.digest);
