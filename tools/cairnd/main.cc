@@ -4,21 +4,30 @@
 // over gRPC. See docs/cairnd.md.
 //
 //   cairnd --data-dir DIR [--listen ADDR] [--config FILE] [--log-level L]
+//          [--mount DIR]
 //
 // Startup: parse flags and the optional TOML config (flags win), block
 // SIGINT/SIGTERM in every thread, open the store (re-deriving indexes a
-// crash left non-durable) and the refs on its database, start gRPC, print
+// crash left non-durable) and the refs on its database, with --mount DIR
+// mount the read-only FUSE view there (docs/fuse.md; a stale mount of a
+// crashed daemon is detached first), start gRPC, print
 // "cairnd listening on HOST:PORT" on stdout. Then the main thread sigwait()s;
-// on SIGINT/SIGTERM it stops gRPC (in-flight calls get 5 s, then are
-// cancelled), waits for pending indexes to become durable, closes the
-// store and exits 0.
+// on SIGINT/SIGTERM it unmounts the FUSE view, stops gRPC (in-flight calls
+// get 5 s, then are cancelled), waits for pending indexes to become
+// durable, closes the store and exits 0.
 //
 // Exit codes: 0 clean shutdown; 1 the store or the server failed to start
-// (or the final flush failed); 2 bad flags, config or listen address.
+// (or the final flush failed, or --mount failed); 2 bad flags, config or
+// listen address.
 
+#include <errno.h>
 #include <pthread.h>
 #include <signal.h>
+#include <spawn.h>
 #include <string.h>
+#include <sys/mount.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
 
 #include <chrono>
 #include <cstdint>
@@ -37,6 +46,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
+#include "fuse/cairn_fs.h"
 #include "grpc/grpc.h"
 #include "grpcpp/health_check_service_interface.h"
 #include "grpcpp/server.h"
@@ -68,6 +78,8 @@ struct Config {
   // listen_address is ignored here; `listen` above is the one used.
   ServerOptions server;
   std::string debug_crash_point;  // Testing only.
+  // --mount: where to mount the read-only FUSE view (docs/fuse.md); "" none.
+  std::string mount;
 };
 
 // Why parsing stopped without a Config: the exit code to return.
@@ -223,6 +235,10 @@ std::pair<std::optional<Config>, ParseExit> ParseArgs(int argc, char** argv) {
                  "TOML config file: data_dir, listen, log_level, [limits], "
                  "[grpc]; flags override it")
       ->check(CLI::ExistingFile);
+  std::string mount;
+  app.add_option("--mount", mount,
+                 "Mount the store read-only with FUSE on this directory "
+                 "(docs/fuse.md); unmounted at SIGTERM");
   CLI::Option* log_level_opt = app.add_option(
       "--log-level", log_level,
       "trace, debug, info, warn, error, critical or off (default info)");
@@ -255,6 +271,7 @@ std::pair<std::optional<Config>, ParseExit> ParseArgs(int argc, char** argv) {
   if (listen_opt->count() > 0) config.listen = listen;
   if (log_level_opt->count() > 0) config.log_level = log_level;
   config.debug_crash_point = debug_crash_point;
+  config.mount = mount;
 
   if (config.data_dir.empty()) {
     UsageError("--data-dir is required (or data_dir in --config)");
@@ -293,6 +310,32 @@ std::string ListeningAddress(const std::string& listen, int port) {
   const size_t colon = listen.rfind(':');
   if (colon == std::string::npos) return absl::StrCat(listen, ":", port);
   return absl::StrCat(listen.substr(0, colon), ":", port);
+}
+
+// A mount left by a crashed daemon makes stat(2) fail with ENOTCONN: detach
+// it (umount2 MNT_DETACH, or `fusermount3 -u -z` when that is refused).
+void ClearStaleMount(const std::string& dir) {
+  struct stat st;
+  if (stat(dir.c_str(), &st) == 0 || errno != ENOTCONN) return;
+  spdlog::warn("{} is a stale FUSE mount (ENOTCONN); unmounting it", dir);
+  if (umount2(dir.c_str(), MNT_DETACH) == 0) return;
+  spdlog::warn("umount2({}) failed: {}; trying fusermount3 -u -z", dir,
+               strerror(errno));
+  std::string prog = "fusermount3", u = "-u", z = "-z", d = dir;
+  char* argv[] = {prog.data(), u.data(), z.data(), d.data(), nullptr};
+  pid_t pid = 0;
+  if (int err = posix_spawnp(&pid, "fusermount3", nullptr, nullptr, argv,
+                             environ);
+      err != 0) {
+    spdlog::error("cannot run fusermount3: {}", strerror(err));
+    return;
+  }
+  int wstatus = 0;
+  while (waitpid(pid, &wstatus, 0) < 0 && errno == EINTR) {
+  }
+  if (!WIFEXITED(wstatus) || WEXITSTATUS(wstatus) != 0) {
+    spdlog::error("fusermount3 -u -z {} failed (wait status {})", dir, wstatus);
+  }
 }
 
 int Run(const Config& config) {
@@ -348,6 +391,19 @@ int Run(const Config& config) {
   }
   std::unique_ptr<RefStore> refs = *std::move(created);
 
+  std::unique_ptr<CairnFs> fs;
+  if (!config.mount.empty()) {
+    ClearStaleMount(config.mount);
+    absl::StatusOr<std::unique_ptr<CairnFs>> mounted =
+        CairnFs::Mount(store.get(), refs.get(), config.mount);
+    if (!mounted.ok()) {
+      spdlog::critical("cannot mount {}: {}", config.mount,
+                       mounted.status().ToString());
+      return kExitFailure;
+    }
+    fs = *std::move(mounted);
+  }
+
   auto service = std::make_unique<CasService>(*store);
   auto refs_service = std::make_unique<RefsService>(*refs);
   ServerOptions server_options = config.server;
@@ -376,6 +432,8 @@ int Run(const Config& config) {
                std::chrono::seconds(kShutdownGrace).count());
 
   const absl::Time stop_start = absl::Now();
+  if (fs != nullptr) fs->Unmount();  // Before the refs and store close.
+  fs.reset();
   if (grpc::HealthCheckServiceInterface* health =
           server->GetHealthCheckService()) {
     health->Shutdown();  // NOT_SERVING from now on.

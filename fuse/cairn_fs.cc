@@ -1,0 +1,817 @@
+// Copyright 2026 The Cairn Authors.
+
+#define FUSE_USE_VERSION 34
+#include "fuse/cairn_fs.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <fuse3/fuse_lowlevel.h>
+#include <sys/mount.h>
+#include <sys/stat.h>
+#include <sys/statvfs.h>
+#include <sys/sysmacros.h>
+#include <unistd.h>
+
+#include <cstdint>
+#include <cstring>
+#include <map>
+#include <memory>
+#include <optional>
+#include <set>
+#include <string>
+#include <thread>
+#include <utility>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/container/flat_hash_map.h"
+#include "absl/container/flat_hash_set.h"
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/string_view.h"
+#include "absl/synchronization/mutex.h"
+#include "fuse/errno.h"
+#include "proto/store_records.pb.h"
+#include "spdlog/spdlog.h"
+#include "store/digest.h"
+#include "store/ref_name.h"
+
+namespace cairn {
+namespace {
+
+// Immutable content (artefact trees, by-digest): cached "forever".
+constexpr double kImmutableTimeout = 86400.0;
+// Ref symlinks and the directories listing refs: never cached, so a fresh
+// path walk always sees where a ref points now (docs/fuse.md).
+constexpr double kRefTimeout = 0.0;
+constexpr size_t kMaxIo = 1 << 20;  // 1 MiB reads and readahead.
+constexpr fuse_ino_t kByDigestIno = 2;
+constexpr char kByDigest[] = "by-digest";
+
+enum class Kind {
+  kRoot,       // "/": refs and namespace directories, plus by-digest.
+  kNamespace,  // "/team/": refs whose package starts with `prefix`.
+  kByDigest,   // "/by-digest".
+  kRefLink,    // "/tool@main": symlink, resolved at every access.
+  kArtefact,   // "/by-digest/sha256:<hex>": an artefact's root directory.
+  kEntry,      // An entry of an artefact's tree.
+};
+
+struct Node {
+  Kind kind = Kind::kRoot;
+  // kNamespace: the ref prefix ("team/"); kRefLink: the ref text.
+  std::string name;
+  int depth = 0;     // Directories between "/" and this node (namespaces).
+  Digest artefact;   // kArtefact, kEntry.
+  std::string path;  // kEntry: the entry's path in its artefact.
+  store::FileRecord record;  // kEntry (hardlinks: their target's record).
+};
+
+// An open regular file.
+struct FileHandle {
+  int fd = -1;
+};
+
+// An open directory: its listing, built at opendir.
+struct DirEntry {
+  std::string name;
+  fuse_ino_t ino;
+  mode_t type;
+};
+struct DirHandle {
+  std::vector<DirEntry> entries;
+};
+
+}  // namespace
+
+struct CairnFs::State {
+  Store* store = nullptr;
+  RefStore* refs = nullptr;
+  std::string mountpoint;
+  std::string slot;
+  CairnFsOptions options;
+  fuse_session* session = nullptr;
+  std::thread loop;
+  bool mounted = false;  // Touched only by Mount/Unmount (one thread).
+  // The connection's number in /sys/fs/fuse/connections (the mount's minor
+  // device number); 0 if unknown.
+  unsigned conn_id = 0;
+
+  mutable absl::Mutex mu;
+  // Inode numbers are never reused or forgotten (FORGET is ignored): the
+  // table grows with the distinct entries looked up, which is bounded by
+  // what is looked at; see docs/fuse.md.
+  fuse_ino_t next_ino ABSL_GUARDED_BY(mu) = kByDigestIno + 1;
+  absl::flat_hash_map<fuse_ino_t, std::shared_ptr<const Node>> nodes
+      ABSL_GUARDED_BY(mu);
+  absl::flat_hash_map<std::string, fuse_ino_t> by_key ABSL_GUARDED_BY(mu);
+  // Blob digests whose bytes were checked against their digest.
+  absl::flat_hash_set<Digest> verified ABSL_GUARDED_BY(mu);
+
+  std::shared_ptr<const Node> Get(fuse_ino_t ino) const {
+    absl::MutexLock lock(&mu);
+    auto it = nodes.find(ino);
+    return it == nodes.end() ? nullptr : it->second;
+  }
+
+  // The inode of `key`, creating it with `node` if new.
+  fuse_ino_t Intern(const std::string& key, Node node) {
+    absl::MutexLock lock(&mu);
+    auto it = by_key.find(key);
+    if (it != by_key.end()) return it->second;
+    const fuse_ino_t ino = next_ino++;
+    by_key.emplace(key, ino);
+    nodes.emplace(ino, std::make_shared<const Node>(std::move(node)));
+    return ino;
+  }
+};
+
+namespace {
+
+using State = CairnFs::State;
+
+State* StateOf(fuse_req_t req) {
+  return static_cast<State*>(fuse_req_userdata(req));
+}
+
+std::string ArtefactKey(const Digest& d) { return "a:" + std::string(d.raw()); }
+std::string EntryKey(const Digest& d, uint64_t entry_id) {
+  return absl::StrCat("e:", d.raw(), ":", entry_id);
+}
+
+bool IsImmutable(const Node& n) {
+  return n.kind == Kind::kArtefact || n.kind == Kind::kEntry ||
+         n.kind == Kind::kByDigest;
+}
+
+std::string RefLinkTarget(const State& s, const Node& n, int* err) {
+  absl::StatusOr<RefName> ref = RefName::Parse(n.name);
+  if (!ref.ok()) {
+    *err = StatusToErrno(ref.status());
+    return "";
+  }
+  absl::StatusOr<Resolved> r = s.refs->Resolve(*ref, s.slot);
+  if (!r.ok()) {
+    *err = StatusToErrno(r.status());
+    return "";
+  }
+  std::string target;
+  for (int i = 0; i < n.depth; ++i) target += "../";
+  return absl::StrCat(target, kByDigest, "/", r->digest.ToString());
+}
+
+// Fills `st` for `n`. Returns 0 or an errno.
+int Attr(const State& s, fuse_ino_t ino, const Node& n, struct stat* st) {
+  std::memset(st, 0, sizeof(*st));
+  st->st_ino = ino;
+  st->st_nlink = 1;
+  st->st_blksize = 4096;
+  switch (n.kind) {
+    case Kind::kRoot:
+    case Kind::kNamespace:
+    case Kind::kByDigest:
+    case Kind::kArtefact:
+      st->st_mode = S_IFDIR | 0555;
+      st->st_nlink = 2;
+      return 0;
+    case Kind::kRefLink: {
+      int err = 0;
+      const std::string target = RefLinkTarget(s, n, &err);
+      if (err != 0) return err;
+      st->st_mode = S_IFLNK | 0777;
+      st->st_size = target.size();
+      return 0;
+    }
+    case Kind::kEntry:
+      break;
+  }
+  const uint32_t perm = n.record.mode() & 0777;  // Never setuid/setgid.
+  switch (n.record.type()) {
+    case store::FileRecord::DIRECTORY:
+      st->st_mode = S_IFDIR | perm;
+      st->st_nlink = 2;
+      break;
+    case store::FileRecord::SYMLINK:
+      st->st_mode = S_IFLNK | 0777;
+      st->st_size = n.record.link_target().size();
+      break;
+    default:  // REGULAR; HARDLINK nodes carry their target's record.
+      st->st_mode = S_IFREG | perm;
+      st->st_size = n.record.size();
+      break;
+  }
+  st->st_blocks = (st->st_size + 511) / 512;
+  return 0;
+}
+
+mode_t TypeOf(const store::FileRecord& r) {
+  switch (r.type()) {
+    case store::FileRecord::DIRECTORY:
+      return S_IFDIR;
+    case store::FileRecord::SYMLINK:
+      return S_IFLNK;
+    default:
+      return S_IFREG;
+  }
+}
+
+// The inode of entry `path` of `artefact` with record `rec`, following a
+// hardlink to its target's record. Returns 0 and sets *err on failure.
+fuse_ino_t InternEntry(State& s, const Digest& artefact,
+                       const std::string& path, store::FileRecord rec,
+                       int* err) {
+  if (rec.type() == store::FileRecord::HARDLINK) {
+    absl::StatusOr<store::FileRecord> target =
+        s.store->metadata().GetFile(artefact, rec.link_target());
+    if (!target.ok()) {
+      *err = StatusToErrno(target.status());
+      return 0;
+    }
+    // The target's entry_id is the hardlink's: the same inode.
+    rec = *std::move(target);
+  }
+  Node n;
+  n.kind = Kind::kEntry;
+  n.artefact = artefact;
+  n.path = path;
+  const uint64_t id = rec.entry_id();
+  n.record = std::move(rec);
+  return s.Intern(EntryKey(artefact, id), std::move(n));
+}
+
+fuse_ino_t InternArtefact(State& s, const Digest& d) {
+  Node n;
+  n.kind = Kind::kArtefact;
+  n.artefact = d;
+  return s.Intern(ArtefactKey(d), std::move(n));
+}
+
+fuse_ino_t InternRef(State& s, const std::string& ref, int depth) {
+  Node n;
+  n.kind = Kind::kRefLink;
+  n.name = ref;
+  n.depth = depth;
+  return s.Intern("r:" + ref, std::move(n));
+}
+
+fuse_ino_t InternNamespace(State& s, const std::string& prefix, int depth) {
+  Node n;
+  n.kind = Kind::kNamespace;
+  n.name = prefix;
+  n.depth = depth;
+  return s.Intern("n:" + prefix, std::move(n));
+}
+
+// Children of "/" or a namespace: refs under `prefix`, one level. Calls
+// fn(name, is_ref, full) in sorted order of name.
+absl::Status ListRefLevel(const State& s, const std::string& prefix,
+                          std::map<std::string, std::string>* refs,
+                          std::set<std::string>* dirs) {
+  ListRefsOptions options;
+  options.prefix = prefix;
+  for (;;) {
+    absl::StatusOr<ListRefsPage> page = s.refs->List(options);
+    if (!page.ok()) return page.status();
+    for (const RefInfo& info : page->refs) {
+      const std::string text = info.ref.ToString();
+      const absl::string_view rest =
+          absl::string_view(text).substr(prefix.size());
+      const size_t at = rest.find('@');
+      const size_t slash = rest.find('/');
+      if (slash != absl::string_view::npos && slash < at) {
+        dirs->insert(std::string(rest.substr(0, slash)));
+      } else {
+        refs->emplace(std::string(rest), text);
+      }
+    }
+    if (page->next_start_after.empty()) return absl::OkStatus();
+    options.start_after = page->next_start_after;
+  }
+}
+
+void ReplyEntry(fuse_req_t req, State& s, fuse_ino_t ino, const Node& n) {
+  fuse_entry_param e;
+  std::memset(&e, 0, sizeof(e));
+  e.ino = ino;
+  if (int err = Attr(s, ino, n, &e.attr); err != 0) {
+    fuse_reply_err(req, err);
+    return;
+  }
+  const double t = IsImmutable(n) ? kImmutableTimeout : kRefTimeout;
+  e.attr_timeout = t;
+  e.entry_timeout = t;
+  fuse_reply_entry(req, &e);
+}
+
+// ---- Operations ----
+
+void OpInit(void* userdata, fuse_conn_info* conn) {
+  (void)userdata;
+  conn->max_readahead = kMaxIo;
+  conn->max_read = kMaxIo;   // As the max_read mount option.
+  conn->max_write = kMaxIo;  // Raises the kernel's max_pages, hence reads.
+}
+
+void OpLookup(fuse_req_t req, fuse_ino_t parent, const char* name_c) {
+  State& s = *StateOf(req);
+  const std::string name(name_c);
+  std::shared_ptr<const Node> p = s.Get(parent);
+  if (p == nullptr) return (void)fuse_reply_err(req, ENOENT);
+  switch (p->kind) {
+    case Kind::kRoot:
+    case Kind::kNamespace: {
+      if (p->kind == Kind::kRoot && name == kByDigest) {
+        return ReplyEntry(req, s, kByDigestIno, *s.Get(kByDigestIno));
+      }
+      const std::string prefix = p->kind == Kind::kRoot ? "" : p->name;
+      const std::string full = prefix + name;
+      if (name.find('@') != std::string::npos) {
+        Node probe;
+        probe.kind = Kind::kRefLink;
+        probe.name = full;
+        int err = 0;
+        RefLinkTarget(s, probe, &err);
+        if (err != 0) return (void)fuse_reply_err(req, err);
+        const fuse_ino_t ino = InternRef(s, full, p->depth);
+        return ReplyEntry(req, s, ino, *s.Get(ino));
+      }
+      // A namespace exists while some ref lives under it.
+      ListRefsOptions options;
+      options.prefix = full + "/";
+      options.limit = 1;
+      absl::StatusOr<ListRefsPage> page = s.refs->List(options);
+      if (!page.ok())
+        return (void)fuse_reply_err(req, StatusToErrno(page.status()));
+      if (page->refs.empty()) return (void)fuse_reply_err(req, ENOENT);
+      const fuse_ino_t ino = InternNamespace(s, full + "/", p->depth + 1);
+      return ReplyEntry(req, s, ino, *s.Get(ino));
+    }
+    case Kind::kByDigest: {
+      absl::StatusOr<Digest> d = Digest::Parse(name);
+      if (!d.ok()) return (void)fuse_reply_err(req, ENOENT);
+      absl::StatusOr<store::ArtefactRecord> a =
+          s.store->metadata().GetArtefact(*d);
+      if (!a.ok()) return (void)fuse_reply_err(req, StatusToErrno(a.status()));
+      const fuse_ino_t ino = InternArtefact(s, *d);
+      return ReplyEntry(req, s, ino, *s.Get(ino));
+    }
+    case Kind::kArtefact:
+    case Kind::kEntry: {
+      if (p->kind == Kind::kEntry &&
+          p->record.type() != store::FileRecord::DIRECTORY) {
+        return (void)fuse_reply_err(req, ENOTDIR);
+      }
+      const std::string path =
+          p->kind == Kind::kArtefact ? name : absl::StrCat(p->path, "/", name);
+      absl::StatusOr<store::FileRecord> rec =
+          s.store->metadata().GetFile(p->artefact, path);
+      if (!rec.ok()) {
+        // Negative entries of immutable trees could be cached; keep it simple.
+        return (void)fuse_reply_err(req, StatusToErrno(rec.status()));
+      }
+      int err = 0;
+      const fuse_ino_t ino =
+          InternEntry(s, p->artefact, path, *std::move(rec), &err);
+      if (ino == 0) return (void)fuse_reply_err(req, err);
+      return ReplyEntry(req, s, ino, *s.Get(ino));
+    }
+    case Kind::kRefLink:
+      return (void)fuse_reply_err(req, ENOTDIR);
+  }
+  fuse_reply_err(req, ENOENT);
+}
+
+void OpGetattr(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
+  (void)fi;
+  State& s = *StateOf(req);
+  std::shared_ptr<const Node> n = s.Get(ino);
+  if (n == nullptr) return (void)fuse_reply_err(req, ENOENT);
+  struct stat st;
+  if (int err = Attr(s, ino, *n, &st); err != 0) {
+    return (void)fuse_reply_err(req, err);
+  }
+  fuse_reply_attr(req, &st, IsImmutable(*n) ? kImmutableTimeout : kRefTimeout);
+}
+
+void OpReadlink(fuse_req_t req, fuse_ino_t ino) {
+  State& s = *StateOf(req);
+  std::shared_ptr<const Node> n = s.Get(ino);
+  if (n == nullptr) return (void)fuse_reply_err(req, ENOENT);
+  if (n->kind == Kind::kRefLink) {
+    int err = 0;
+    const std::string target = RefLinkTarget(s, *n, &err);
+    if (err != 0) return (void)fuse_reply_err(req, err);
+    return (void)fuse_reply_readlink(req, target.c_str());
+  }
+  if (n->kind == Kind::kEntry &&
+      n->record.type() == store::FileRecord::SYMLINK) {
+    return (void)fuse_reply_readlink(req, n->record.link_target().c_str());
+  }
+  fuse_reply_err(req, EINVAL);
+}
+
+void OpOpendir(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
+  State& s = *StateOf(req);
+  std::shared_ptr<const Node> n = s.Get(ino);
+  if (n == nullptr) return (void)fuse_reply_err(req, ENOENT);
+  auto dir = std::make_unique<DirHandle>();
+  dir->entries.push_back({".", ino, S_IFDIR});
+  dir->entries.push_back({"..", ino, S_IFDIR});  // The kernel fixes "..".
+  switch (n->kind) {
+    case Kind::kRoot:
+    case Kind::kNamespace: {
+      const std::string prefix = n->kind == Kind::kRoot ? "" : n->name;
+      std::map<std::string, std::string> refs;
+      std::set<std::string> dirs;
+      if (absl::Status st = ListRefLevel(s, prefix, &refs, &dirs); !st.ok()) {
+        return (void)fuse_reply_err(req, StatusToErrno(st));
+      }
+      std::map<std::string, DirEntry> sorted;
+      if (n->kind == Kind::kRoot) {
+        sorted[kByDigest] = {kByDigest, kByDigestIno, S_IFDIR};
+      }
+      for (const std::string& d : dirs) {
+        sorted[d] = {d, InternNamespace(s, prefix + d + "/", n->depth + 1),
+                     S_IFDIR};
+      }
+      for (const auto& [name, full] : refs) {
+        sorted[name] = {name, InternRef(s, full, n->depth), S_IFLNK};
+      }
+      for (auto& [name, e] : sorted) dir->entries.push_back(std::move(e));
+      break;
+    }
+    case Kind::kByDigest: {
+      std::vector<Digest> digests;
+      absl::Status st = s.store->metadata().ListArtefacts(
+          [&](const Digest& d, const store::ArtefactRecord&) {
+            digests.push_back(d);
+            return true;
+          });
+      if (!st.ok()) return (void)fuse_reply_err(req, StatusToErrno(st));
+      std::map<std::string, fuse_ino_t> sorted;
+      for (const Digest& d : digests)
+        sorted[d.ToString()] = InternArtefact(s, d);
+      for (const auto& [name, i] : sorted) {
+        dir->entries.push_back({name, i, S_IFDIR});
+      }
+      break;
+    }
+    case Kind::kArtefact:
+    case Kind::kEntry: {
+      if (n->kind == Kind::kEntry &&
+          n->record.type() != store::FileRecord::DIRECTORY) {
+        return (void)fuse_reply_err(req, ENOTDIR);
+      }
+      const std::string dirpath = n->kind == Kind::kArtefact ? "" : n->path;
+      std::vector<std::pair<std::string, store::FileRecord>> children;
+      absl::Status st = s.store->metadata().ListDir(
+          n->artefact, dirpath, "",
+          [&](absl::string_view name, const store::FileRecord& r) {
+            children.emplace_back(std::string(name), r);
+            return true;
+          });
+      if (!st.ok()) return (void)fuse_reply_err(req, StatusToErrno(st));
+      // ListDir is in bytewise name order already.
+      for (auto& [name, rec] : children) {
+        const std::string path =
+            dirpath.empty() ? name : absl::StrCat(dirpath, "/", name);
+        int err = 0;
+        const mode_t type =
+            rec.type() == store::FileRecord::HARDLINK ? S_IFREG : TypeOf(rec);
+        const fuse_ino_t child =
+            InternEntry(s, n->artefact, path, std::move(rec), &err);
+        if (child == 0) return (void)fuse_reply_err(req, err);
+        dir->entries.push_back({name, child, type});
+      }
+      break;
+    }
+    case Kind::kRefLink:
+      return (void)fuse_reply_err(req, ENOTDIR);
+  }
+  if (IsImmutable(*n)) fi->cache_readdir = 1;
+  fi->keep_cache = IsImmutable(*n) ? 1 : 0;
+  fi->fh = reinterpret_cast<uint64_t>(dir.release());
+  if (fuse_reply_open(req, fi) != 0) {
+    delete reinterpret_cast<DirHandle*>(fi->fh);
+  }
+}
+
+void OpReaddir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
+               fuse_file_info* fi) {
+  (void)ino;
+  const DirHandle& dir = *reinterpret_cast<DirHandle*>(fi->fh);
+  std::vector<char> buf(size);
+  size_t used = 0;
+  for (size_t i = static_cast<size_t>(off); i < dir.entries.size(); ++i) {
+    const DirEntry& e = dir.entries[i];
+    struct stat st;
+    std::memset(&st, 0, sizeof(st));
+    st.st_ino = e.ino;
+    st.st_mode = e.type;
+    const size_t n = fuse_add_direntry(req, buf.data() + used, size - used,
+                                       e.name.c_str(), &st, i + 1);
+    if (n > size - used) break;
+    used += n;
+  }
+  fuse_reply_buf(req, buf.data(), used);
+}
+
+void OpReleasedir(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
+  (void)ino;
+  delete reinterpret_cast<DirHandle*>(fi->fh);
+  fuse_reply_err(req, 0);
+}
+
+// Checks the blob's bytes against `digest`. Returns 0 or EIO.
+int VerifyBlob(int fd, const Digest& digest) {
+  Sha256 hash;
+  std::vector<char> buf(kMaxIo);
+  off_t off = 0;
+  for (;;) {
+    const ssize_t n = pread(fd, buf.data(), buf.size(), off);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return EIO;
+    }
+    if (n == 0) break;
+    hash.Update(buf.data(), n);
+    off += n;
+  }
+  return hash.Finish() == digest ? 0 : EIO;
+}
+
+void OpOpen(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
+  State& s = *StateOf(req);
+  if ((fi->flags & O_ACCMODE) != O_RDONLY || (fi->flags & O_TRUNC) != 0) {
+    return (void)fuse_reply_err(req, EROFS);
+  }
+  std::shared_ptr<const Node> n = s.Get(ino);
+  if (n == nullptr) return (void)fuse_reply_err(req, ENOENT);
+  if (n->kind != Kind::kEntry) return (void)fuse_reply_err(req, EISDIR);
+  if (n->record.type() == store::FileRecord::DIRECTORY) {
+    return (void)fuse_reply_err(req, EISDIR);
+  }
+  if (n->record.type() == store::FileRecord::SYMLINK) {
+    return (void)fuse_reply_err(req, ELOOP);
+  }
+  absl::StatusOr<Digest> digest = Digest::FromRaw(n->record.content_digest());
+  if (!digest.ok()) return (void)fuse_reply_err(req, EIO);
+  absl::StatusOr<int> fd = s.store->OpenBlobFd(*digest);
+  if (absl::IsNotFound(fd.status())) {
+    // A just-committed artefact's file blobs get their BlobRecords only
+    // when the flusher makes it durable (store/store.h): wait for that once.
+    if (absl::Status st = s.store->WaitDurable(); !st.ok()) {
+      spdlog::error("fuse: waiting for durability: {}", st.ToString());
+    }
+    fd = s.store->OpenBlobFd(*digest);
+  }
+  if (!fd.ok()) {
+    spdlog::error("fuse: open {} of {}: {}", n->path, n->artefact.ToString(),
+                  fd.status().ToString());
+    return (void)fuse_reply_err(req, StatusToErrno(fd.status()));
+  }
+  bool verified;
+  {
+    absl::MutexLock lock(&s.mu);
+    verified = s.verified.contains(*digest);
+  }
+  if (!verified) {
+    if (VerifyBlob(*fd, *digest) != 0) {
+      spdlog::error(
+          "fuse: {} of artefact {}: stored bytes do not match their digest "
+          "{}; returning EIO",
+          n->path, n->artefact.ToString(), digest->ToString());
+      close(*fd);
+      return (void)fuse_reply_err(req, EIO);
+    }
+    absl::MutexLock lock(&s.mu);
+    s.verified.insert(*digest);
+  }
+  auto fh = std::make_unique<FileHandle>();
+  fh->fd = *fd;
+  fi->keep_cache = 1;
+  fi->noflush = 1;
+  fi->fh = reinterpret_cast<uint64_t>(fh.release());
+  if (fuse_reply_open(req, fi) != 0) {
+    FileHandle* h = reinterpret_cast<FileHandle*>(fi->fh);
+    close(h->fd);
+    delete h;
+  }
+}
+
+void OpRead(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
+            fuse_file_info* fi) {
+  (void)ino;
+  const FileHandle& fh = *reinterpret_cast<FileHandle*>(fi->fh);
+  fuse_bufvec buf = FUSE_BUFVEC_INIT(size);
+  buf.buf[0].flags =
+      static_cast<fuse_buf_flags>(FUSE_BUF_IS_FD | FUSE_BUF_FD_SEEK);
+  buf.buf[0].fd = fh.fd;
+  buf.buf[0].pos = off;
+  fuse_reply_data(req, &buf, FUSE_BUF_SPLICE_MOVE);
+}
+
+void OpRelease(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
+  (void)ino;
+  FileHandle* fh = reinterpret_cast<FileHandle*>(fi->fh);
+  close(fh->fd);
+  delete fh;
+  fuse_reply_err(req, 0);
+}
+
+void OpStatfs(fuse_req_t req, fuse_ino_t ino) {
+  (void)ino;
+  struct statvfs st;
+  std::memset(&st, 0, sizeof(st));
+  st.f_bsize = 4096;
+  st.f_frsize = 4096;
+  st.f_namemax = 255;
+  st.f_flag = ST_RDONLY | ST_NOSUID | ST_NODEV;
+  fuse_reply_statfs(req, &st);
+}
+
+// Every write-type operation: EROFS, whatever the mount options.
+void OpSetattr(fuse_req_t req, fuse_ino_t, struct stat*, int, fuse_file_info*) {
+  fuse_reply_err(req, EROFS);
+}
+void OpMknod(fuse_req_t req, fuse_ino_t, const char*, mode_t, dev_t) {
+  fuse_reply_err(req, EROFS);
+}
+void OpMkdir(fuse_req_t req, fuse_ino_t, const char*, mode_t) {
+  fuse_reply_err(req, EROFS);
+}
+void OpUnlink(fuse_req_t req, fuse_ino_t, const char*) {
+  fuse_reply_err(req, EROFS);
+}
+void OpSymlink(fuse_req_t req, const char*, fuse_ino_t, const char*) {
+  fuse_reply_err(req, EROFS);
+}
+void OpRename(fuse_req_t req, fuse_ino_t, const char*, fuse_ino_t, const char*,
+              unsigned int) {
+  fuse_reply_err(req, EROFS);
+}
+void OpLink(fuse_req_t req, fuse_ino_t, fuse_ino_t, const char*) {
+  fuse_reply_err(req, EROFS);
+}
+void OpWrite(fuse_req_t req, fuse_ino_t, const char*, size_t, off_t,
+             fuse_file_info*) {
+  fuse_reply_err(req, EROFS);
+}
+void OpCreate(fuse_req_t req, fuse_ino_t, const char*, mode_t,
+              fuse_file_info*) {
+  fuse_reply_err(req, EROFS);
+}
+void OpSetxattr(fuse_req_t req, fuse_ino_t, const char*, const char*, size_t,
+                int) {
+  fuse_reply_err(req, EROFS);
+}
+void OpRemovexattr(fuse_req_t req, fuse_ino_t, const char*) {
+  fuse_reply_err(req, EROFS);
+}
+void OpFallocate(fuse_req_t req, fuse_ino_t, int, off_t, off_t,
+                 fuse_file_info*) {
+  fuse_reply_err(req, EROFS);
+}
+
+fuse_lowlevel_ops MakeOps() {
+  fuse_lowlevel_ops ops;
+  std::memset(&ops, 0, sizeof(ops));
+  ops.init = OpInit;
+  ops.lookup = OpLookup;
+  ops.getattr = OpGetattr;
+  ops.readlink = OpReadlink;
+  ops.opendir = OpOpendir;
+  ops.readdir = OpReaddir;
+  ops.releasedir = OpReleasedir;
+  ops.open = OpOpen;
+  ops.read = OpRead;
+  ops.release = OpRelease;
+  ops.statfs = OpStatfs;
+  ops.setattr = OpSetattr;
+  ops.mknod = OpMknod;
+  ops.mkdir = OpMkdir;
+  ops.unlink = OpUnlink;
+  ops.rmdir = OpUnlink;
+  ops.symlink = OpSymlink;
+  ops.rename = OpRename;
+  ops.link = OpLink;
+  ops.write = OpWrite;
+  ops.create = OpCreate;
+  ops.setxattr = OpSetxattr;
+  ops.removexattr = OpRemovexattr;
+  ops.fallocate = OpFallocate;
+  return ops;
+}
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<CairnFs>> CairnFs::Mount(
+    Store* store, RefStore* refs, const std::string& mountpoint,
+    const CairnFsOptions& options) {
+  if (store == nullptr || refs == nullptr) {
+    return absl::InvalidArgumentError("CairnFs::Mount: null store or refs");
+  }
+  auto state = std::make_unique<State>();
+  state->store = store;
+  state->refs = refs;
+  state->mountpoint = mountpoint;
+  state->options = options;
+  state->slot = options.slot.empty() ? HostSlot() : options.slot;
+  {
+    absl::MutexLock lock(&state->mu);
+    Node root;
+    root.kind = Kind::kRoot;
+    state->nodes.emplace(FUSE_ROOT_ID, std::make_shared<const Node>(root));
+    Node by_digest;
+    by_digest.kind = Kind::kByDigest;
+    state->nodes.emplace(kByDigestIno, std::make_shared<const Node>(by_digest));
+  }
+
+  std::string opts = absl::StrCat(
+      "ro,nosuid,nodev,default_permissions,fsname=cairn,subtype=cairn,"
+      "max_read=",
+      kMaxIo);
+  if (options.allow_other) opts += ",allow_other";
+  std::vector<std::string> args = {"cairnd", "-o", opts};
+  std::vector<char*> argv;
+  for (std::string& a : args) argv.push_back(a.data());
+  fuse_args fargs = FUSE_ARGS_INIT(static_cast<int>(argv.size()), argv.data());
+  const fuse_lowlevel_ops ops = MakeOps();
+  fuse_session* se = fuse_session_new(&fargs, &ops, sizeof(ops), state.get());
+  fuse_opt_free_args(&fargs);
+  if (se == nullptr) {
+    return absl::InternalError(
+        absl::StrCat("cannot create FUSE session for ", mountpoint));
+  }
+  if (fuse_session_mount(se, mountpoint.c_str()) != 0) {
+    fuse_session_destroy(se);
+    return absl::InternalError(absl::StrCat(
+        "cannot mount FUSE file system on ", mountpoint,
+        " (is /dev/fuse available and the directory empty and unmounted?)"));
+  }
+  state->session = se;
+  state->mounted = true;
+  const int idle = options.max_idle_threads;
+  state->loop = std::thread([se, idle] {
+    fuse_loop_config config;
+    std::memset(&config, 0, sizeof(config));
+    config.clone_fd = 0;
+    config.max_idle_threads = idle;
+    if (int err = fuse_session_loop_mt(se, &config); err != 0) {
+      spdlog::error("fuse: session loop ended with error {}", err);
+    }
+  });
+  // Answered by the loop (INIT, then GETATTR of the root).
+  struct stat root_st;
+  if (stat(mountpoint.c_str(), &root_st) == 0) {
+    state->conn_id = minor(root_st.st_dev);
+  }
+  spdlog::info("fuse: mounted {} (ro, nosuid, nodev; refs resolve to slot {})",
+               mountpoint, state->slot);
+  return std::unique_ptr<CairnFs>(new CairnFs(std::move(state)));
+}
+
+CairnFs::CairnFs(std::unique_ptr<State> state) : state_(std::move(state)) {}
+
+CairnFs::~CairnFs() { Unmount(); }
+
+const std::string& CairnFs::mountpoint() const { return state_->mountpoint; }
+
+void CairnFs::Unmount() {
+  if (!state_->mounted) return;
+  state_->mounted = false;
+  fuse_session_exit(state_->session);
+  // Abort the connection so every worker's read(2) of /dev/fuse fails with
+  // ENODEV and the loop ends, even while processes still hold files in the
+  // mount. Needs fusectl (/sys/fs/fuse/connections); without it the lazy
+  // unmount below ends the connection once the mount is no longer in use.
+  bool aborted = false;
+  if (state_->conn_id != 0) {
+    const std::string abort_path =
+        absl::StrCat("/sys/fs/fuse/connections/", state_->conn_id, "/abort");
+    const int fd = open(abort_path.c_str(), O_WRONLY | O_CLOEXEC);
+    if (fd >= 0) {
+      aborted = write(fd, "1", 1) == 1;
+      close(fd);
+    }
+  }
+  if (aborted) {
+    state_->loop.join();
+    // libfuse skips the unmount of an aborted connection: detach it here.
+    if (umount2(state_->mountpoint.c_str(), MNT_DETACH) != 0 &&
+        errno != EINVAL) {
+      spdlog::warn("fuse: umount2({}) failed: {}", state_->mountpoint,
+                   strerror(errno));
+    }
+    fuse_session_unmount(state_->session);
+  } else {
+    fuse_session_unmount(state_->session);  // MNT_DETACH.
+    state_->loop.join();
+  }
+  fuse_session_destroy(state_->session);
+  state_->session = nullptr;
+  spdlog::info("fuse: unmounted {}", state_->mountpoint);
+}
+
+}  // namespace cairn

@@ -1,0 +1,63 @@
+// Copyright 2026 The Cairn Authors.
+//
+// CairnFs: the read-only FUSE mount of a Store (libfuse3 low-level API).
+// See docs/fuse.md for the layout:
+//
+//   /by-digest/sha256:<hex>/...   any artefact's tree (immutable)
+//   /<package>@<name>             symlink to by-digest/sha256:<hex> of the
+//                                 host slot (noarch fallback)
+//   /team/tool@main               namespaced packages as directories
+//
+// All state hangs off the session's userdata (no globals). Thread-safe.
+
+#ifndef CAIRN_FUSE_CAIRN_FS_H_
+#define CAIRN_FUSE_CAIRN_FS_H_
+
+#include <memory>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "store/refs.h"
+#include "store/store.h"
+
+namespace cairn {
+
+struct CairnFsOptions {
+  // Worker threads kept idle by the multithreaded loop at most.
+  int max_idle_threads = 10;
+  // Adds the allow_other mount option (root, or user_allow_other).
+  bool allow_other = false;
+  // Slot used to resolve refs; empty: HostSlot().
+  std::string slot;
+};
+
+class CairnFs {
+ public:
+  // Creates the FUSE session, mounts it on `mountpoint` (ro, nosuid, nodev)
+  // and runs the multithreaded loop on its own thread. `store` and `refs`
+  // are not owned and must outlive the CairnFs. Errors: InvalidArgument for
+  // a null store/refs; Internal when the session or the mount fails.
+  static absl::StatusOr<std::unique_ptr<CairnFs>> Mount(
+      Store* store, RefStore* refs, const std::string& mountpoint,
+      const CairnFsOptions& options = {});
+
+  // Stops the loop, joins it and unmounts (lazily, MNT_DETACH: a process
+  // still using the mount then gets ENOTCONN). Idempotent.
+  void Unmount();
+
+  ~CairnFs();
+  CairnFs(const CairnFs&) = delete;
+  CairnFs& operator=(const CairnFs&) = delete;
+
+  const std::string& mountpoint() const;
+
+  struct State;  // The session's userdata; defined in cairn_fs.cc.
+
+ private:
+  explicit CairnFs(std::unique_ptr<State> state);
+  std::unique_ptr<State> state_;
+};
+
+}  // namespace cairn
+
+#endif  // CAIRN_FUSE_CAIRN_FS_H_

@@ -1,0 +1,288 @@
+// Copyright 2026 The Cairn Authors.
+//
+// End-to-end test of the read-only FUSE mount (docs/fuse.md): a real
+// cairnd started with --mount, artefacts pushed with the real CLI, and the
+// mount inspected with plain system calls. Needs /dev/fuse and root (CI).
+// No sleeps: ref symlinks have a 0 s entry/attr timeout, so every path walk
+// resolves the ref afresh.
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <sys/statvfs.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <filesystem>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "tests/daemon.h"
+#include "tests/e2e_util.h"
+
+namespace cairn::testing {
+namespace {
+
+namespace fs = std::filesystem;
+using ::testing::ElementsAre;
+using ::testing::HasSubstr;
+
+std::vector<std::string> ReadDirNames(const std::string& dir) {
+  std::vector<std::string> names;
+  DIR* d = opendir(dir.c_str());
+  if (d == nullptr) {
+    ADD_FAILURE() << "opendir " << dir << ": " << strerror(errno);
+    return names;
+  }
+  while (dirent* e = readdir(d)) {
+    const std::string name = e->d_name;
+    if (name != "." && name != "..") names.push_back(name);
+  }
+  closedir(d);
+  return names;
+}
+
+std::string ReadLink(const std::string& path) {
+  char buf[4096];
+  const ssize_t n = readlink(path.c_str(), buf, sizeof(buf));
+  if (n < 0) {
+    ADD_FAILURE() << "readlink " << path << ": " << strerror(errno);
+    return "";
+  }
+  return std::string(buf, n);
+}
+
+class FuseTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    if (access("/dev/fuse", R_OK | W_OK) != 0) {
+      GTEST_SKIP() << "/dev/fuse is not usable here";
+    }
+    work_ = NewTempDir("fuse");
+    mnt_ = work_ + "/mnt";
+    ASSERT_EQ(mkdir(mnt_.c_str(), 0755), 0) << strerror(errno);
+    DaemonOptions options;
+    options.extra_args = {"--mount", mnt_};
+    absl::StatusOr<std::unique_ptr<Daemon>> daemon = Daemon::Start(options);
+    ASSERT_TRUE(daemon.ok()) << daemon.status();
+    daemon_ = *std::move(daemon);
+
+    // The tree: two real ELF binaries, a symlink, a hardlink, a nested dir.
+    tree_ = work_ + "/tree";
+    fs::create_directories(tree_ + "/bin");
+    fs::create_directories(tree_ + "/share/doc");
+    fs::copy_file("/usr/bin/true", tree_ + "/bin/true");
+    fs::copy_file("/bin/ls", tree_ + "/bin/ls");
+    fs::permissions(tree_ + "/bin/true", fs::perms(0755));
+    fs::permissions(tree_ + "/bin/ls", fs::perms(0755));
+    fs::create_symlink("true", tree_ + "/bin/t");
+    fs::create_hard_link(tree_ + "/bin/ls", tree_ + "/bin/ls-hard");
+    ASSERT_TRUE(WriteFile(tree_ + "/share/a.txt", "version one\n").ok());
+    ASSERT_TRUE(WriteFile(tree_ + "/share/doc/b.txt", "b\n").ok());
+    fs::permissions(tree_ + "/share/a.txt", fs::perms(0644));
+    digest_ = PackAndPush(tree_, "tool@main");
+  }
+
+  void TearDown() override {
+    if (daemon_ != nullptr && daemon_->running()) {
+      absl::Status stopped = daemon_->Stop();
+      EXPECT_TRUE(stopped.ok()) << stopped;
+      EXPECT_THAT(daemon_->Logs(), HasSubstr("fuse: unmounted"));
+    }
+    if (HasFailure() && daemon_ != nullptr) {
+      std::fprintf(stderr, "cairnd logs:\n%s\n", daemon_->AllLogs().c_str());
+    }
+  }
+
+  CommandResult Cli(std::vector<std::string> args) {
+    std::vector<std::string> argv = {"--server", daemon_->address(), "--actor",
+                                     "fuse-test"};
+    argv.insert(argv.end(), args.begin(), args.end());
+    absl::StatusOr<CommandResult> r = RunCli(argv);
+    if (!r.ok()) {
+      ADD_FAILURE() << "running cairn: " << r.status();
+      return CommandResult{};
+    }
+    return *std::move(r);
+  }
+
+  // Packs `tree` and pushes it to `ref` (noarch). Returns its digest.
+  std::string PackAndPush(const std::string& tree, const std::string& ref) {
+    const std::string tarball = absl::StrCat(tree, "-", ++packs_, ".tar.gz");
+    CommandResult r = Cli({"pack", tree, "-o", tarball});
+    EXPECT_EQ(r.exit_code, 0) << r.Describe();
+    absl::StatusOr<std::string> bytes = ReadFile(tarball);
+    EXPECT_TRUE(bytes.ok()) << bytes.status();
+    r = Cli({"push", tarball, "--ref", ref, "--arch", "noarch"});
+    EXPECT_EQ(r.exit_code, 0) << r.Describe();
+    return bytes.ok() ? DigestOf(*bytes) : "";
+  }
+
+  std::string Tool() const { return mnt_ + "/tool@main"; }
+
+  std::string work_, mnt_, tree_, digest_;
+  int packs_ = 0;
+  std::unique_ptr<Daemon> daemon_;
+};
+
+TEST_F(FuseTest, ExecutesBinariesFromTheMount) {
+  absl::StatusOr<CommandResult> r = RunCommand({Tool() + "/bin/true"});
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->exit_code, 0) << r->Describe();
+
+  r = RunCommand({Tool() + "/bin/ls", "--version"});
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->exit_code, 0) << r->Describe();
+  EXPECT_THAT(r->stdout_text, HasSubstr("ls"));
+
+  // Through the symlink, and by digest.
+  r = RunCommand({absl::StrCat(mnt_, "/by-digest/", digest_, "/bin/t")});
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->exit_code, 0) << r->Describe();
+}
+
+TEST_F(FuseTest, ShowsTypesModesLinksAndSortedListings) {
+  EXPECT_EQ(ReadLink(Tool()), "by-digest/" + digest_);
+  EXPECT_THAT(ReadDirNames(mnt_), ElementsAre("by-digest", "tool@main"));
+
+  struct stat st;
+  ASSERT_EQ(stat((Tool() + "/bin/true").c_str(), &st), 0) << strerror(errno);
+  EXPECT_TRUE(S_ISREG(st.st_mode));
+  EXPECT_EQ(st.st_mode & 07777, 0755u);
+  EXPECT_EQ(st.st_size, static_cast<off_t>(fs::file_size("/usr/bin/true")));
+  ASSERT_EQ(stat((Tool() + "/share/a.txt").c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 07777, 0644u);
+  ASSERT_EQ(stat((Tool() + "/share").c_str(), &st), 0);
+  EXPECT_TRUE(S_ISDIR(st.st_mode));
+
+  ASSERT_EQ(lstat((Tool() + "/bin/t").c_str(), &st), 0);
+  EXPECT_TRUE(S_ISLNK(st.st_mode));
+  EXPECT_EQ(ReadLink(Tool() + "/bin/t"), "true");
+
+  struct stat a, b;
+  ASSERT_EQ(stat((Tool() + "/bin/ls").c_str(), &a), 0);
+  ASSERT_EQ(stat((Tool() + "/bin/ls-hard").c_str(), &b), 0);
+  EXPECT_EQ(a.st_ino, b.st_ino);
+  ASSERT_EQ(stat((Tool() + "/bin/true").c_str(), &b), 0);
+  EXPECT_NE(a.st_ino, b.st_ino);
+
+  const std::string root = absl::StrCat(mnt_, "/by-digest/", digest_);
+  EXPECT_THAT(ReadDirNames(root), ElementsAre("bin", "share"));
+  EXPECT_THAT(ReadDirNames(root + "/bin"),
+              ElementsAre("ls", "ls-hard", "t", "true"));
+  EXPECT_THAT(ReadDirNames(root + "/share"), ElementsAre("a.txt", "doc"));
+  EXPECT_THAT(ReadDirNames(mnt_ + "/by-digest"), ElementsAre(digest_));
+
+  // Mounted read-only, nosuid, nodev.
+  struct statvfs vfs;
+  ASSERT_EQ(statvfs(mnt_.c_str(), &vfs), 0) << strerror(errno);
+  EXPECT_NE(vfs.f_flag & ST_RDONLY, 0u);
+  EXPECT_NE(vfs.f_flag & ST_NOSUID, 0u);
+  EXPECT_NE(vfs.f_flag & ST_NODEV, 0u);
+
+  // An unknown digest is not there.
+  EXPECT_EQ(
+      stat((mnt_ + "/by-digest/sha256:" + std::string(64, '0')).c_str(), &st),
+      -1);
+  EXPECT_EQ(errno, ENOENT);
+}
+
+TEST_F(FuseTest, WritesFailWithErofs) {
+  const std::string file = Tool() + "/share/a.txt";
+  EXPECT_EQ(open(file.c_str(), O_WRONLY), -1);
+  EXPECT_EQ(errno, EROFS);
+  EXPECT_EQ(open(file.c_str(), O_RDWR), -1);
+  EXPECT_EQ(errno, EROFS);
+  EXPECT_EQ(open((Tool() + "/share/new").c_str(), O_WRONLY | O_CREAT, 0644),
+            -1);
+  EXPECT_EQ(errno, EROFS);
+  EXPECT_EQ(mkdir((Tool() + "/x").c_str(), 0755), -1);
+  EXPECT_EQ(errno, EROFS);
+  EXPECT_EQ(unlink(file.c_str()), -1);
+  EXPECT_EQ(errno, EROFS);
+  EXPECT_EQ(rename(file.c_str(), (Tool() + "/share/b").c_str()), -1);
+  EXPECT_EQ(errno, EROFS);
+  EXPECT_EQ(chmod(file.c_str(), 0777), -1);
+  EXPECT_EQ(errno, EROFS);
+}
+
+TEST_F(FuseTest, EveryFileReadsBackItsOriginalBytes) {
+  int files = 0;
+  for (const fs::directory_entry& e : fs::recursive_directory_iterator(tree_)) {
+    if (!e.is_regular_file() || e.is_symlink()) continue;
+    const std::string rel = fs::relative(e.path(), tree_).string();
+    absl::StatusOr<std::string> original = ReadFile(e.path().string());
+    absl::StatusOr<std::string> mounted = ReadFile(Tool() + "/" + rel);
+    ASSERT_TRUE(original.ok()) << original.status();
+    ASSERT_TRUE(mounted.ok()) << rel << ": " << mounted.status();
+    EXPECT_EQ(Sha256Hex(*mounted), Sha256Hex(*original)) << rel;
+    ++files;
+  }
+  EXPECT_EQ(files, 5);
+}
+
+TEST_F(FuseTest, MovedRefShowsNewDigestWhileOpenFilesKeepOldContent) {
+  const int old_fd = open((Tool() + "/share/a.txt").c_str(), O_RDONLY);
+  ASSERT_GE(old_fd, 0) << strerror(errno);
+
+  ASSERT_TRUE(WriteFile(tree_ + "/share/a.txt", "version two, longer\n").ok());
+  const std::string next = PackAndPush(tree_, "tool@main");
+  ASSERT_NE(next, digest_);
+
+  EXPECT_EQ(ReadLink(Tool()), "by-digest/" + next);
+  absl::StatusOr<std::string> now = ReadFile(Tool() + "/share/a.txt");
+  ASSERT_TRUE(now.ok()) << now.status();
+  EXPECT_EQ(*now, "version two, longer\n");
+
+  char buf[256];
+  const ssize_t n = pread(old_fd, buf, sizeof(buf), 0);
+  ASSERT_GE(n, 0) << strerror(errno);
+  EXPECT_EQ(std::string(buf, n), "version one\n");
+  close(old_fd);
+
+  // Both artefacts stay reachable by digest, listed in sorted order.
+  std::vector<std::string> expected = {digest_, next};
+  std::sort(expected.begin(), expected.end());
+  EXPECT_EQ(ReadDirNames(mnt_ + "/by-digest"), expected);
+}
+
+TEST_F(FuseTest, CorruptBlobFailsOpenWithEio) {
+  // Damage the stored blob of share/doc/b.txt ("b\n") before its first open.
+  const std::string hex = Sha256Hex("b\n");
+  const std::string blob = absl::StrCat(daemon_->data_dir(), "/blobs/sha256/",
+                                        hex.substr(0, 2), "/", hex);
+  ASSERT_TRUE(fs::exists(blob)) << blob;
+  fs::permissions(blob, fs::perms::owner_write, fs::perm_options::add);
+  ASSERT_TRUE(WriteFile(blob, "X\n").ok());
+
+  EXPECT_EQ(open((Tool() + "/share/doc/b.txt").c_str(), O_RDONLY), -1);
+  EXPECT_EQ(errno, EIO);
+  EXPECT_THAT(daemon_->Logs(), HasSubstr("do not match their digest"));
+  // Other files are unaffected.
+  absl::StatusOr<std::string> a = ReadFile(Tool() + "/share/a.txt");
+  ASSERT_TRUE(a.ok()) << a.status();
+  EXPECT_EQ(*a, "version one\n");
+}
+
+TEST_F(FuseTest, NamespacedRefsAreDirectories) {
+  PackAndPush(tree_, "team/tool@x");
+  EXPECT_THAT(ReadDirNames(mnt_),
+              ElementsAre("by-digest", "team", "tool@main"));
+  EXPECT_THAT(ReadDirNames(mnt_ + "/team"), ElementsAre("tool@x"));
+  EXPECT_EQ(ReadLink(mnt_ + "/team/tool@x"), "../by-digest/" + digest_);
+  absl::StatusOr<CommandResult> r =
+      RunCommand({mnt_ + "/team/tool@x/bin/true"});
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->exit_code, 0) << r->Describe();
+}
+
+}  // namespace
+}  // namespace cairn::testing
