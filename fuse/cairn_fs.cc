@@ -557,15 +557,9 @@ void OpOpen(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
   }
   absl::StatusOr<Digest> digest = Digest::FromRaw(n->record.content_digest());
   if (!digest.ok()) return (void)fuse_reply_err(req, EIO);
-  absl::StatusOr<int> fd = s.store->OpenBlobFd(*digest);
-  if (absl::IsNotFound(fd.status())) {
-    // A just-committed artefact's file blobs get their BlobRecords only
-    // when the flusher makes it durable (store/store.h): wait for that once.
-    if (absl::Status st = s.store->WaitDurable(); !st.ok()) {
-      spdlog::error("fuse: waiting for durability: {}", st.ToString());
-    }
-    fd = s.store->OpenBlobFd(*digest);
-  }
+  // The index is committed, so the file blob is in place even before the
+  // flusher has written its record (Store::OpenIndexedFileFd).
+  absl::StatusOr<int> fd = s.store->OpenIndexedFileFd(*digest);
   if (!fd.ok()) {
     spdlog::error("fuse: open {} of {}: {}", n->path, n->artefact.ToString(),
                   fd.status().ToString());

@@ -302,6 +302,10 @@ class StoreImpl : public Store {
     return blobs_->OpenFd(digest);
   }
 
+  absl::StatusOr<int> OpenIndexedFileFd(const Digest& digest) const override {
+    return blobs_->OpenFd(digest);
+  }
+
   const MetadataDb& metadata() const override { return *meta_; }
   MetadataDb& mutable_metadata() override { return *meta_; }
 

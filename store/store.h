@@ -138,6 +138,14 @@ class Store {
   // Errors: NotFound.
   virtual absl::StatusOr<int> OpenBlobFd(const Digest& digest) const = 0;
 
+  // Opens, read-only (owned fd), the blob holding a regular file of a
+  // committed artefact index. Unlike OpenBlobFd it does not need the blob's
+  // record, which the flusher writes only once the file blob is durable: a
+  // committed index guarantees its file blobs are in place (step 1 above),
+  // and after a crash Open() re-derives them before serving. Errors:
+  // NotFound when the blob file is missing.
+  virtual absl::StatusOr<int> OpenIndexedFileFd(const Digest& digest) const = 0;
+
   // The artefact's file index. Errors: NotFound if not an artefact.
   virtual const MetadataDb& metadata() const = 0;
   // The same database, writable: for layers kept beside the store's own
