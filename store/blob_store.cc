@@ -206,6 +206,19 @@ class BlobWriterImpl : public BlobWriter {
 
   uint64_t size() const override { return size_; }
 
+  absl::StatusOr<int> OpenReader() const override {
+    if (committed_ || !error_.ok()) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "blob writer ", temp_path_, " is committed or failed"));
+    }
+    int fd;
+    do {
+      fd = open(temp_path_.c_str(), O_RDONLY | O_CLOEXEC);
+    } while (fd < 0 && errno == EINTR);
+    if (fd < 0) return ErrnoError(errno, "cannot open", temp_path_);
+    return fd;
+  }
+
   absl::StatusOr<Digest> Finish() override {
     if (!error_.ok()) return error_;
     if (hashing_ == WriterHashing::kCallerHashes) {
@@ -358,6 +371,14 @@ class BlobStoreImpl : public BlobStore {
     } while (fd < 0 && errno == EINTR);
     if (fd < 0) return BlobError(errno, "cannot open blob", digest, path);
     return fd;
+  }
+
+  absl::Status Remove(const Digest& digest) override {
+    std::string path = PathFor(digest);
+    if (unlink(path.c_str()) != 0) {
+      return BlobError(errno, "cannot remove blob", digest, path);
+    }
+    return absl::OkStatus();
   }
 
   absl::StatusOr<uint64_t> FileSize(const Digest& digest) const override {

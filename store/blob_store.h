@@ -60,6 +60,12 @@ class BlobWriter {
   // Bytes appended so far.
   virtual uint64_t size() const = 0;
 
+  // Opens the temp file read-only (owned fd, close-on-exec). Bytes Append()
+  // returned for are visible through it at once; the fd stays valid after
+  // Commit renames the file. Errors: FailedPrecondition once committed or
+  // failed; Internal naming the path.
+  virtual absl::StatusOr<int> OpenReader() const = 0;
+
   // Stops accepting data and returns the digest of what was appended.
   // Idempotent. No file is moved yet.
   virtual absl::StatusOr<Digest> Finish() = 0;
@@ -94,6 +100,11 @@ class BlobStore {
   // Opens a committed blob file read-only; returns an owned fd.
   // Errors: NotFound naming the digest.
   virtual absl::StatusOr<int> OpenFd(const Digest& digest) const = 0;
+
+  // Removes a committed blob file (its record must already be gone: readers
+  // holding it open keep their bytes). Not fsynced: a crash may bring the
+  // file back, unreferenced and harmless. Errors: NotFound; Internal.
+  virtual absl::Status Remove(const Digest& digest) = 0;
 
   // Size in bytes of the committed blob file. Errors: NotFound.
   virtual absl::StatusOr<uint64_t> FileSize(const Digest& digest) const = 0;

@@ -248,6 +248,11 @@ void MetadataBatch::DeleteBlob(const Digest& digest) {
                        std::string(digest.raw()), ""});
 }
 
+void MetadataBatch::DeleteArtefact(const Digest& digest) {
+  rep_->ops.push_back({BatchOps::Cf::kArtefacts, BatchOps::Kind::kDelete,
+                       std::string(digest.raw()), ""});
+}
+
 void MetadataBatch::PutArtefact(const Digest& digest,
                                 const store::ArtefactRecord& record) {
   rep_->ops.push_back({BatchOps::Cf::kArtefacts, BatchOps::Kind::kPut,

@@ -61,6 +61,7 @@ class MetadataBatch {
   // Removes a blob's record (the blob is then missing to clients).
   void DeleteBlob(const Digest& digest);
   void PutArtefact(const Digest& digest, const store::ArtefactRecord& record);
+  void DeleteArtefact(const Digest& digest);
   // `path` is the entry's full relative path ("bin/tool").
   void PutFile(const Digest& artefact, absl::string_view path,
                const store::FileRecord& record);

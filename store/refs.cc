@@ -356,6 +356,13 @@ absl::StatusOr<std::map<std::string, RefSlot>> RefStore::LookUpArtefacts(
                        "first)"));
     }
     if (!artefact.ok()) return artefact.status();
+    if (artefact->index_state() == store::ArtefactRecord::INDEXING) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "cannot use ", digest.ToString(), " for slot ", slot, " of ",
+          ref.ToString(),
+          ": its file index is still being built (wait for it: cairn stat "
+          "--wait)"));
+    }
     out[slot] = RefSlot{digest, artefact->metadata()};
   }
   return out;

@@ -221,7 +221,8 @@ class RefStore {
   // must not exist). Setting the digest the slot already holds changes
   // nothing (RefUpdate::changed false; if_generation is still checked).
   // Errors: NotFound if digest is not an artefact in the store;
-  // FailedPrecondition if a release has this name (releases are immutable);
+  // FailedPrecondition if a release has this name (releases are immutable)
+  // or the artefact's index is still being built (index_state INDEXING);
   // Aborted if if_generation does not match (the ref moved: re-read, retry);
   // ResourceExhausted if the branch already has kMaxSlotsPerRef slots.
   absl::StatusOr<RefUpdate> SetSlot(
@@ -232,7 +233,8 @@ class RefStore {
   // Creates the release with exactly these slots (1..kMaxSlotsPerRef), all
   // at once. Errors: InvalidArgument if slots is empty or too large;
   // NotFound naming the first digest (and its slot) that is not an artefact
-  // in the store; FailedPrecondition if a release with this name exists
+  // in the store; FailedPrecondition if an artefact's index is still being
+  // built, or if a release with this name exists
   // (releases are immutable: never overwritten, even with identical slots)
   // or a branch does.
   absl::StatusOr<RefUpdate> CreateRelease(const RefName& release,

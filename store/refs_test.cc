@@ -664,6 +664,26 @@ TEST_F(RefsTest, DigestsNotInTheStoreAreRefused) {
   EXPECT_EQ(u.status().code(), absl::StatusCode::kNotFound);
 }
 
+TEST_F(RefsTest, ArtefactsStillBeingIndexedAreRefused) {
+  // An artefact acknowledged before its index (store.h): INDEXING.
+  const Digest d = Sha256Of("indexing artefact");
+  store::ArtefactRecord record;
+  record.set_index_state(store::ArtefactRecord::INDEXING);
+  MetadataBatch batch;
+  batch.PutArtefact(d, record);
+  ASSERT_TRUE(store_->mutable_metadata().Commit(std::move(batch), false).ok());
+
+  absl::StatusOr<RefUpdate> u =
+      refs_->SetSlot(Ref("tool@main"), "noarch", d, "x");
+  EXPECT_EQ(u.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_THAT(std::string(u.status().message()),
+              HasSubstr("still being built"));
+  u = refs_->CreateRelease(Ref("tool@v1"), {{"noarch", d}}, "x");
+  EXPECT_EQ(u.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(refs_->Get(Ref("tool@main")).status().code(),
+            absl::StatusCode::kNotFound);
+}
+
 TEST_F(RefsTest, InvalidArgumentsAreRefused) {
   const Digest a = FakeArtefact("a");
   absl::StatusOr<RefUpdate> u =

@@ -36,84 +36,6 @@ constexpr size_t kReadChunkBytes = 1 << 20;
 
 int64_t NowUnixSeconds() { return absl::ToUnixSeconds(absl::Now()); }
 
-// Chunks handed from the upload thread to the indexer thread. The producer
-// blocks while more than `capacity` bytes are queued. Thread-safe.
-class ChunkQueue {
- public:
-  explicit ChunkQueue(size_t capacity) : capacity_(capacity) {}
-
-  // Queues a copy of `data`. Returns false (and drops it) if the consumer
-  // has stopped.
-  bool Push(std::string data) {
-    absl::MutexLock lock(&mu_);
-    while (!consumer_done_ && queued_bytes_ > 0 &&
-           queued_bytes_ + data.size() > capacity_) {
-      cv_.Wait(&mu_);
-    }
-    if (consumer_done_) return false;
-    queued_bytes_ += data.size();
-    chunks_.push_back(std::move(data));
-    cv_.SignalAll();
-    return true;
-  }
-
-  // No more data will come; with `abandon`, the consumer sees Cancelled.
-  void Close(bool abandon) {
-    absl::MutexLock lock(&mu_);
-    closed_ = true;
-    abandoned_ = abandon;
-    cv_.SignalAll();
-  }
-
-  // Consumer: the next chunk, empty at end. The string stays valid until the
-  // next call.
-  absl::StatusOr<absl::string_view> Next() {
-    absl::MutexLock lock(&mu_);
-    if (current_size_ > 0) {
-      queued_bytes_ -= current_size_;
-      current_size_ = 0;
-      cv_.SignalAll();
-    }
-    while (chunks_.empty() && !closed_) cv_.Wait(&mu_);
-    if (abandoned_) return absl::CancelledError("upload abandoned");
-    if (chunks_.empty()) return absl::string_view();
-    current_ = std::move(chunks_.front());
-    chunks_.pop_front();
-    current_size_ = current_.size();
-    return absl::string_view(current_);
-  }
-
-  // Consumer: stops; producers no longer block.
-  void ConsumerDone() {
-    absl::MutexLock lock(&mu_);
-    consumer_done_ = true;
-    chunks_.clear();
-    cv_.SignalAll();
-  }
-
- private:
-  const size_t capacity_;
-  absl::Mutex mu_;
-  absl::CondVar cv_;
-  std::deque<std::string> chunks_ ABSL_GUARDED_BY(mu_);
-  size_t queued_bytes_ ABSL_GUARDED_BY(mu_) = 0;
-  bool closed_ ABSL_GUARDED_BY(mu_) = false;
-  bool abandoned_ ABSL_GUARDED_BY(mu_) = false;
-  bool consumer_done_ ABSL_GUARDED_BY(mu_) = false;
-  // Consumer-owned.
-  std::string current_;
-  size_t current_size_ ABSL_GUARDED_BY(mu_) = 0;
-};
-
-class QueueSource : public ByteSource {
- public:
-  explicit QueueSource(ChunkQueue* queue) : queue_(queue) {}
-  absl::StatusOr<absl::string_view> Next() override { return queue_->Next(); }
-
- private:
-  ChunkQueue* queue_;
-};
-
 // Reads a stored blob file from its start.
 class FdSource : public ByteSource {
  public:
@@ -135,6 +57,7 @@ class FdSource : public ByteSource {
 }  // namespace
 
 class StoreImpl;
+class IndexJob;
 
 // Writes each regular file of an artefact as its own blob, skipping content
 // the store already holds. The archive indexer calls it on its thread; the
@@ -230,14 +153,8 @@ class StoreImpl : public Store {
         blobs_(std::move(blobs)),
         meta_(std::move(meta)) {}
 
-  ~StoreImpl() override {
-    {
-      absl::MutexLock lock(&flush_mu_);
-      stop_ = true;
-      flush_cv_.SignalAll();
-    }
-    if (flusher_.joinable()) flusher_.join();
-  }
+  // Finishes adopted index jobs, then the flusher.
+  ~StoreImpl() override;
 
   absl::Status Init() {
     if (absl::Status s = Recover(); !s.ok()) return s;
@@ -357,18 +274,51 @@ class StoreImpl : public Store {
   // Commits a verified artefact: the tarball's writer (or null when the
   // tarball blob is already on disk and durable), its index, and queues the
   // flush of its file blobs. Caller holds CommitMutex(digest).
+  // `tarball_newly_stored`: count the tarball's size in bytes_newly_stored
+  // even though `tarball` is null (committed earlier by CommitTarball).
   absl::StatusOr<store::ArtefactRecord> CommitArtefact(
       const Digest& digest, uint64_t size, BlobWriter* tarball,
-      const ArchiveIndex& index, const FileBlobSink& sink);
+      const ArchiveIndex& index, const FileBlobSink& sink,
+      bool tarball_newly_stored = false);
+
+  // Makes an acknowledged-before-index upload's tarball durable and commits
+  // its BlobRecord with an ArtefactRecord in state INDEXING; returns that.
+  // Caller holds CommitMutex(digest).
+  absl::StatusOr<store::ArtefactRecord> CommitTarball(const Digest& digest,
+                                                      uint64_t size,
+                                                      BlobWriter& tarball);
+
+  // Takes over `job`, whose tarball CommitTarball committed: its thread
+  // finishes the index in the background (CompleteIndex). Joined at the
+  // latest when the store closes.
+  void Adopt(std::shared_ptr<IndexJob> job, const Digest& digest,
+             uint64_t size);
+
+  // On an adopted job's thread, once it indexed: commits the index, or
+  // deletes the artefact when its archive was rejected.
+  void CompleteIndex(const Digest& digest, uint64_t size, IndexJob& job);
 
   // Reads and indexes a stored tarball (recovery).
   absl::StatusOr<store::ArtefactRecord> Reindex(const Digest& digest);
 
+  absl::StatusOr<store::ArtefactRecord> WaitIndexed(
+      const Digest& digest, absl::Time deadline) override;
+
  private:
   static constexpr int kCommitStripes = 64;
+  static constexpr size_t kRememberedOutcomes = 1024;
 
   absl::Status Recover();
   void FlushLoop();
+  // Adds the durable tarball's BlobRecord to `batch` after committing its
+  // file (fsync, rename, fsync dir).
+  absl::Status CommitTarballFile(const Digest& digest, uint64_t size,
+                                 BlobWriter& tarball, MetadataBatch& batch);
+  // Deletes an INDEXING artefact whose archive proved unsafe (records, then
+  // its tarball file) and remembers why for WaitIndexed.
+  void Reject(const Digest& digest, const absl::Status& why);
+  // Wakes WaitIndexed callers; `failure` is remembered for `digest`.
+  void NoteIndexOutcome(const Digest& digest, const absl::Status& failure);
 
   const StoreOptions options_;
   std::unique_ptr<BlobStore> blobs_;
@@ -379,6 +329,18 @@ class StoreImpl : public Store {
   absl::flat_hash_set<Digest> written_ ABSL_GUARDED_BY(written_mu_);
 
   absl::Mutex commit_mu_[kCommitStripes];
+
+  // Adopted index jobs (acknowledged before their index), joined when done.
+  absl::Mutex jobs_mu_;
+  std::vector<std::shared_ptr<IndexJob>> jobs_ ABSL_GUARDED_BY(jobs_mu_);
+
+  // Index outcomes of background jobs, for WaitIndexed.
+  absl::Mutex index_mu_;
+  absl::CondVar index_cv_;
+  // Failures remembered (oldest first), at most kRememberedOutcomes.
+  absl::flat_hash_map<Digest, absl::Status> index_failures_
+      ABSL_GUARDED_BY(index_mu_);
+  std::deque<Digest> index_failure_order_ ABSL_GUARDED_BY(index_mu_);
 
   absl::Mutex flush_mu_;
   absl::CondVar flush_cv_;
@@ -543,16 +505,336 @@ absl::Status FileBlobSink::Store(const Digest& digest, uint64_t size,
   return absl::OkStatus();
 }
 
+// The indexer side of one upload (store.h, step 1). Its thread reads the
+// tarball back from the blob's temp file as the upload appends to it
+// (Advance), indexes it, and hands regular files to a FileBlobSink. Once
+// indexed, the thread waits for the upload's Decide: the upload then commits
+// the result itself (kInline), drops it (kAbandon), or leaves it to this
+// thread (kBackground, an upload acknowledged before its index), which calls
+// StoreImpl::CompleteIndex. Thread-safe.
+class IndexJob : public ByteSource {
+ public:
+  enum class Decision { kUndecided, kInline, kAbandon, kBackground };
+
+  // Takes ownership of `read_fd`, open on the tarball's temp file.
+  IndexJob(StoreImpl* store, int read_fd)
+      : store_(store), fd_(read_fd), sink_(store) {}
+  ~IndexJob() override {
+    if (thread_.joinable()) thread_.join();
+    close(fd_);
+  }
+
+  void Start() {
+    thread_ = std::thread([this] {
+      pthread_setname_np(pthread_self(), "cairn-index");
+      Run();
+    });
+  }
+
+  // Upload side: `bytes` more bytes of the tarball are in the file.
+  void Advance(uint64_t bytes) {
+    absl::MutexLock lock(&mu_);
+    available_ += bytes;
+    cv_.SignalAll();
+  }
+
+  // Upload side: no more bytes will come; with `abandon`, the indexer stops
+  // (Cancelled).
+  void Close(bool abandon) {
+    absl::MutexLock lock(&mu_);
+    closed_ = true;
+    abandoned_ = abandon;
+    cv_.SignalAll();
+  }
+
+  // Whether indexing already failed (an unsafe archive can be refused before
+  // its last byte arrives).
+  bool failed() const { return failed_.load(); }
+
+  // Waits until the archive is indexed; returns the indexer's result.
+  absl::StatusOr<ArchiveIndex>& WaitIndexed() {
+    absl::MutexLock lock(&mu_);
+    while (!indexed_) cv_.Wait(&mu_);
+    return index_;
+  }
+
+  // Tells the thread what follows indexing (once). kInline and kAbandon wait
+  // for the thread to end; kBackground returns at once.
+  void Decide(Decision decision, const Digest& digest = Digest(),
+              uint64_t size = 0) {
+    {
+      absl::MutexLock lock(&mu_);
+      decision_ = decision;
+      digest_ = digest;
+      size_ = size;
+      cv_.SignalAll();
+    }
+    if (decision != Decision::kBackground && thread_.joinable()) {
+      thread_.join();
+    }
+  }
+
+  bool decided() {
+    absl::MutexLock lock(&mu_);
+    return decision_ != Decision::kUndecided;
+  }
+
+  // Whether the thread has nothing left to do (adopted jobs are reaped).
+  bool done() {
+    absl::MutexLock lock(&mu_);
+    return done_;
+  }
+
+  FileBlobSink& sink() { return sink_; }
+
+  // ByteSource, on the indexer thread: the next bytes of the tarball as they
+  // land in its file; empty at the end.
+  absl::StatusOr<absl::string_view> Next() override {
+    uint64_t n;
+    {
+      absl::MutexLock lock(&mu_);
+      while (offset_ == available_ && !closed_) cv_.Wait(&mu_);
+      if (abandoned_) return absl::CancelledError("upload abandoned");
+      if (offset_ == available_) return absl::string_view();
+      n = std::min<uint64_t>(available_ - offset_, kReadChunkBytes);
+    }
+    absl::Status s = PreadFully(fd_, offset_, n, &buf_);
+    if (!s.ok()) return s;
+    if (buf_.size() != n) {
+      return absl::InternalError("the upload's temp file is shorter than written");
+    }
+    offset_ += n;
+    return absl::string_view(buf_);
+  }
+
+ private:
+  void Run() {
+    if (store_->options().testing_indexer_gate != nullptr) {
+      store_->options().testing_indexer_gate->WaitForNotification();
+    }
+    absl::StatusOr<ArchiveIndex> index =
+        IndexArchive(*this, store_->options().limits, &sink_);
+    failed_.store(!index.ok());
+    Decision decision;
+    Digest digest;
+    uint64_t size;
+    {
+      absl::MutexLock lock(&mu_);
+      index_ = std::move(index);
+      indexed_ = true;
+      cv_.SignalAll();
+      while (decision_ == Decision::kUndecided) cv_.Wait(&mu_);
+      decision = decision_;
+      digest = digest_;
+      size = size_;
+    }
+    if (decision == Decision::kBackground) {
+      store_->CompleteIndex(digest, size, *this);
+    }
+    absl::MutexLock lock(&mu_);
+    done_ = true;
+  }
+
+  StoreImpl* const store_;
+  const int fd_;
+  FileBlobSink sink_;
+  std::thread thread_;
+  std::atomic<bool> failed_{false};
+
+  absl::Mutex mu_;
+  absl::CondVar cv_;
+  uint64_t available_ ABSL_GUARDED_BY(mu_) = 0;  // Bytes in the file.
+  bool closed_ ABSL_GUARDED_BY(mu_) = false;
+  bool abandoned_ ABSL_GUARDED_BY(mu_) = false;
+  bool indexed_ ABSL_GUARDED_BY(mu_) = false;
+  // Written by the thread before indexed_ is set; read by others after.
+  absl::StatusOr<ArchiveIndex> index_ = absl::UnknownError("not indexed");
+  Decision decision_ ABSL_GUARDED_BY(mu_) = Decision::kUndecided;
+  Digest digest_ ABSL_GUARDED_BY(mu_);
+  uint64_t size_ ABSL_GUARDED_BY(mu_) = 0;
+  bool done_ ABSL_GUARDED_BY(mu_) = false;
+
+  // Indexer thread only.
+  uint64_t offset_ = 0;
+  std::string buf_;
+};
+
+StoreImpl::~StoreImpl() {
+  std::vector<std::shared_ptr<IndexJob>> jobs;
+  {
+    absl::MutexLock lock(&jobs_mu_);
+    jobs.swap(jobs_);
+  }
+  jobs.clear();  // Each destructor joins its thread (which commits first).
+  {
+    absl::MutexLock lock(&flush_mu_);
+    stop_ = true;
+    flush_cv_.SignalAll();
+  }
+  if (flusher_.joinable()) flusher_.join();
+}
+
+absl::Status StoreImpl::CommitTarballFile(const Digest& digest, uint64_t size,
+                                          BlobWriter& tarball,
+                                          MetadataBatch& batch) {
+  absl::StatusOr<Digest> c = tarball.Commit(Durability::kDurable, digest);
+  if (!c.ok()) return c.status();
+  CrashPoint("tarball_committed");
+  store::BlobRecord blob;
+  blob.set_size(size);
+  blob.set_created_unix_seconds(NowUnixSeconds());
+  blob.set_kind(store::BlobRecord::ARTEFACT);
+  batch.PutBlob(digest, blob);
+  return absl::OkStatus();
+}
+
+absl::StatusOr<store::ArtefactRecord> StoreImpl::CommitTarball(
+    const Digest& digest, uint64_t size, BlobWriter& tarball) {
+  MetadataBatch batch;
+  if (absl::Status s = CommitTarballFile(digest, size, tarball, batch);
+      !s.ok()) {
+    return s;
+  }
+  store::ArtefactRecord record;
+  record.set_index_state(store::ArtefactRecord::INDEXING);
+  batch.PutArtefact(digest, record);
+  if (absl::Status s = meta_->Commit(std::move(batch), /*sync=*/true);
+      !s.ok()) {
+    return s;
+  }
+  return record;
+}
+
+void StoreImpl::Adopt(std::shared_ptr<IndexJob> job, const Digest& digest,
+                      uint64_t size) {
+  job->Decide(IndexJob::Decision::kBackground, digest, size);
+  absl::MutexLock lock(&jobs_mu_);
+  // Reap finished jobs (joining their threads) so the list stays short.
+  std::vector<std::shared_ptr<IndexJob>> running;
+  for (std::shared_ptr<IndexJob>& j : jobs_) {
+    if (!j->done()) running.push_back(std::move(j));
+  }
+  running.push_back(std::move(job));
+  jobs_.swap(running);
+}
+
+namespace {
+// Whether an indexing error means the archive itself is refused (unsafe,
+// malformed or over limits), as opposed to an I/O or internal failure.
+bool IsArchiveRejection(const absl::Status& s) {
+  return absl::IsInvalidArgument(s) || absl::IsResourceExhausted(s) ||
+         absl::IsOutOfRange(s);
+}
+
+absl::Status Rejected(const absl::Status& why) {
+  return absl::Status(why.code(), absl::StrCat("artefact rejected, nothing "
+                                               "stored: ",
+                                               why.message()));
+}
+}  // namespace
+
+void StoreImpl::CompleteIndex(const Digest& digest, uint64_t size,
+                              IndexJob& job) {
+  absl::StatusOr<ArchiveIndex>& index = job.WaitIndexed();
+  absl::Status s = index.status();
+  if (s.ok()) s = job.sink().Drain();
+  if (s.ok()) s = FillContentDigests(job.sink().digests(), &*index);
+  if (s.ok()) {
+    absl::MutexLock lock(&CommitMutex(digest));
+    s = CommitArtefact(digest, size, /*tarball=*/nullptr, *index, job.sink(),
+                       /*tarball_newly_stored=*/true)
+            .status();
+  }
+  if (s.ok()) {
+    spdlog::info("indexed {} in the background", digest.ToString());
+    NoteIndexOutcome(digest, absl::OkStatus());
+  } else if (IsArchiveRejection(s)) {
+    Reject(digest, s);
+  } else {
+    // Left INDEXING: re-derived from the tarball at the next start.
+    spdlog::error("indexing {} failed: {}", digest.ToString(), s.ToString());
+    NoteIndexOutcome(digest, s);
+  }
+}
+
+void StoreImpl::Reject(const Digest& digest, const absl::Status& why) {
+  spdlog::warn("artefact {} rejected after it was acknowledged: {}; deleting it",
+               digest.ToString(), why.ToString());
+  absl::Status s;
+  {
+    absl::MutexLock lock(&CommitMutex(digest));
+    MetadataBatch batch;
+    batch.DeleteFiles(digest);
+    batch.DeleteArtefact(digest);
+    batch.DeleteBlob(digest);
+    s = meta_->Commit(std::move(batch), /*sync=*/true);
+    if (s.ok()) s = blobs_->Remove(digest);
+  }
+  if (!s.ok()) {
+    spdlog::error("deleting rejected artefact {}: {}", digest.ToString(),
+                  s.ToString());
+  }
+  NoteIndexOutcome(digest, Rejected(why));
+}
+
+void StoreImpl::NoteIndexOutcome(const Digest& digest,
+                                 const absl::Status& failure) {
+  absl::MutexLock lock(&index_mu_);
+  if (!failure.ok()) {
+    if (index_failures_.insert_or_assign(digest, failure).second) {
+      index_failure_order_.push_back(digest);
+    }
+    while (index_failure_order_.size() > kRememberedOutcomes) {
+      index_failures_.erase(index_failure_order_.front());
+      index_failure_order_.pop_front();
+    }
+  } else {
+    index_failures_.erase(digest);
+  }
+  index_cv_.SignalAll();
+}
+
+absl::StatusOr<store::ArtefactRecord> StoreImpl::WaitIndexed(
+    const Digest& digest, absl::Time deadline) {
+  absl::MutexLock lock(&index_mu_);
+  while (true) {
+    absl::StatusOr<store::ArtefactRecord> record = meta_->GetArtefact(digest);
+    if (record.ok() &&
+        record->index_state() != store::ArtefactRecord::INDEXING) {
+      return record;
+    }
+    if (auto it = index_failures_.find(digest); it != index_failures_.end()) {
+      return it->second;
+    }
+    if (absl::IsNotFound(record.status())) {
+      return absl::NotFoundError(
+          absl::StrCat(digest.ToString(), " is not an artefact in the store"));
+    }
+    if (!record.ok()) return record.status();
+    if (index_cv_.WaitWithDeadline(&index_mu_, deadline)) {
+      return absl::DeadlineExceededError(absl::StrCat(
+          "the index of ", digest.ToString(), " is still being built"));
+    }
+  }
+}
+
 absl::StatusOr<store::ArtefactRecord> StoreImpl::CommitArtefact(
     const Digest& digest, uint64_t size, BlobWriter* tarball,
-    const ArchiveIndex& index, const FileBlobSink& sink) {
+    const ArchiveIndex& index, const FileBlobSink& sink,
+    bool tarball_newly_stored) {
+  MetadataBatch batch;
   uint64_t newly = sink.bytes_newly_stored();
   if (tarball != nullptr) {
-    absl::StatusOr<Digest> c = tarball->Commit(Durability::kDurable, digest);
-    if (!c.ok()) return c.status();
-    newly += size;
-    CrashPoint("tarball_committed");
+    if (absl::Status s = CommitTarballFile(digest, size, *tarball, batch);
+        !s.ok()) {
+      return s;
+    }
+  } else {
+    // Recovery, or an index finished in the background: replace whatever
+    // index a crash left behind.
+    batch.DeleteFiles(digest);
   }
+  if (tarball != nullptr || tarball_newly_stored) newly += size;
   store::ArtefactRecord record;
   record.set_compression(index.compression);
   record.set_file_count(index.entries.size());
@@ -565,17 +847,6 @@ absl::StatusOr<store::ArtefactRecord> StoreImpl::CommitArtefact(
   record.set_index_state(store::ArtefactRecord::COMMITTED);
   record.set_bytes_newly_stored(newly);
 
-  MetadataBatch batch;
-  if (tarball != nullptr) {
-    store::BlobRecord blob;
-    blob.set_size(size);
-    blob.set_created_unix_seconds(NowUnixSeconds());
-    blob.set_kind(store::BlobRecord::ARTEFACT);
-    batch.PutBlob(digest, blob);
-  } else {
-    // Recovery: replace whatever index a crash left behind.
-    batch.DeleteFiles(digest);
-  }
   batch.PutArtefact(digest, record);
   for (const IndexedEntry& e : index.entries) {
     batch.PutFile(digest, e.path, e.record);
@@ -665,21 +936,27 @@ absl::StatusOr<store::ArtefactRecord> StoreImpl::Reindex(const Digest& digest) {
 }
 
 absl::Status StoreImpl::Recover() {
-  std::vector<Digest> stale;
+  std::vector<std::pair<Digest, store::ArtefactRecord::IndexState>> stale;
   absl::Status s = meta_->ListArtefacts(
       [&](const Digest& d, const store::ArtefactRecord& r) {
         if (r.index_state() != store::ArtefactRecord::DURABLE) {
-          stale.push_back(d);
+          stale.emplace_back(d, r.index_state());
         }
         return true;
       });
   if (!s.ok()) return s;
-  for (const Digest& d : stale) {
+  for (const auto& [d, state] : stale) {
     spdlog::info("re-deriving the file index of {} after an unclean stop",
                  d.ToString());
     // A crash may have left file blobs that were renamed but never flushed:
     // they have no record, so Reindex writes them again.
     absl::StatusOr<store::ArtefactRecord> r = Reindex(d);
+    if (!r.ok() && state == store::ArtefactRecord::INDEXING &&
+        IsArchiveRejection(r.status())) {
+      // Acknowledged before its index, and the archive proves unsafe.
+      Reject(d, r.status());
+      continue;
+    }
     if (!r.ok()) {
       return absl::Status(
           r.status().code(),
@@ -695,39 +972,48 @@ namespace {
 
 class UploadImpl : public ArtefactUpload {
  public:
+  // `job` is null when the expected digest is already stored (the bytes are
+  // then only hashed); else `writer` receives the tarball and `job` indexes
+  // it.
   UploadImpl(StoreImpl* store, UploadOptions options,
-             std::unique_ptr<BlobWriter> writer, bool already_present)
+             std::unique_ptr<BlobWriter> writer, std::shared_ptr<IndexJob> job)
       : store_(store),
         options_(std::move(options)),
         writer_(std::move(writer)),
-        already_present_(already_present),
-        queue_(store->options().index_queue_bytes),
-        sink_(store) {
-    if (!already_present_) {
-      indexer_ = std::thread([this] {
-        pthread_setname_np(pthread_self(), "cairn-index");
-        QueueSource source(&queue_);
-        index_ = IndexArchive(source, store_->options().limits, &sink_);
-        queue_.ConsumerDone();
-        indexer_failed_.store(!index_.ok());
-      });
-    }
-  }
+        job_(std::move(job)) {}
 
   ~UploadImpl() override {
-    queue_.Close(/*abandon=*/true);
-    if (indexer_.joinable()) indexer_.join();
+    if (job_ != nullptr && !job_->decided()) {
+      job_->Close(/*abandon=*/true);
+      job_->Decide(IndexJob::Decision::kAbandon);
+    }
     // writer_'s destructor removes the tarball's temp file if not committed.
     // File blobs already renamed into place stay: other artefacts may
     // reference the same content, and they are harmless unreferenced.
   }
 
   absl::Status Append(absl::string_view data) override {
-    return AppendImpl(data, nullptr);
-  }
-
-  absl::Status AppendOwned(std::string data) override {
-    return AppendImpl(data, &data);
+    if (finished_) return absl::FailedPreconditionError("upload finished");
+    if (options_.expected_size.has_value() &&
+        size_ + data.size() > *options_.expected_size) {
+      return absl::DataLossError(
+          absl::StrCat("upload is larger than its expected size of ",
+                       *options_.expected_size, " bytes"));
+    }
+    size_ += data.size();
+    if (job_ == nullptr) {
+      hasher_.Update(data);
+      return absl::OkStatus();
+    }
+    if (absl::Status s = writer_->Append(data); !s.ok()) return s;
+    job_->Advance(data.size());
+    if (job_->failed() && !options_.expected_digest.has_value()) {
+      // Fail fast on an unsafe or malformed archive. With an expected
+      // digest, keep reading: a digest mismatch (DataLoss) is the better
+      // diagnosis if the bytes were damaged in transit.
+      return IndexError();
+    }
+    return absl::OkStatus();
   }
 
   absl::StatusOr<UploadResult> Finish() override {
@@ -736,10 +1022,10 @@ class UploadImpl : public ArtefactUpload {
     UploadResult result;
     result.size = size_;
 
-    if (already_present_) {
+    if (job_ == nullptr) {
       result.digest = hasher_.Finish();
     } else {
-      queue_.Close(/*abandon=*/false);
+      job_->Close(/*abandon=*/false);
       absl::StatusOr<Digest> d = writer_->Finish();
       if (!d.ok()) return d.status();
       result.digest = *d;
@@ -755,67 +1041,72 @@ class UploadImpl : public ArtefactUpload {
           "upload hashes to ", result.digest.ToString(), ", expected ",
           options_.expected_digest->ToString(), "; nothing was stored"));
     }
-    if (already_present_) return Existing(std::move(result));
+    if (job_ == nullptr) return Existing(std::move(result));
+    if (options_.acknowledge_before_index) {
+      return AcknowledgeBeforeIndex(std::move(result));
+    }
 
-    if (absl::Status s = JoinIndexer(); !s.ok()) return s;
-    if (absl::Status s = sink_.Drain(); !s.ok()) return s;
-    if (absl::Status s = FillContentDigests(sink_.digests(), &*index_);
+    if (absl::Status s = IndexError(); !s.ok()) return s;
+    absl::StatusOr<ArchiveIndex>& index = job_->WaitIndexed();
+    FileBlobSink& sink = job_->sink();
+    if (absl::Status s = sink.Drain(); !s.ok()) return s;
+    if (absl::Status s = FillContentDigests(sink.digests(), &*index);
         !s.ok()) {
       return s;
     }
-
-    absl::MutexLock lock(&store_->CommitMutex(result.digest));
-    absl::StatusOr<bool> have = store_->metadata().HasBlob(result.digest);
-    if (!have.ok()) return have.status();
-    if (*have) return Existing(std::move(result));  // A concurrent upload won.
-    absl::StatusOr<store::ArtefactRecord> record = store_->CommitArtefact(
-        result.digest, size_, writer_.get(), *index_, sink_);
-    if (!record.ok()) return record.status();
-    result.artefact = *std::move(record);
-    return result;
+    {
+      absl::MutexLock lock(&store_->CommitMutex(result.digest));
+      absl::StatusOr<bool> have = store_->metadata().HasBlob(result.digest);
+      if (!have.ok()) return have.status();
+      if (!*have) {
+        absl::StatusOr<store::ArtefactRecord> record = store_->CommitArtefact(
+            result.digest, size_, writer_.get(), *index, sink);
+        if (!record.ok()) return record.status();
+        result.artefact = *std::move(record);
+        job_->Decide(IndexJob::Decision::kInline);
+        return result;
+      }
+    }
+    // A concurrent upload won.
+    return Existing(std::move(result));
   }
 
  private:
-  // Appends `data`; when `owned` is set it holds the same bytes and is
-  // moved to the indexer instead of copied.
-  absl::Status AppendImpl(absl::string_view data, std::string* owned) {
-    if (finished_) return absl::FailedPreconditionError("upload finished");
-    if (options_.expected_size.has_value() &&
-        size_ + data.size() > *options_.expected_size) {
-      return absl::DataLossError(
-          absl::StrCat("upload is larger than its expected size of ",
-                       *options_.expected_size, " bytes"));
-    }
-    size_ += data.size();
-    if (already_present_) {
-      hasher_.Update(data);
-      return absl::OkStatus();
-    }
-    if (absl::Status s = writer_->Append(data); !s.ok()) return s;
-    if (!indexer_failed_.load()) {
-      queue_.Push(owned != nullptr ? std::move(*owned) : std::string(data));
-    } else if (!options_.expected_digest.has_value()) {
-      // Fail fast on an unsafe or malformed archive. With an expected
-      // digest, keep reading: a digest mismatch (DataLoss) is the better
-      // diagnosis if the bytes were damaged in transit.
-      return JoinIndexer();
-    }
+  // The indexer's error, once it finished, as a rejection; OK otherwise
+  // (waits for the indexer).
+  absl::Status IndexError() {
+    absl::StatusOr<ArchiveIndex>& index = job_->WaitIndexed();
+    if (!index.ok()) return Rejected(index.status());
     return absl::OkStatus();
   }
 
-  absl::Status JoinIndexer() {
-    if (indexer_.joinable()) indexer_.join();
-    if (!index_.ok()) {
-      return absl::Status(index_.status().code(),
-                          absl::StrCat("artefact rejected, nothing stored: ",
-                                       index_.status().message()));
+  // Commits the durable tarball with an INDEXING record and leaves the
+  // index to the job's thread.
+  absl::StatusOr<UploadResult> AcknowledgeBeforeIndex(UploadResult result) {
+    if (job_->failed()) return IndexError();
+    {
+      absl::MutexLock lock(&store_->CommitMutex(result.digest));
+      absl::StatusOr<bool> have = store_->metadata().HasBlob(result.digest);
+      if (!have.ok()) return have.status();
+      if (!*have) {
+        absl::StatusOr<store::ArtefactRecord> record =
+            store_->CommitTarball(result.digest, size_, *writer_);
+        if (!record.ok()) return record.status();
+        store_->Adopt(std::move(job_), result.digest, size_);
+        result.artefact = *std::move(record);
+        return result;
+      }
     }
-    return absl::OkStatus();
+    return Existing(std::move(result));
   }
 
+  // The digest is stored already. Unless the caller asked for an early
+  // acknowledgement, waits for an index still being built.
   absl::StatusOr<UploadResult> Existing(UploadResult result) {
     absl::StatusOr<store::ArtefactRecord> record =
-        store_->metadata().GetArtefact(result.digest);
+        options_.acknowledge_before_index
+            ? store_->metadata().GetArtefact(result.digest)
+            : store_->WaitIndexed(result.digest, absl::InfiniteFuture());
     if (!record.ok()) return record.status();
     result.already_present = true;
     result.artefact = *std::move(record);
@@ -826,13 +1117,8 @@ class UploadImpl : public ArtefactUpload {
   StoreImpl* store_;
   const UploadOptions options_;
   std::unique_ptr<BlobWriter> writer_;
-  const bool already_present_;
-  ChunkQueue queue_;
-  FileBlobSink sink_;
-  std::thread indexer_;
-  absl::StatusOr<ArchiveIndex> index_ = absl::UnknownError("not indexed");
-  std::atomic<bool> indexer_failed_{false};
-  Sha256 hasher_;  // Only when already_present_.
+  std::shared_ptr<IndexJob> job_;
+  Sha256 hasher_;  // Only when job_ is null.
   uint64_t size_ = 0;
   bool finished_ = false;
 };
@@ -847,14 +1133,17 @@ absl::StatusOr<std::unique_ptr<ArtefactUpload>> StoreImpl::BeginUpload(
     if (!has.ok()) return has.status();
     already_present = *has;
   }
-  std::unique_ptr<BlobWriter> writer;
-  if (!already_present) {
-    absl::StatusOr<std::unique_ptr<BlobWriter>> w = blobs_->NewWriter();
-    if (!w.ok()) return w.status();
-    writer = *std::move(w);
+  if (already_present) {
+    return std::make_unique<UploadImpl>(this, options, nullptr, nullptr);
   }
-  return std::make_unique<UploadImpl>(this, options, std::move(writer),
-                                      already_present);
+  absl::StatusOr<std::unique_ptr<BlobWriter>> writer = blobs_->NewWriter();
+  if (!writer.ok()) return writer.status();
+  absl::StatusOr<int> reader = (*writer)->OpenReader();
+  if (!reader.ok()) return reader.status();
+  auto job = std::make_shared<IndexJob>(this, *reader);
+  job->Start();
+  return std::make_unique<UploadImpl>(this, options, *std::move(writer),
+                                      std::move(job));
 }
 
 absl::StatusOr<std::unique_ptr<Store>> Store::Open(

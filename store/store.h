@@ -10,20 +10,29 @@
 //   <data>/meta/                   RocksDB
 //
 // Upload and durability:
-//   1. ArtefactUpload::Append streams the tarball to a temp file, hashing it,
-//      and hands each chunk to an indexer thread that inflates the archive,
-//      checks it (archive_index.h) and writes each regular file as its own
-//      blob (deferred durability; a file whose digest already has a record
-//      is not written again).
+//   1. ArtefactUpload::Append streams the tarball to a temp file, hashing it.
+//      An indexer thread reads the same bytes back from that file (page
+//      cache) as they land, so the upload never waits for it and memory
+//      stays bounded: it inflates the archive, checks it (archive_index.h)
+//      and hands each regular file to a writer thread that hashes it and
+//      writes it as its own blob (deferred durability; content the store
+//      already holds is not written again).
 //   2. Finish() waits for the indexer, checks the digest, fsyncs and renames
 //      the tarball blob into place and fsyncs its directory, then commits in
 //      one synced RocksDB batch: the tarball's BlobRecord, its
 //      ArtefactRecord (index_state COMMITTED) and every FileRecord.
+//      With UploadOptions::acknowledge_before_index, Finish() instead makes
+//      the tarball durable and commits its BlobRecord with an ArtefactRecord
+//      in state INDEXING, and returns; the indexer thread goes on in the
+//      background and commits the index (COMMITTED) when done, or, for an
+//      unsafe archive, deletes the artefact (records, then the tarball
+//      file) and remembers why (WaitIndexed).
 //   3. A background flusher then syncfs()es the file system, writes the
 //      BlobRecords of the new file blobs and marks the artefact DURABLE.
 //   After a crash, Open() re-derives every artefact not DURABLE from its
-//   tarball before serving. So no index ever points at missing or wrong
-//   bytes, and a half-written blob is never visible.
+//   tarball before serving (an INDEXING one that proves unsafe is deleted).
+//   So no index ever points at missing or wrong bytes, and a half-written
+//   blob is never visible.
 
 #ifndef CAIRN_STORE_STORE_H_
 #define CAIRN_STORE_STORE_H_
@@ -38,6 +47,8 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
+#include "absl/synchronization/notification.h"
+#include "absl/time/time.h"
 #include "absl/types/span.h"
 #include "proto/store_records.pb.h"
 #include "store/archive_index.h"
@@ -50,9 +61,6 @@ namespace cairn {
 struct StoreOptions {
   std::string data_dir;
   ArchiveLimits limits;
-  // Bytes of tarball chunks queued between the upload and the indexer
-  // thread; bounds memory per upload.
-  size_t index_queue_bytes = 8 << 20;
   // Testing only: when set, the process kills itself with SIGKILL on
   // reaching this step of an upload, to check crash safety at exact points:
   //   "file_blob_written"  after the first file blob is renamed into place
@@ -60,11 +68,20 @@ struct StoreOptions {
   //                        records are committed
   //   "index_committed"    after the records commit, before the flush
   std::string debug_crash_point;
+  // Testing only: when set, every upload's indexer thread waits for this
+  // notification before reading the tarball (to reach the background
+  // outcome of acknowledge_before_index deterministically).
+  std::shared_ptr<absl::Notification> testing_indexer_gate;
 };
 
 struct UploadOptions {
   std::optional<Digest> expected_digest;
   std::optional<uint64_t> expected_size;  // Bytes.
+  // Finish() returns once the tarball is durable, before its index is
+  // complete (step 2 above): UploadResult.artefact then has index_state
+  // INDEXING and no summary, and an unsafe archive is rejected (and
+  // deleted) after Finish() returned; Store::WaitIndexed tells the outcome.
+  bool acknowledge_before_index = false;
 };
 
 struct UploadResult {
@@ -92,10 +109,6 @@ class ArtefactUpload {
   // soon as it fails (InvalidArgument for an unsafe archive, naming the
   // entry), DataLoss when expected_size is exceeded, Internal on I/O.
   virtual absl::Status Append(absl::string_view data) = 0;
-
-  // Like Append, taking ownership of the buffer so it can be handed to the
-  // indexer thread without a copy.
-  virtual absl::Status AppendOwned(std::string data) { return Append(data); }
 
   // Ends the upload: see the file comment. Errors: DataLoss naming expected
   // and actual digest (or size) on mismatch; the indexer's error; Internal
@@ -151,6 +164,15 @@ class Store {
   // The same database, writable: for layers kept beside the store's own
   // records, such as the refs (store/refs.h). Owned by the store.
   virtual MetadataDb& mutable_metadata() = 0;
+
+  // Blocks until the artefact's index is complete (index_state COMMITTED or
+  // DURABLE) and returns its record, or until `deadline`. Errors: NotFound
+  // for a digest that is not an artefact; the rejection (InvalidArgument,
+  // ResourceExhausted, ... with "artefact rejected, nothing stored: ...")
+  // of an upload acknowledged before its index that proved unsafe, while
+  // this process remembers it (the last 1024); DeadlineExceeded.
+  virtual absl::StatusOr<store::ArtefactRecord> WaitIndexed(
+      const Digest& digest, absl::Time deadline = absl::InfiniteFuture()) = 0;
 
   // Blocks until every artefact committed so far is DURABLE (for tests and
   // orderly shutdown).

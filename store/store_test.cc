@@ -345,6 +345,183 @@ TEST_F(StoreTest, RecoveryRederivesIndexAfterUncleanStop) {
   EXPECT_EQ(out, tool);
 }
 
+// Simulates a crash after an early acknowledgement: the tarball is stored
+// and recorded with an ArtefactRecord in state INDEXING, and no file records.
+void LeaveIndexing(const std::string& dir, const std::string& tarball) {
+  const Digest digest = Sha256Of(tarball);
+  absl::StatusOr<std::unique_ptr<BlobStore>> blobs = BlobStore::Open(dir);
+  ASSERT_TRUE(blobs.ok()) << blobs.status();
+  absl::StatusOr<std::unique_ptr<BlobWriter>> w = (*blobs)->NewWriter();
+  ASSERT_TRUE(w.ok());
+  ASSERT_TRUE((*w)->Append(tarball).ok());
+  ASSERT_TRUE((*w)->Commit(Durability::kDurable, digest).ok());
+  absl::StatusOr<std::unique_ptr<MetadataDb>> db =
+      MetadataDb::Open(dir + "/meta");
+  ASSERT_TRUE(db.ok()) << db.status();
+  MetadataBatch batch;
+  store::BlobRecord blob;
+  blob.set_size(tarball.size());
+  blob.set_kind(store::BlobRecord::ARTEFACT);
+  batch.PutBlob(digest, blob);
+  store::ArtefactRecord record;
+  record.set_index_state(store::ArtefactRecord::INDEXING);
+  batch.PutArtefact(digest, record);
+  ASSERT_TRUE((*db)->Commit(std::move(batch), true).ok());
+}
+
+TEST_F(StoreTest, AcknowledgedBeforeIndexThenIndexedInTheBackground) {
+  std::string tool(3 << 20, 'x');
+  for (size_t i = 0; i < tool.size(); ++i) tool[i] = static_cast<char>(i % 253);
+  const std::string tarball = BuildTar(ToolEntries(tool));
+  const Digest digest = Sha256Of(tarball);
+  UploadOptions early;
+  early.acknowledge_before_index = true;
+
+  absl::StatusOr<UploadResult> r = Push(*store_, tarball, early, 64 << 10);
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->digest, digest);
+  EXPECT_FALSE(r->already_present);
+  EXPECT_EQ(r->artefact.index_state(), store::ArtefactRecord::INDEXING);
+  // The tarball's bytes are stored (and durable) at once.
+  absl::StatusOr<std::vector<Digest>> missing = store_->FindMissing({digest});
+  ASSERT_TRUE(missing.ok());
+  EXPECT_TRUE(missing->empty());
+
+  absl::StatusOr<store::ArtefactRecord> indexed = store_->WaitIndexed(digest);
+  ASSERT_TRUE(indexed.ok()) << indexed.status();
+  EXPECT_NE(indexed->index_state(), store::ArtefactRecord::INDEXING);
+  EXPECT_EQ(indexed->regular_files(), 3);
+  EXPECT_EQ(indexed->metadata().entrypoint(), "bin/tool");
+  EXPECT_EQ(indexed->bytes_newly_stored(),
+            tarball.size() + indexed->unpacked_bytes());
+  absl::StatusOr<store::FileRecord> f =
+      store_->metadata().GetFile(digest, "bin/tool");
+  ASSERT_TRUE(f.ok()) << f.status();
+  ASSERT_TRUE(store_->WaitDurable().ok());
+  std::string out;
+  ASSERT_TRUE(store_->ReadBlob(Sha256Of(tool), 0, tool.size(), &out).ok());
+  EXPECT_EQ(out, tool);
+
+  // A plain push of the same bytes reports it present with its full index.
+  absl::StatusOr<UploadResult> again = Push(*store_, tarball);
+  ASSERT_TRUE(again.ok()) << again.status();
+  EXPECT_TRUE(again->already_present);
+  EXPECT_EQ(again->artefact.regular_files(), 3);
+  ASSERT_TRUE(store_->WaitDurable().ok());
+  Reopen();
+  EXPECT_EQ(store_->recovered_artefacts(), 0);
+}
+
+TEST_F(StoreTest, PlainPushWaitsForAnIndexBeingBuilt) {
+  const std::string tarball =
+      BuildTar(ToolEntries(std::string(4 << 20, 'w')));
+  UploadOptions early;
+  early.acknowledge_before_index = true;
+  absl::StatusOr<UploadResult> first = Push(*store_, tarball, early, 1 << 20);
+  ASSERT_TRUE(first.ok()) << first.status();
+  // Whatever the background job's progress, the plain push answers with the
+  // complete index.
+  UploadOptions plain;
+  plain.expected_digest = first->digest;
+  absl::StatusOr<UploadResult> second = Push(*store_, tarball, plain);
+  ASSERT_TRUE(second.ok()) << second.status();
+  EXPECT_TRUE(second->already_present);
+  EXPECT_NE(second->artefact.index_state(), store::ArtefactRecord::INDEXING);
+  EXPECT_EQ(second->artefact.regular_files(), 3);
+}
+
+TEST_F(StoreTest, UnsafeArchiveAcknowledgedEarlyIsRejectedAndDeleted) {
+  const std::string good = BuildTar(ToolEntries("tool"));
+  ASSERT_TRUE(Push(*store_, good).ok());
+  ASSERT_TRUE(store_->WaitDurable().ok());
+  const int before = CountRegularFiles(dir_ + "/blobs");
+
+  // Hold the indexer until the upload is acknowledged.
+  store_.reset();
+  StoreOptions options;
+  options.data_dir = dir_;
+  options.testing_indexer_gate = std::make_shared<absl::Notification>();
+  absl::StatusOr<std::unique_ptr<Store>> gated = Store::Open(options);
+  ASSERT_TRUE(gated.ok()) << gated.status();
+  store_ = *std::move(gated);
+
+  const std::string bad = BuildTar({
+      {"ok.txt", TarEntry::kFile, 0644, "fine"},
+      {"../escape", TarEntry::kFile, 0644, "evil"},
+  });
+  const Digest digest = Sha256Of(bad);
+  UploadOptions early;
+  early.acknowledge_before_index = true;
+  absl::StatusOr<UploadResult> r = Push(*store_, bad, early);
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->artefact.index_state(), store::ArtefactRecord::INDEXING);
+  EXPECT_TRUE(store_->Stat(digest).ok());  // Stored, until indexed.
+
+  options.testing_indexer_gate->Notify();
+  absl::Status outcome = store_->WaitIndexed(digest).status();
+  EXPECT_EQ(outcome.code(), absl::StatusCode::kInvalidArgument) << outcome;
+  EXPECT_THAT(outcome.message(), HasSubstr("../escape"));
+  EXPECT_THAT(outcome.message(), HasSubstr("nothing stored"));
+  EXPECT_EQ(store_->Stat(digest).status().code(), absl::StatusCode::kNotFound);
+  EXPECT_FALSE(std::filesystem::exists(dir_ + "/blobs/sha256/" +
+                                       digest.Hex().substr(0, 2) + "/" +
+                                       digest.Hex()));
+  EXPECT_EQ(CountRegularFiles(dir_ + "/tmp"), 0);
+  // ok.txt may be left as an unrecorded file blob; nothing else.
+  EXPECT_LE(CountRegularFiles(dir_ + "/blobs"), before + 1);
+  std::string out;
+  ASSERT_TRUE(store_->ReadBlob(Sha256Of(good), 0, good.size(), &out).ok());
+  EXPECT_EQ(out, good);
+}
+
+TEST_F(StoreTest, WaitIndexedReportsUnknownAndDeadline) {
+  const Digest unknown = Sha256Of("no such artefact");
+  EXPECT_EQ(store_->WaitIndexed(unknown).status().code(),
+            absl::StatusCode::kNotFound);
+  // An INDEXING record with no job behind it (what a crash leaves until the
+  // next Open) never completes: the deadline ends the wait.
+  const Digest stuck = Sha256Of("stuck");
+  store::ArtefactRecord record;
+  record.set_index_state(store::ArtefactRecord::INDEXING);
+  MetadataBatch batch;
+  batch.PutArtefact(stuck, record);
+  ASSERT_TRUE(store_->mutable_metadata().Commit(std::move(batch), true).ok());
+  EXPECT_EQ(store_->WaitIndexed(stuck, absl::Now() + absl::Milliseconds(20))
+                .status()
+                .code(),
+            absl::StatusCode::kDeadlineExceeded);
+}
+
+TEST_F(StoreTest, RecoveryIndexesOrRejectsArtefactsLeftIndexing) {
+  store_.reset();
+  const std::string good = BuildTar(ToolEntries("recovered tool"));
+  const std::string bad = BuildTar({
+      {"ok.txt", TarEntry::kFile, 0644, "fine"},
+      {"/etc/evil", TarEntry::kFile, 0644, "evil"},
+  });
+  LeaveIndexing(dir_, good);
+  LeaveIndexing(dir_, bad);
+
+  Reopen();
+  EXPECT_EQ(store_->recovered_artefacts(), 1);
+  absl::StatusOr<store::ArtefactRecord> indexed =
+      store_->WaitIndexed(Sha256Of(good), absl::Now());
+  ASSERT_TRUE(indexed.ok()) << indexed.status();
+  EXPECT_EQ(indexed->regular_files(), 3);
+  EXPECT_TRUE(store_->metadata().GetFile(Sha256Of(good), "bin/tool").ok());
+
+  absl::Status rejected =
+      store_->WaitIndexed(Sha256Of(bad), absl::Now()).status();
+  EXPECT_EQ(rejected.code(), absl::StatusCode::kInvalidArgument) << rejected;
+  EXPECT_THAT(rejected.message(), HasSubstr("/etc/evil"));
+  EXPECT_EQ(store_->Stat(Sha256Of(bad)).status().code(),
+            absl::StatusCode::kNotFound);
+  const Digest bad_digest = Sha256Of(bad);
+  EXPECT_FALSE(std::filesystem::exists(dir_ + "/blobs/sha256/" +
+                                       bad_digest.Hex().substr(0, 2) + "/" +
+                                       bad_digest.Hex()));
+}
+
 TEST_F(StoreTest, AllCompressionsGiveTheSameIndex) {
   const auto entries = ToolEntries("same");
   std::vector<std::vector<std::string>> listings;

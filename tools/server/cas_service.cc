@@ -112,6 +112,19 @@ v1::FileEntry::Type ToApiType(store::FileRecord::Type type) {
 
 }  // namespace
 
+std::string IndexStateName(store::ArtefactRecord::IndexState state) {
+  switch (state) {
+    case store::ArtefactRecord::INDEXING:
+      return "indexing";
+    case store::ArtefactRecord::COMMITTED:
+      return "committed";
+    case store::ArtefactRecord::DURABLE:
+      return "durable";
+    default:
+      return "unspecified";
+  }
+}
+
 void ToSummary(const store::ArtefactRecord& record,
                v1::ArtefactSummary* summary) {
   summary->set_compression(CompressionName(record.compression()));
@@ -180,6 +193,7 @@ grpc::Status CasService::Write(grpc::ServerContext* context,
   if (header.expected_size() != 0) {
     options.expected_size = header.expected_size();
   }
+  options.acknowledge_before_index = header.acknowledge_before_index();
 
   uint64_t received = 0;  // Bytes.
   auto fail = [&](const absl::Status& status) {
@@ -207,16 +221,11 @@ grpc::Status CasService::Write(grpc::ServerContext* context,
                        " are allowed per message")));
     }
     if (!data.empty()) {
-      const size_t size = data.size();
-      // Hand the message's buffer to the upload: no copy on the way to the
-      // indexer thread.
-      std::string chunk;
-      chunk.swap(*request.mutable_data());
-      absl::Status s = (*upload)->AppendOwned(std::move(chunk));
+      absl::Status s = (*upload)->Append(data);
       if (!s.ok()) {
         return fail(WithContext(s, absl::StrCat("Write of ", expected)));
       }
-      received += size;
+      received += data.size();
     }
     ++index;
   } while (reader->Read(&request));
@@ -238,14 +247,15 @@ grpc::Status CasService::Write(grpc::ServerContext* context,
   response->set_digest(result->digest.ToString());
   response->set_size(result->size);
   response->set_already_present(result->already_present);
+  response->set_index_state(IndexStateName(result->artefact.index_state()));
   ToSummary(result->artefact, response->mutable_summary());
   spdlog::info(
       "push {} bytes={} files={} regular={} unpacked={} new_bytes={} "
-      "already_present={} duration={:.3f}s",
+      "already_present={} index_state={} duration={:.3f}s",
       result->digest.ToString(), result->size, result->artefact.file_count(),
       result->artefact.regular_files(), result->artefact.unpacked_bytes(),
       result->artefact.bytes_newly_stored(), result->already_present,
-      absl::ToDoubleSeconds(absl::Now() - start));
+      response->index_state(), absl::ToDoubleSeconds(absl::Now() - start));
   return grpc::Status::OK;
 }
 
@@ -326,11 +336,16 @@ grpc::Status CasService::Read(grpc::ServerContext* context,
   return grpc::Status::OK;
 }
 
-grpc::Status CasService::Stat(grpc::ServerContext* /*context*/,
+grpc::Status CasService::Stat(grpc::ServerContext* context,
                               const v1::StatRequest* request,
                               v1::StatResponse* response) {
   absl::StatusOr<Digest> digest = Digest::Parse(request->digest());
   if (!digest.ok()) return Fail(WithContext(digest.status(), "Stat"));
+  if (request->wait_for_index()) {
+    absl::StatusOr<store::ArtefactRecord> indexed =
+        store_.WaitIndexed(*digest, absl::FromChrono(context->deadline()));
+    if (!indexed.ok()) return Fail(WithContext(indexed.status(), "Stat"));
+  }
   absl::StatusOr<BlobInfo> info = store_.Stat(*digest);
   if (!info.ok()) return Fail(WithContext(info.status(), "Stat"));
 
@@ -343,6 +358,7 @@ grpc::Status CasService::Stat(grpc::ServerContext* /*context*/,
   if (info->artefact.has_value()) {
     response->set_index_durable(info->artefact->index_state() ==
                                 store::ArtefactRecord::DURABLE);
+    response->set_index_state(IndexStateName(info->artefact->index_state()));
     ToSummary(*info->artefact, response->mutable_summary());
   }
   return grpc::Status::OK;
@@ -363,6 +379,11 @@ grpc::Status CasService::ListFiles(
           absl::StrCat("ListFiles: ", name, " is not a stored artefact")));
     }
     return Fail(WithContext(artefact.status(), "ListFiles"));
+  }
+  if (artefact->index_state() == store::ArtefactRecord::INDEXING) {
+    return Fail(absl::FailedPreconditionError(absl::StrCat(
+        "ListFiles: the file index of ", name,
+        " is still being built (Stat with wait_for_index waits for it)")));
   }
 
   v1::ListFilesResponse batch;

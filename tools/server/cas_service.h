@@ -98,6 +98,9 @@ class CasService final : public cairn::v1::Cas::Service {
   Store& store_;
 };
 
+// The API name of an index state: "indexing", "committed" or "durable".
+std::string IndexStateName(store::ArtefactRecord::IndexState state);
+
 // Fills an API summary from a stored artefact record. Compression is
 // "gzip", "zstd" or "none" ("" if unspecified).
 void ToSummary(const store::ArtefactRecord& record,
