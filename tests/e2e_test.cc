@@ -619,6 +619,52 @@ TEST_F(E2eTest, UnsafeArchivesAreRejectedAndStoreNothing) {
   EXPECT_EQ(files->size(), 3u);
 }
 
+// `cairn push --no-wait` returns once the bytes are durable; `cairn stat
+// --wait` then gives the complete index, or the rejection of an unsafe
+// archive, which leaves nothing stored.
+TEST_F(E2eTest, PushNoWaitAcknowledgesBeforeTheIndex) {
+  const std::string tree = work_ + "/tree";
+  MakeTree(tree);
+  const std::string tarball = Pack(tree, work_ + "/tree.tar.gz");
+  const std::string digest = DigestOf(tarball);
+
+  CommandResult r = Cli({"push", "--no-wait", work_ + "/tree.tar.gz"});
+  ASSERT_EQ(r.exit_code, 0) << r.Describe();
+  EXPECT_EQ(r.stdout_text, absl::StrCat(digest, " ", tarball.size(),
+                                        " stored (index being built)\n"));
+  r = Cli({"stat", "--wait", digest}, /*json=*/true);
+  ASSERT_EQ(r.exit_code, 0) << r.Describe();
+  absl::StatusOr<Json> stat = ParseJson(r.stdout_text);
+  ASSERT_TRUE(stat.ok()) << stat.status();
+  EXPECT_NE((*stat)["index_state"], "indexing");
+  absl::StatusOr<std::vector<cairn::v1::FileEntry>> files =
+      client_->ListFiles(digest);
+  ASSERT_TRUE(files.ok()) << files.status();
+  EXPECT_EQ((*stat)["summary"]["file_count"], files->size());
+  EXPECT_GT(files->size(), 3u);
+  EXPECT_EQ(CliPull(digest), tarball);
+
+  // A ref needs the complete index: the two flags do not mix.
+  r = Cli({"push", "--no-wait", "--ref", "tool@main", work_ + "/tree.tar.gz"});
+  EXPECT_EQ(r.exit_code, 2) << r.Describe();
+
+  // An unsafe archive: refused at once, or acknowledged and then rejected.
+  const std::string bad = WriteTar(
+      "bad.tar.gz", {{"big", TarEntry::kFile, 0644, std::string(8 << 20, 0)},
+                     {"../escape", TarEntry::kFile, 0644, "evil"}});
+  absl::StatusOr<std::string> bad_bytes = ReadFile(bad);
+  ASSERT_TRUE(bad_bytes.ok());
+  r = Cli({"push", "--no-wait", bad});
+  if (r.exit_code == 0) {
+    EXPECT_THAT(r.stdout_text, HasSubstr("(index being built)"));
+    r = Cli({"stat", "--wait", DigestOf(*bad_bytes)});
+  }
+  EXPECT_EQ(r.exit_code, 1) << r.Describe();
+  EXPECT_THAT(r.stderr_text, HasSubstr("artefact rejected, nothing stored"));
+  EXPECT_THAT(r.stderr_text, HasSubstr("../escape"));
+  ASSERT_NO_FATAL_FAILURE(ExpectMissing(DigestOf(*bad_bytes)));
+}
+
 TEST_F(E2eTest, SetidBitsAreStrippedAndReported) {
   const std::string path = WriteTar(
       "setid.tar.gz", {{"bin/", TarEntry::kDir, 0755, ""},

@@ -327,12 +327,14 @@ absl::StatusOr<std::vector<std::string>> CasClient::FindMissing(
                                   response.missing_digests().end());
 }
 
-absl::StatusOr<v1::StatResponse> CasClient::Stat(const Digest& digest) {
+absl::StatusOr<v1::StatResponse> CasClient::Stat(const Digest& digest,
+                                                 bool wait_for_index) {
   v1::StatRequest request;
   request.set_digest(digest.ToString());
+  request.set_wait_for_index(wait_for_index);
   v1::StatResponse response;
   grpc::ClientContext context;
-  SetUnaryDeadline(&context);
+  if (!wait_for_index) SetUnaryDeadline(&context);
   grpc::Status status = stub_->Stat(&context, request, &response);
   if (!status.ok()) return RpcError(status);
   return response;
@@ -370,12 +372,14 @@ absl::StatusOr<v1::WriteResponse> CasClient::Push(const std::string& path,
   absl::StatusOr<std::vector<std::string>> missing = FindMissing({digest});
   if (!missing.ok()) return missing.status();
   if (missing->empty()) {
-    absl::StatusOr<v1::StatResponse> stat = Stat(digest);
+    absl::StatusOr<v1::StatResponse> stat =
+        Stat(digest, /*wait_for_index=*/!options.no_wait);
     if (stat.ok()) {
       v1::WriteResponse response;
       response.set_digest(stat->digest());
       response.set_size(stat->size());
       response.set_already_present(true);
+      response.set_index_state(stat->index_state());
       *response.mutable_summary() = stat->summary();
       response.mutable_summary()->set_bytes_newly_stored(0);
       if (options.progress) options.progress(size, size);
@@ -390,11 +394,12 @@ absl::StatusOr<v1::WriteResponse> CasClient::Push(const std::string& path,
   if (lseek(fd.get(), 0, SEEK_SET) != 0) {
     return Errno(absl::StrCat("seek ", path));
   }
-  return Upload(fd.get(), digest, size, options.progress);
+  return Upload(fd.get(), digest, options.no_wait, size, options.progress);
 }
 
 absl::StatusOr<v1::WriteResponse> CasClient::Upload(
-    int fd, const Digest& digest, uint64_t size, const ProgressFn& progress) {
+    int fd, const Digest& digest, bool no_wait, uint64_t size,
+    const ProgressFn& progress) {
   v1::WriteResponse response;
   grpc::ClientContext context;
   std::unique_ptr<grpc::ClientWriter<v1::WriteRequest>> writer =
@@ -409,6 +414,7 @@ absl::StatusOr<v1::WriteResponse> CasClient::Upload(
     if (first) {
       request.mutable_header()->set_expected_digest(digest.ToString());
       request.mutable_header()->set_expected_size(size);
+      request.mutable_header()->set_acknowledge_before_index(no_wait);
     }
     std::string* data = request.mutable_data();
     data->resize(kUploadChunkBytes);

@@ -84,6 +84,11 @@ struct PushOptions {
   // before anything is sent.
   std::optional<Digest> expect;
   ProgressFn progress;  // Upload progress; may be empty.
+  // Return once the server holds the bytes durably, before their file index
+  // is complete (WriteHeader.acknowledge_before_index); the response's
+  // index_state is then "indexing" (unless the artefact was already
+  // stored). Without it, Push returns the complete index's summary.
+  bool no_wait = false;
 };
 
 struct PullResult {
@@ -151,7 +156,8 @@ class CasClient {
   // Uploads the file at `path` unless the server already has it:
   //   1. hashes it locally (one pass);
   //   2. fails with DataLoss if options.expect differs (nothing sent);
-  //   3. FindMissing: if stored, returns a response built from Stat with
+  //   3. FindMissing: if stored, returns a response built from Stat (which
+  //      waits for an index still being built, unless options.no_wait) with
   //      already_present = true and summary.bytes_newly_stored = 0;
   //   4. else streams Write in kUploadChunkBytes messages, the first
   //      carrying expected_digest (the local digest) and expected_size.
@@ -172,8 +178,11 @@ class CasClient {
                                   const std::string& out_path,
                                   const ProgressFn& progress);
 
-  // Errors: NotFound and the server's errors.
-  absl::StatusOr<v1::StatResponse> Stat(const Digest& digest);
+  // With wait_for_index, an artefact's answer waits (without deadline)
+  // until its file index is complete or it is rejected. Errors: NotFound;
+  // the rejection (InvalidArgument, ResourceExhausted); the server's errors.
+  absl::StatusOr<v1::StatResponse> Stat(const Digest& digest,
+                                        bool wait_for_index = false);
 
   // The subset of `digests` the server lacks, in request order.
   absl::StatusOr<std::vector<std::string>> FindMissing(
@@ -200,7 +209,7 @@ class CasClient {
   void SetUnaryDeadline(grpc::ClientContext* context) const;
 
   absl::StatusOr<v1::WriteResponse> Upload(int fd, const Digest& digest,
-                                           uint64_t size,
+                                           bool no_wait, uint64_t size,
                                            const ProgressFn& progress);
 
   const ClientOptions options_;

@@ -642,7 +642,7 @@ TEST_F(ServerTest, StatCommand) {
   service_.blobs[Sha256Of("abc").ToString()] = "abc";
   const std::string digest = Sha256Of("abc").ToString();
   EXPECT_EQ(
-      Run([&](const cli::Io& io) { return cli::RunStat(flags_, digest, io); }),
+      Run([&](const cli::Io& io) { return cli::RunStat(flags_, digest, false, io); }),
       0);
   EXPECT_THAT(out_.str(), HasSubstr("digest:         " + digest + "\n"));
   EXPECT_THAT(out_.str(), HasSubstr("kind:           artefact\n"));
@@ -654,7 +654,7 @@ TEST_F(ServerTest, StatCommand) {
   cli::GlobalFlags json = flags_;
   json.json = true;
   EXPECT_EQ(
-      Run([&](const cli::Io& io) { return cli::RunStat(json, digest, io); }),
+      Run([&](const cli::Io& io) { return cli::RunStat(json, digest, false, io); }),
       0);
   nlohmann::json j = nlohmann::json::parse(out_.str());
   EXPECT_EQ(j["digest"], digest);
@@ -665,7 +665,7 @@ TEST_F(ServerTest, StatCommand) {
   EXPECT_EQ(j["summary"]["file_count"], 4);
 
   EXPECT_EQ(Run([&](const cli::Io& io) {
-              return cli::RunStat(flags_, kMissingDigest, io);
+              return cli::RunStat(flags_, kMissingDigest, false, io);
             }),
             cli::kExitFailure);
   EXPECT_EQ(err_.str(), absl::StrCat("cairn: error: NOT_FOUND: ",
@@ -714,7 +714,7 @@ TEST(CommandsTest, UnreachableServer) {
   flags.server = "127.0.0.1:1";
   std::ostringstream out, err;
   cli::Io io{&out, &err, false};
-  EXPECT_EQ(cli::RunStat(flags, kMissingDigest, io), cli::kExitFailure);
+  EXPECT_EQ(cli::RunStat(flags, kMissingDigest, false, io), cli::kExitFailure);
   EXPECT_THAT(err.str(), StartsWith("cairn: error: UNAVAILABLE: "));
   EXPECT_EQ(out.str(), "");
 }

@@ -222,14 +222,21 @@ int RunPackCheck(const GlobalFlags& flags, const std::string& file,
 
 int RunPush(const GlobalFlags& flags, const std::string& file,
             const std::string& expect, const Io& io) {
-  return RunPush(flags, file, expect, std::nullopt, io);
+  return RunPush(flags, file, expect, std::nullopt, /*no_wait=*/false, io);
 }
 
 int RunPush(const GlobalFlags& flags, const std::string& file,
             const std::string& expect, const std::optional<PushRef>& ref,
-            const Io& io) {
+            bool no_wait, const Io& io) {
   // The ref and slot are checked before anything is uploaded.
   v1::SetSlotRequest set_slot;
+  if (ref.has_value() && no_wait) {
+    return ReportError(
+        io,
+        absl::InvalidArgumentError("--no-wait cannot be used with --ref: a "
+                                   "ref needs the artefact's complete index"),
+        kExitUsage);
+  }
   if (ref.has_value()) {
     absl::StatusOr<std::string> name = ParseRefArg("--ref", ref->ref);
     if (!name.ok()) return ReportError(io, name.status(), kExitUsage);
@@ -243,6 +250,7 @@ int RunPush(const GlobalFlags& flags, const std::string& file,
     }
   }
   PushOptions options;
+  options.no_wait = no_wait;
   if (!expect.empty()) {
     absl::StatusOr<Digest> digest = ParseDigestArg("--expect", expect);
     if (!digest.ok()) return ReportError(io, digest.status(), kExitUsage);
@@ -283,6 +291,8 @@ int RunPush(const GlobalFlags& flags, const std::string& file,
   } else {
     *io.out << response->digest() << " " << response->size() << " "
             << (response->already_present() ? "already stored" : "stored")
+            << (response->index_state() == "indexing" ? " (index being built)"
+                                                      : "")
             << "\n";
     if (update.has_value()) {
       *io.out << set_slot.ref() << " " << set_slot.slot() << " "
@@ -346,12 +356,12 @@ int RunDigest(const GlobalFlags& flags, const std::string& path,
 }
 
 int RunStat(const GlobalFlags& flags, const std::string& digest_text,
-            const Io& io) {
+            bool wait, const Io& io) {
   absl::StatusOr<Digest> digest = ParseDigestArg("DIGEST", digest_text);
   if (!digest.ok()) return ReportError(io, digest.status(), kExitUsage);
   absl::StatusOr<std::unique_ptr<CasClient>> client = Connect(flags);
   if (!client.ok()) return ReportError(io, client.status(), kExitUsage);
-  absl::StatusOr<v1::StatResponse> response = (*client)->Stat(*digest);
+  absl::StatusOr<v1::StatResponse> response = (*client)->Stat(*digest, wait);
   if (!response.ok()) return ReportError(io, response.status());
   if (flags.json) {
     PrintJson(io, StatToJson(*response));

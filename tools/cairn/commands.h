@@ -94,9 +94,12 @@ struct PushRef {
 // the digest; JSON: the WriteResponse with "ref_update" (RefUpdateToJson).
 // A failed SetSlot (e.g. ABORTED: the branch moved) exits 1 and says that
 // the artefact itself is stored.
+// With `no_wait` (no ref allowed), returns once the server holds the bytes
+// durably, before their index is complete, printing "<digest> <size> stored
+// (index being built)"; `cairn stat --wait` then tells the outcome.
 int RunPush(const GlobalFlags& flags, const std::string& file,
             const std::string& expect, const std::optional<PushRef>& ref,
-            const Io& io);
+            bool no_wait, const Io& io);
 
 // `cairn release PKG@NAME --slot SLOT=DIGEST ...`: CreateRelease. Prints
 // FormatRef (quiet: nothing; JSON: RefUpdateToJson).
@@ -163,7 +166,10 @@ int RunPull(const GlobalFlags& flags, const std::string& digest,
 // unchanged file skips hashing. No server needed.
 int RunDigest(const GlobalFlags& flags, const std::string& path, const Io& io);
 
-int RunStat(const GlobalFlags& flags, const std::string& digest, const Io& io);
+// With `wait`, an artefact's answer waits until its file index is complete
+// (or it is rejected: exit 1 with the reason).
+int RunStat(const GlobalFlags& flags, const std::string& digest, bool wait,
+            const Io& io);
 
 // `cairn inspect DIGEST`: one FormatFileEntry line per entry, or a JSON
 // array of FileEntryToJson.

@@ -107,6 +107,7 @@ nlohmann::ordered_json WriteResponseToJson(const v1::WriteResponse& response) {
       {"digest", response.digest()},
       {"size", response.size()},
       {"already_present", response.already_present()},
+      {"index_state", response.index_state()},
       {"summary", SummaryToJson(response.summary())},
   };
 }
@@ -120,6 +121,9 @@ nlohmann::ordered_json StatToJson(const v1::StatResponse& response) {
       {"created", FormatUnixTime(response.created_unix_seconds())},
       {"index_durable", response.index_durable()},
   };
+  if (!response.index_state().empty()) {
+    j["index_state"] = response.index_state();
+  }
   if (response.has_summary()) j["summary"] = SummaryToJson(response.summary());
   return j;
 }
@@ -154,6 +158,10 @@ std::string FormatStat(const v1::StatResponse& response) {
   line("created", FormatUnixTime(response.created_unix_seconds()));
   if (!response.has_summary()) return out;
   const v1::ArtefactSummary& s = response.summary();
+  if (response.index_state() == "indexing") {
+    line("index", "being built (cairn stat --wait waits for it)");
+    return out;
+  }
   line("index", response.index_durable() ? "durable" : "not yet durable");
   line("compression", s.compression());
   line("files", absl::StrCat(s.file_count(), " entries, ", s.regular_files(),

@@ -95,6 +95,11 @@ int main(int argc, char** argv) {
                        "must not exist); else ABORTED")
           ->type_name("N")
           ->needs(push_ref_opt);
+  bool push_no_wait = false;
+  push->add_flag("--no-wait", push_no_wait,
+                 "Return once the bytes are durable, before the file index is "
+                 "complete (see cairn stat --wait)")
+      ->excludes(push_ref_opt);
 
   std::string pull_target, pull_output, pull_arch;
   bool pull_allow_yanked = false;
@@ -201,10 +206,14 @@ int main(int argc, char** argv) {
       ->type_name("FILE");
 
   std::string stat_digest;
+  bool stat_wait = false;
   CLI::App* stat = app.add_subcommand("stat", "Describe a stored blob");
   stat->add_option("digest", stat_digest, "sha256:<hex>")
       ->required()
       ->type_name("DIGEST");
+  stat->add_flag("--wait", stat_wait,
+                 "Wait until an artefact's file index is complete (exit 1 "
+                 "if it was rejected)");
 
   std::string inspect_digest;
   CLI::App* inspect =
@@ -234,7 +243,8 @@ int main(int argc, char** argv) {
         ref->if_generation = push_if_generation;
       }
     }
-    return cairn::cli::RunPush(flags, push_file, push_expect, ref, io);
+    return cairn::cli::RunPush(flags, push_file, push_expect, ref,
+                               push_no_wait, io);
   }
   if (*pull) {
     return cairn::cli::RunPullTarget(
@@ -260,7 +270,7 @@ int main(int argc, char** argv) {
     return cairn::cli::RunDelete(flags, rm_ref, if_generation, io);
   }
   if (*digest) return cairn::cli::RunDigest(flags, digest_file, io);
-  if (*stat) return cairn::cli::RunStat(flags, stat_digest, io);
+  if (*stat) return cairn::cli::RunStat(flags, stat_digest, stat_wait, io);
   if (*inspect) return cairn::cli::RunInspect(flags, inspect_digest, io);
   return kExitUsage;  // Unreachable: require_subcommand(1).
 }
