@@ -16,6 +16,8 @@
 
 #include "CLI/CLI.hpp"
 #include "tools/cairn/commands.h"
+#include "tools/cairn/mounts.h"
+#include "tools/cairn/run.h"
 
 int main(int argc, char** argv) {
   using cairn::cli::GlobalFlags;
@@ -222,6 +224,47 @@ int main(int argc, char** argv) {
       ->required()
       ->type_name("DIGEST");
 
+  cairn::cli::RunArgs run_args;
+  CLI::App* run = app.add_subcommand(
+      "run", "Execute an artefact's entrypoint in place from the FUSE mount");
+  run->add_option("ref", run_args.ref, "The ref (this host's slot, else "
+                                       "noarch)")
+      ->required()
+      ->type_name("PKG@NAME");
+  run->add_option("args", run_args.args,
+                  "The program's arguments (put them after --)")
+      ->type_name("ARGS");
+  run->add_option("--entry", run_args.entry,
+                  "Path inside the artefact to execute (default: the "
+                  "entrypoint of its cairn.json)")
+      ->type_name("PATH");
+  run->add_option("--mount", run_args.mount,
+                  "Directory of a Cairn mount (default: $CAIRN_MOUNT, else "
+                  "the daemon's)")
+      ->type_name("DIR");
+
+  std::string mount_dir;
+  bool mount_allow_other = false;
+  CLI::App* mount = app.add_subcommand(
+      "mount", "Have the daemon mount its store on DIR (needs cairnd "
+               "--mount-root)");
+  mount->add_option("dir", mount_dir, "An empty directory on the daemon's "
+                                      "host")
+      ->required()
+      ->type_name("DIR");
+  mount->add_flag("--allow-other", mount_allow_other,
+                  "Let every user see the mount (FUSE allow_other)");
+
+  std::string umount_dir;
+  CLI::App* umount = app.add_subcommand(
+      "umount", "Have the daemon unmount one of its mounts");
+  umount->add_option("dir", umount_dir, "The mount point")
+      ->required()
+      ->type_name("DIR");
+
+  CLI::App* mounts =
+      app.add_subcommand("mounts", "List the daemon's FUSE mounts");
+
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -272,5 +315,11 @@ int main(int argc, char** argv) {
   if (*digest) return cairn::cli::RunDigest(flags, digest_file, io);
   if (*stat) return cairn::cli::RunStat(flags, stat_digest, stat_wait, io);
   if (*inspect) return cairn::cli::RunInspect(flags, inspect_digest, io);
+  if (*run) return cairn::cli::RunRun(flags, run_args, io);
+  if (*mount) {
+    return cairn::cli::RunMount(flags, mount_dir, mount_allow_other, io);
+  }
+  if (*umount) return cairn::cli::RunUmount(flags, umount_dir, io);
+  if (*mounts) return cairn::cli::RunMounts(flags, io);
   return kExitUsage;  // Unreachable: require_subcommand(1).
 }

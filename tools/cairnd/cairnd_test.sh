@@ -51,8 +51,33 @@ grep -q "syntax.toml:1:" "$tmp/err" ||
 expect_exit 2 "malformed listen address" -- --data-dir "$tmp/d" \
   --listen 127.0.0.1:99999
 grep -q "127.0.0.1:99999" "$tmp/err" || fail "bad address message"
+# --mount-root must exist and be writable only by its owner (root or
+# cairnd's user); --mount-allow-other needs --mount.
+expect_exit 2 "missing mount root" -- --data-dir "$tmp/d" \
+  --mount-root "$tmp/no-such-root"
+grep -q "mount root $tmp/no-such-root does not exist" "$tmp/err" ||
+  fail "missing mount root message: $(cat "$tmp/err")"
+mkdir -p "$tmp/open-root"
+chmod 0777 "$tmp/open-root"
+expect_exit 2 "world-writable mount root" -- --data-dir "$tmp/d" \
+  --mount-root "$tmp/open-root"
+grep -q "is writable by group or others" "$tmp/err" ||
+  fail "writable mount root message: $(cat "$tmp/err")"
+printf 'mount_root = "%s"\n' "$tmp/open-root" >"$tmp/openroot.toml"
+expect_exit 2 "world-writable mount root in config" -- --data-dir "$tmp/d" \
+  --config "$tmp/openroot.toml"
+printf 'mount_allow_other = "yes"\n' >"$tmp/badallow.toml"
+expect_exit 2 "config mount_allow_other type" -- --data-dir "$tmp/d" \
+  --config "$tmp/badallow.toml"
+grep -q "mount_allow_other must be true or false" "$tmp/err" ||
+  fail "mount_allow_other message: $(cat "$tmp/err")"
+expect_exit 2 "allow-other without mount" -- --data-dir "$tmp/d" \
+  --mount-allow-other
+grep -q -- "--mount-allow-other needs --mount" "$tmp/err" ||
+  fail "allow-other message: $(cat "$tmp/err")"
 expect_exit 0 "help" -- --help
 grep -q -- "--data-dir" "$tmp/out" || fail "--help does not list --data-dir"
+grep -q -- "--mount-root" "$tmp/out" || fail "--help does not list --mount-root"
 
 # Starts cairnd in the background with ARGS; sets pid and port.
 start() {

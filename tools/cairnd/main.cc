@@ -1,33 +1,30 @@
 // Copyright 2026 The Cairn Authors.
 //
-// cairnd: serves a Cairn store (cairn.v1.Cas) and its refs (cairn.v1.Refs)
-// over gRPC. See docs/cairnd.md.
+// cairnd: serves a Cairn store (cairn.v1.Cas), its refs (cairn.v1.Refs)
+// and its FUSE mounts (cairn.v1.Mounts) over gRPC. See docs/cairnd.md.
 //
 //   cairnd --data-dir DIR [--listen ADDR] [--config FILE] [--log-level L]
-//          [--mount DIR]
+//          [--mount DIR] [--mount-allow-other] [--mount-root DIR]
 //
 // Startup: parse flags and the optional TOML config (flags win), block
 // SIGINT/SIGTERM in every thread, open the store (re-deriving indexes a
 // crash left non-durable) and the refs on its database, with --mount DIR
 // mount the read-only FUSE view there (docs/fuse.md; a stale mount of a
-// crashed daemon is detached first), start gRPC, print
+// crashed daemon is detached first) and register it in the Mounts service
+// (tools/server/mount_service.h; with --mount-root DIR clients may add
+// mounts strictly inside DIR), start gRPC, print
 // "cairnd listening on HOST:PORT" on stdout. Then the main thread sigwait()s;
-// on SIGINT/SIGTERM it unmounts the FUSE view, stops gRPC (in-flight calls
-// get 5 s, then are cancelled), waits for pending indexes to become
+// on SIGINT/SIGTERM it unmounts every FUSE mount, stops gRPC (in-flight
+// calls get 5 s, then are cancelled), waits for pending indexes to become
 // durable, closes the store and exits 0.
 //
 // Exit codes: 0 clean shutdown; 1 the store or the server failed to start
-// (or the final flush failed, or --mount failed); 2 bad flags, config or
-// listen address.
+// (or the final flush failed, or --mount failed); 2 bad flags, config,
+// listen address or mount root.
 
-#include <errno.h>
 #include <pthread.h>
 #include <signal.h>
-#include <spawn.h>
 #include <string.h>
-#include <sys/mount.h>
-#include <sys/stat.h>
-#include <sys/wait.h>
 
 #include <chrono>
 #include <cstdint>
@@ -46,10 +43,10 @@
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
-#include "fuse/cairn_fs.h"
 #include "grpc/grpc.h"
 #include "grpcpp/health_check_service_interface.h"
 #include "grpcpp/server.h"
+#include "proto/mount.grpc.pb.h"
 #include "proto/refs.grpc.pb.h"
 #include "spdlog/sinks/stdout_sinks.h"
 #include "spdlog/spdlog.h"
@@ -57,6 +54,7 @@
 #include "store/store.h"
 #include "toml++/toml.h"
 #include "tools/server/cas_service.h"
+#include "tools/server/mount_service.h"
 #include "tools/server/refs_service.h"
 
 namespace cairn {
@@ -80,6 +78,11 @@ struct Config {
   std::string debug_crash_point;  // Testing only.
   // --mount: where to mount the read-only FUSE view (docs/fuse.md); "" none.
   std::string mount;
+  // --mount-allow-other: the --mount mount gets allow_other.
+  bool mount_allow_other = false;
+  // --mount-root: Mount RPCs may mount strictly inside it; "" none (refused).
+  // A realpath once ParseArgs validated it.
+  std::string mount_root;
 };
 
 // Why parsing stopped without a Config: the exit code to return.
@@ -154,6 +157,17 @@ std::string ReadConfigFile(const std::string& path, Config* config) {
       error = get_string(node, k, &config->listen);
     } else if (k == "log_level") {
       error = get_string(node, k, &config->log_level);
+    } else if (k == "mount") {
+      error = get_string(node, k, &config->mount);
+    } else if (k == "mount_root") {
+      error = get_string(node, k, &config->mount_root);
+    } else if (k == "mount_allow_other") {
+      std::optional<bool> v = node.value<bool>();
+      if (!node.is_boolean() || !v.has_value()) {
+        error = where(k) + " must be true or false";
+      } else {
+        config->mount_allow_other = *v;
+      }
     } else if (k == "limits") {
       const toml::table* limits = node.as_table();
       if (limits == nullptr) return where(k) + " must be a table";
@@ -206,8 +220,8 @@ std::string ReadConfigFile(const std::string& path, Config* config) {
       }
     } else {
       error = where(k) +
-              " is not a known key (data_dir, listen, log_level, [limits], "
-              "[grpc])";
+              " is not a known key (data_dir, listen, log_level, mount, "
+              "mount_root, mount_allow_other, [limits], [grpc])";
     }
     if (!error.empty()) return error;
   }
@@ -232,13 +246,24 @@ std::pair<std::optional<Config>, ParseExit> ParseArgs(int argc, char** argv) {
                    "(default ",
                    kDefaultListen, ")"));
   app.add_option("--config", config_path,
-                 "TOML config file: data_dir, listen, log_level, [limits], "
-                 "[grpc]; flags override it")
+                 "TOML config file: data_dir, listen, log_level, mount, "
+                 "mount_root, mount_allow_other, [limits], [grpc]; flags "
+                 "override it")
       ->check(CLI::ExistingFile);
-  std::string mount;
-  app.add_option("--mount", mount,
-                 "Mount the store read-only with FUSE on this directory "
-                 "(docs/fuse.md); unmounted at SIGTERM");
+  std::string mount, mount_root;
+  CLI::Option* mount_opt = app.add_option(
+      "--mount", mount,
+      "Mount the store read-only with FUSE on this directory "
+      "(docs/fuse.md); unmounted at SIGTERM");
+  bool mount_allow_other = false;
+  CLI::Option* mount_allow_other_opt = app.add_flag(
+      "--mount-allow-other", mount_allow_other,
+      "Let every user (not only cairnd's) see the --mount mount "
+      "(FUSE allow_other)");
+  CLI::Option* mount_root_opt = app.add_option(
+      "--mount-root", mount_root,
+      "Allow clients to mount (cairn mount) on empty directories strictly "
+      "inside this directory; without it Mount over gRPC is refused");
   CLI::Option* log_level_opt = app.add_option(
       "--log-level", log_level,
       "trace, debug, info, warn, error, critical or off (default info)");
@@ -271,7 +296,11 @@ std::pair<std::optional<Config>, ParseExit> ParseArgs(int argc, char** argv) {
   if (listen_opt->count() > 0) config.listen = listen;
   if (log_level_opt->count() > 0) config.log_level = log_level;
   config.debug_crash_point = debug_crash_point;
-  config.mount = mount;
+  if (mount_opt->count() > 0) config.mount = mount;
+  if (mount_allow_other_opt->count() > 0) {
+    config.mount_allow_other = mount_allow_other;
+  }
+  if (mount_root_opt->count() > 0) config.mount_root = mount_root;
 
   if (config.data_dir.empty()) {
     UsageError("--data-dir is required (or data_dir in --config)");
@@ -286,6 +315,18 @@ std::pair<std::optional<Config>, ParseExit> ParseArgs(int argc, char** argv) {
                             "\" (trace, debug, info, warn, error, critical, "
                             "off)"));
     return {std::nullopt, ParseExit{kExitUsage}};
+  }
+  if (config.mount_allow_other && config.mount.empty()) {
+    UsageError("--mount-allow-other needs --mount DIR (or mount in --config)");
+    return {std::nullopt, ParseExit{kExitUsage}};
+  }
+  if (!config.mount_root.empty()) {
+    absl::StatusOr<std::string> root = ValidateMountRoot(config.mount_root);
+    if (!root.ok()) {
+      UsageError(absl::StrCat("--mount-root: ", root.status().message()));
+      return {std::nullopt, ParseExit{kExitUsage}};
+    }
+    config.mount_root = *root;
   }
   return {std::move(config), ParseExit{0}};
 }
@@ -312,32 +353,6 @@ std::string ListeningAddress(const std::string& listen, int port) {
   return absl::StrCat(listen.substr(0, colon), ":", port);
 }
 
-// A mount left by a crashed daemon makes stat(2) fail with ENOTCONN: detach
-// it (umount2 MNT_DETACH, or `fusermount3 -u -z` when that is refused).
-void ClearStaleMount(const std::string& dir) {
-  struct stat st;
-  if (stat(dir.c_str(), &st) == 0 || errno != ENOTCONN) return;
-  spdlog::warn("{} is a stale FUSE mount (ENOTCONN); unmounting it", dir);
-  if (umount2(dir.c_str(), MNT_DETACH) == 0) return;
-  spdlog::warn("umount2({}) failed: {}; trying fusermount3 -u -z", dir,
-               strerror(errno));
-  std::string prog = "fusermount3", u = "-u", z = "-z", d = dir;
-  char* argv[] = {prog.data(), u.data(), z.data(), d.data(), nullptr};
-  pid_t pid = 0;
-  if (int err = posix_spawnp(&pid, "fusermount3", nullptr, nullptr, argv,
-                             environ);
-      err != 0) {
-    spdlog::error("cannot run fusermount3: {}", strerror(err));
-    return;
-  }
-  int wstatus = 0;
-  while (waitpid(pid, &wstatus, 0) < 0 && errno == EINTR) {
-  }
-  if (!WIFEXITED(wstatus) || WEXITSTATUS(wstatus) != 0) {
-    spdlog::error("fusermount3 -u -z {} failed (wait status {})", dir, wstatus);
-  }
-}
-
 int Run(const Config& config) {
   SetUpLogging(config.log_level);
   // Hold a reference on the gRPC library for the whole process. Otherwise
@@ -360,11 +375,16 @@ int Run(const Config& config) {
   spdlog::info(
       "starting: data dir {}, listen {}, limits max_entries={} "
       "max_path_bytes={} max_unpacked_bytes={}; grpc bdp_probe={} "
-      "stream_window_bytes={} max_concurrent_streams={} max_threads={}",
+      "stream_window_bytes={} max_concurrent_streams={} max_threads={}; "
+      "mount {}{}, mount root {}",
       config.data_dir, config.listen, config.limits.max_entries,
       config.limits.max_path_bytes, config.limits.max_unpacked_bytes,
       config.server.bdp_probe, config.server.stream_lookahead_bytes,
-      config.server.max_concurrent_streams, config.server.max_threads);
+      config.server.max_concurrent_streams, config.server.max_threads,
+      config.mount.empty() ? "none" : config.mount,
+      config.mount_allow_other ? " (allow_other)" : "",
+      config.mount_root.empty() ? "none (Mount RPCs refused)"
+                                : config.mount_root);
 
   const absl::Time open_start = absl::Now();
   StoreOptions store_options;
@@ -391,17 +411,23 @@ int Run(const Config& config) {
   }
   std::unique_ptr<RefStore> refs = *std::move(created);
 
-  std::unique_ptr<CairnFs> fs;
+  MountServiceOptions mount_options;
+  mount_options.mount_root = config.mount_root;
+  absl::StatusOr<std::unique_ptr<MountService>> mounts_created =
+      MountService::Create(store.get(), refs.get(), mount_options);
+  if (!mounts_created.ok()) {
+    spdlog::critical("{}", mounts_created.status().ToString());
+    return kExitFailure;
+  }
+  std::unique_ptr<MountService> mount_service = *std::move(mounts_created);
   if (!config.mount.empty()) {
-    ClearStaleMount(config.mount);
-    absl::StatusOr<std::unique_ptr<CairnFs>> mounted =
-        CairnFs::Mount(store.get(), refs.get(), config.mount);
+    absl::StatusOr<v1::MountInfo> mounted =
+        mount_service->MountLocal(config.mount, config.mount_allow_other);
     if (!mounted.ok()) {
       spdlog::critical("cannot mount {}: {}", config.mount,
                        mounted.status().ToString());
       return kExitFailure;
     }
-    fs = *std::move(mounted);
   }
 
   auto service = std::make_unique<CasService>(*store);
@@ -411,7 +437,8 @@ int Run(const Config& config) {
   int port = 0;
   absl::StatusOr<std::unique_ptr<grpc::Server>> started =
       StartServer(server_options, service.get(), &port,
-                  {{refs_service.get(), v1::Refs::service_full_name()}});
+                  {{refs_service.get(), v1::Refs::service_full_name()},
+                   {mount_service.get(), v1::Mounts::service_full_name()}});
   if (!started.ok()) {
     spdlog::critical("{}", started.status().ToString());
     return kExitFailure;
@@ -432,8 +459,9 @@ int Run(const Config& config) {
                std::chrono::seconds(kShutdownGrace).count());
 
   const absl::Time stop_start = absl::Now();
-  if (fs != nullptr) fs->Unmount();  // Before the refs and store close.
-  fs.reset();
+  // Every FUSE mount (--mount and Mount RPCs), before the refs and store
+  // close; Mount RPCs arriving from now on are refused (UNAVAILABLE).
+  mount_service->UnmountAll();
   if (grpc::HealthCheckServiceInterface* health =
           server->GetHealthCheckService()) {
     health->Shutdown();  // NOT_SERVING from now on.
@@ -441,6 +469,7 @@ int Run(const Config& config) {
   server->Shutdown(std::chrono::system_clock::now() + kShutdownGrace);
   server->Wait();
   server.reset();
+  mount_service.reset();
   refs_service.reset();
   service.reset();
   refs.reset();

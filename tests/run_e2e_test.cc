@@ -1,0 +1,292 @@
+// Copyright 2026 The Cairn Authors.
+//
+// End-to-end test of `cairn run` (execute an artefact's entrypoint in place
+// from the FUSE mount) and of `cairn mount` / `umount` / `mounts`: a real
+// cairnd started with --mount and --mount-root, trees holding real ELF
+// binaries and a shell script packed and pushed with the real CLI, then run
+// through the mount. Needs /dev/fuse and root (CI); skips without
+// /dev/fuse. No sleeps: ref resolution and exec are synchronous.
+
+#include <errno.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <filesystem>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/strings/str_cat.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "tests/daemon.h"
+#include "tests/e2e_util.h"
+
+namespace cairn::testing {
+namespace {
+
+namespace fs = std::filesystem;
+using ::testing::HasSubstr;
+using ::testing::IsEmpty;
+using ::testing::StartsWith;
+
+// Prints "$0" and then each argument in brackets, and exits 7, so the test
+// sees which file ran, that arguments keep their boundaries, and that the
+// exit code comes through.
+constexpr char kScript[] =
+    "#!/bin/sh\n"
+    "echo \"$0\"\n"
+    "echo \"VERSION\"\n"
+    "for a in \"$@\"; do echo \"[$a]\"; done\n"
+    "exit 7\n";
+
+class RunE2eTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    if (access("/dev/fuse", R_OK | W_OK) != 0) {
+      GTEST_SKIP() << "/dev/fuse is not usable here";
+    }
+    // Mount points are compared after realpath.
+    work_ = fs::canonical(NewTempDir("run_e2e")).string();
+    mnt_ = work_ + "/mnt";
+    root_ = work_ + "/mounts";
+    for (const std::string& d : {mnt_, root_}) {
+      ASSERT_EQ(mkdir(d.c_str(), 0755), 0) << d << ": " << strerror(errno);
+    }
+    DaemonOptions options;
+    options.extra_args = {"--mount", mnt_, "--mount-root", root_};
+    absl::StatusOr<std::unique_ptr<Daemon>> daemon = Daemon::Start(options);
+    ASSERT_TRUE(daemon.ok()) << daemon.status();
+    daemon_ = *std::move(daemon);
+    digest_ = PackAndPush(MakeTree("one", /*entrypoint=*/"bin/tool.sh"),
+                          "tool@main");
+  }
+
+  void TearDown() override {
+    if (daemon_ != nullptr && daemon_->running()) {
+      absl::Status stopped = daemon_->Stop();
+      EXPECT_TRUE(stopped.ok()) << stopped;
+      EXPECT_THAT(daemon_->Logs(), HasSubstr("fuse: unmounted " + mnt_));
+    }
+    if (HasFailure() && daemon_ != nullptr) {
+      std::fprintf(stderr, "cairnd logs:\n%s\n", daemon_->AllLogs().c_str());
+    }
+  }
+
+  // A tree with two real ELF binaries (bin/true, bin/echo) and the script
+  // (printing `version`), plus a cairn.json naming `entrypoint` if not
+  // empty. Returns its directory.
+  std::string MakeTree(const std::string& version,
+                       const std::string& entrypoint) {
+    const std::string tree = absl::StrCat(work_, "/tree-", ++trees_);
+    fs::create_directories(tree + "/bin");
+    fs::copy_file("/usr/bin/true", tree + "/bin/true");
+    fs::copy_file("/bin/echo", tree + "/bin/echo");
+    std::string script = kScript;
+    script.replace(script.find("VERSION"), 7, version);
+    EXPECT_TRUE(WriteFile(tree + "/bin/tool.sh", script).ok());
+    EXPECT_TRUE(WriteFile(tree + "/README", "not a program\n").ok());
+    for (const char* f : {"/bin/true", "/bin/echo", "/bin/tool.sh"}) {
+      fs::permissions(tree + f, fs::perms(0755));
+    }
+    fs::permissions(tree + "/README", fs::perms(0644));
+    std::string json = absl::StrCat(R"({"name":"tool","version":")", version,
+                                    R"(")");
+    if (!entrypoint.empty()) {
+      absl::StrAppend(&json, R"(,"entrypoint":")", entrypoint, R"(")");
+    }
+    EXPECT_TRUE(WriteFile(tree + "/cairn.json", json + "}\n").ok());
+    return tree;
+  }
+
+  CommandResult Cli(std::vector<std::string> args,
+                    const Daemon* daemon = nullptr) {
+    if (daemon == nullptr) daemon = daemon_.get();
+    std::vector<std::string> argv = {"--server", daemon->address(), "--actor",
+                                     "run-e2e"};
+    argv.insert(argv.end(), args.begin(), args.end());
+    absl::StatusOr<CommandResult> r = RunCli(argv);
+    if (!r.ok()) {
+      ADD_FAILURE() << "running cairn: " << r.status();
+      return CommandResult{};
+    }
+    return *std::move(r);
+  }
+
+  // Packs `tree` and pushes it to `ref` (this host's slot unless `arch`).
+  // Returns its digest.
+  std::string PackAndPush(const std::string& tree, const std::string& ref,
+                          const std::string& arch = "",
+                          const Daemon* daemon = nullptr) {
+    const std::string tarball = tree + ".tar.gz";
+    CommandResult r = Cli({"pack", tree, "-o", tarball}, daemon);
+    EXPECT_EQ(r.exit_code, 0) << r.Describe();
+    std::vector<std::string> push = {"-q", "push", tarball, "--ref", ref};
+    if (!arch.empty()) push.insert(push.end(), {"--arch", arch});
+    r = Cli(push, daemon);
+    EXPECT_EQ(r.exit_code, 0) << r.Describe();
+    absl::StatusOr<std::string> bytes = ReadFile(tarball);
+    EXPECT_TRUE(bytes.ok()) << bytes.status();
+    const std::string digest = bytes.ok() ? DigestOf(*bytes) : "";
+    EXPECT_EQ(r.stdout_text, digest + "\n");
+    return digest;
+  }
+
+  std::string PinnedPath(const std::string& digest, const std::string& entry) {
+    return absl::StrCat(mnt_, "/by-digest/", digest, "/", entry);
+  }
+
+  std::string work_, mnt_, root_, digest_;
+  int trees_ = 0;
+  std::unique_ptr<Daemon> daemon_;
+};
+
+TEST_F(RunE2eTest, RunsTheEntrypointFromTheMountWithArgsAndExitCode) {
+  // No --mount: the daemon's own mount is found through cairn.v1.Mounts.
+  CommandResult r = Cli({"run", "tool@main", "--", "a", "b c", "--json"});
+  EXPECT_EQ(r.exit_code, 7) << r.Describe();
+  EXPECT_EQ(r.stdout_text, absl::StrCat(PinnedPath(digest_, "bin/tool.sh"),
+                                        "\none\n[a]\n[b c]\n[--json]\n"));
+  EXPECT_THAT(r.stderr_text, IsEmpty());
+
+  // --mount names it explicitly; the program's arguments may be empty.
+  r = Cli({"run", "--mount", mnt_, "tool@main"});
+  EXPECT_EQ(r.exit_code, 7) << r.Describe();
+  EXPECT_EQ(r.stdout_text,
+            absl::StrCat(PinnedPath(digest_, "bin/tool.sh"), "\none\n"));
+}
+
+TEST_F(RunE2eTest, EntryOverridesTheEntrypointAndRunsRealElfBinaries) {
+  CommandResult r =
+      Cli({"run", "tool@main", "--entry", "bin/echo", "--", "hello", "world"});
+  EXPECT_EQ(r.exit_code, 0) << r.Describe();
+  EXPECT_EQ(r.stdout_text, "hello world\n");
+
+  r = Cli({"run", "tool@main", "--entry", "./bin//true"});
+  EXPECT_EQ(r.exit_code, 0) << r.Describe();
+  EXPECT_THAT(r.stdout_text, IsEmpty());
+}
+
+TEST_F(RunE2eTest, MissingEntrypointSaysWhatToDo) {
+  PackAndPush(MakeTree("bare", /*entrypoint=*/""), "bare@main", "noarch");
+  CommandResult r = Cli({"run", "bare@main", "--", "x"});
+  EXPECT_EQ(r.exit_code, 1) << r.Describe();
+  EXPECT_THAT(r.stderr_text, StartsWith("cairn: error: FAILED_PRECONDITION: "
+                                        "bare@main (noarch slot, sha256:"));
+  EXPECT_THAT(r.stderr_text, HasSubstr("declares no entrypoint: pass --entry "
+                                       "PATH, or add \"entrypoint\""));
+  EXPECT_THAT(r.stdout_text, IsEmpty());
+  // With --entry it runs (noarch fallback for this host's slot).
+  r = Cli({"run", "bare@main", "--entry", "bin/tool.sh", "--", "x"});
+  EXPECT_EQ(r.exit_code, 7) << r.Describe();
+  EXPECT_THAT(r.stdout_text, HasSubstr("bare\n[x]\n"));
+}
+
+TEST_F(RunE2eTest, BadEntriesAreRefusedNamingThePath) {
+  CommandResult r = Cli({"run", "tool@main", "--entry", "../../etc/passwd"});
+  EXPECT_EQ(r.exit_code, 2) << r.Describe();
+  EXPECT_THAT(r.stderr_text, HasSubstr("\"..\" component"));
+  r = Cli({"run", "tool@main", "--entry", "/bin/sh"});
+  EXPECT_EQ(r.exit_code, 2) << r.Describe();
+  EXPECT_THAT(r.stderr_text, HasSubstr("is absolute"));
+
+  r = Cli({"run", "tool@main", "--entry", "bin/nope"});
+  EXPECT_EQ(r.exit_code, 1) << r.Describe();
+  EXPECT_THAT(r.stderr_text,
+              HasSubstr("NOT_FOUND: entry bin/nope is not in artefact " +
+                        digest_ + ": " + PinnedPath(digest_, "bin/nope")));
+  r = Cli({"run", "tool@main", "--entry", "README"});
+  EXPECT_EQ(r.exit_code, 1) << r.Describe();
+  EXPECT_THAT(r.stderr_text,
+              HasSubstr("PERMISSION_DENIED: " + PinnedPath(digest_, "README") +
+                        " is not executable (mode 0644)"));
+  r = Cli({"run", "nosuch@main"});
+  EXPECT_EQ(r.exit_code, 1) << r.Describe();
+  EXPECT_THAT(r.stderr_text, HasSubstr("NOT_FOUND"));
+  r = Cli({"run", "Not A Ref"});
+  EXPECT_EQ(r.exit_code, 2) << r.Describe();
+}
+
+TEST_F(RunE2eTest, RunFollowsTheBranchToItsNewDigest) {
+  CommandResult r = Cli({"run", "tool@main"});
+  ASSERT_EQ(r.exit_code, 7) << r.Describe();
+  EXPECT_THAT(r.stdout_text, HasSubstr("\none\n"));
+
+  const std::string two =
+      PackAndPush(MakeTree("two", "bin/tool.sh"), "tool@main");
+  ASSERT_NE(two, digest_);
+  r = Cli({"run", "tool@main", "--", "z"});
+  EXPECT_EQ(r.exit_code, 7) << r.Describe();
+  EXPECT_EQ(r.stdout_text,
+            absl::StrCat(PinnedPath(two, "bin/tool.sh"), "\ntwo\n[z]\n"));
+  // The old version stays runnable by its pinned path.
+  absl::StatusOr<CommandResult> old =
+      RunCommand({PinnedPath(digest_, "bin/tool.sh")});
+  ASSERT_TRUE(old.ok()) << old.status();
+  EXPECT_THAT(old->stdout_text, HasSubstr("\none\n"));
+}
+
+TEST_F(RunE2eTest, MountCommandsMountInsideTheRootOnly) {
+  const std::string m = root_ + "/extra";
+  ASSERT_EQ(mkdir(m.c_str(), 0755), 0) << strerror(errno);
+  CommandResult r = Cli({"mount", m});
+  ASSERT_EQ(r.exit_code, 0) << r.Describe();
+  EXPECT_EQ(r.stdout_text, "mounted " + m + "\n");
+
+  r = Cli({"-q", "mounts"});
+  EXPECT_EQ(r.exit_code, 0) << r.Describe();
+  EXPECT_EQ(r.stdout_text, mnt_ + "\n" + m + "\n");
+  r = Cli({"mounts"});
+  EXPECT_THAT(r.stdout_text, HasSubstr(mnt_ + " flag "));
+  EXPECT_THAT(r.stdout_text, HasSubstr(m + " rpc "));
+
+  // The new mount serves the same store.
+  r = Cli({"run", "--mount", m, "tool@main", "--entry", "bin/echo", "--",
+           "via extra"});
+  EXPECT_EQ(r.exit_code, 0) << r.Describe();
+  EXPECT_EQ(r.stdout_text, "via extra\n");
+
+  r = Cli({"mount", work_});  // Outside the mount root.
+  EXPECT_EQ(r.exit_code, 1) << r.Describe();
+  EXPECT_THAT(r.stderr_text, HasSubstr("PERMISSION_DENIED: Mount: "));
+  EXPECT_THAT(r.stderr_text, HasSubstr("not strictly inside the mount root"));
+
+  r = Cli({"umount", m});
+  EXPECT_EQ(r.exit_code, 0) << r.Describe();
+  EXPECT_EQ(r.stdout_text, "unmounted " + m + "\n");
+  EXPECT_TRUE(fs::is_empty(m));
+  r = Cli({"umount", m});
+  EXPECT_EQ(r.exit_code, 1) << r.Describe();
+  EXPECT_THAT(r.stderr_text, HasSubstr("NOT_FOUND: Unmount: "));
+}
+
+TEST_F(RunE2eTest, WithoutMountsRunAndMountSayHowToGetOne) {
+  // A second daemon with neither --mount nor --mount-root.
+  absl::StatusOr<std::unique_ptr<Daemon>> bare = Daemon::Start();
+  ASSERT_TRUE(bare.ok()) << bare.status();
+  PackAndPush(MakeTree("b", "bin/tool.sh"), "tool@main", "", bare->get());
+
+  CommandResult r = Cli({"run", "tool@main"}, bare->get());
+  EXPECT_EQ(r.exit_code, 1) << r.Describe();
+  EXPECT_THAT(r.stderr_text, HasSubstr("FAILED_PRECONDITION: no Cairn mount "
+                                       "known"));
+  EXPECT_THAT(r.stderr_text, HasSubstr("--mount DIR"));
+
+  const std::string m = root_ + "/refused";
+  ASSERT_EQ(mkdir(m.c_str(), 0755), 0) << strerror(errno);
+  r = Cli({"mount", m}, bare->get());
+  EXPECT_EQ(r.exit_code, 1) << r.Describe();
+  EXPECT_THAT(r.stderr_text, HasSubstr("PERMISSION_DENIED: Mount: mounting "
+                                       "over RPC is disabled"));
+  EXPECT_THAT(r.stderr_text, HasSubstr("--mount-root DIR"));
+  EXPECT_TRUE(fs::is_empty(m));
+  r = Cli({"mounts"}, bare->get());
+  EXPECT_EQ(r.exit_code, 0) << r.Describe();
+  EXPECT_THAT(r.stdout_text, IsEmpty());
+  EXPECT_TRUE((*bare)->Stop().ok());
+}
+
+}  // namespace
+}  // namespace cairn::testing
