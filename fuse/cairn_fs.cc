@@ -12,6 +12,8 @@
 #include <sys/sysmacros.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <atomic>
 #include <cstdint>
 #include <cstring>
 #include <map>
@@ -28,6 +30,7 @@
 #include "absl/container/flat_hash_set.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/string_view.h"
 #include "absl/synchronization/mutex.h"
@@ -48,6 +51,12 @@ constexpr double kRefTimeout = 0.0;
 constexpr size_t kMaxIo = 1 << 20;  // 1 MiB reads and readahead.
 constexpr fuse_ino_t kByDigestIno = 2;
 constexpr char kByDigest[] = "by-digest";
+// Extended attributes (docs/fuse.md, "Extended attributes"). Regular files
+// and directories carry user.cairn.*. Linux refuses user.* attributes on
+// anything else (ENODATA, without asking the file system), so symlinks carry
+// theirs in Cairn's own namespace cairn.*, as CephFS does with ceph.*.
+constexpr absl::string_view kUserXattrPrefix = "user.cairn.";
+constexpr absl::string_view kLinkXattrPrefix = "cairn.";
 
 enum class Kind {
   kRoot,       // "/": refs and namespace directories, plus by-digest.
@@ -78,6 +87,10 @@ struct DirEntry {
   std::string name;
   fuse_ino_t ino;
   mode_t type;
+  // Set for immutable nodes only (by-digest and artefact trees): READDIRPLUS
+  // returns their attributes. Null for ".", ".." and the ref levels (refs
+  // resolve at every access, so they are looked up one by one).
+  std::shared_ptr<const Node> node;
 };
 struct DirHandle {
   std::vector<DirEntry> entries;
@@ -100,8 +113,11 @@ struct CairnFs::State {
 
   mutable absl::Mutex mu;
   // Inode numbers are never reused or forgotten (FORGET is ignored): the
-  // table grows with the distinct entries looked up, which is bounded by
-  // what is looked at; see docs/fuse.md.
+  // table grows with the distinct entries looked up or listed, which is
+  // bounded by what is looked at; see docs/fuse.md. So the lookup counts
+  // the kernel keeps (one per LOOKUP reply and per READDIRPLUS entry with
+  // attributes, returned by FORGET) need no bookkeeping here: no node the
+  // kernel may still name is ever dropped.
   fuse_ino_t next_ino ABSL_GUARDED_BY(mu) = kByDigestIno + 1;
   absl::flat_hash_map<fuse_ino_t, std::shared_ptr<const Node>> nodes
       ABSL_GUARDED_BY(mu);
@@ -109,21 +125,38 @@ struct CairnFs::State {
   // Blob digests whose bytes were checked against their digest.
   absl::flat_hash_set<Digest> verified ABSL_GUARDED_BY(mu);
 
+  // Counters for CairnFs::stats(); relaxed, never synchronise anything.
+  std::atomic<uint64_t> lookups{0};
+  std::atomic<uint64_t> readdirplus_entries{0};
+  std::atomic<uint64_t> getxattrs{0};
+
   std::shared_ptr<const Node> Get(fuse_ino_t ino) const {
     absl::MutexLock lock(&mu);
     auto it = nodes.find(ino);
     return it == nodes.end() ? nullptr : it->second;
   }
 
-  // The inode of `key`, creating it with `node` if new.
-  fuse_ino_t Intern(const std::string& key, Node node) {
+  // The inode of `key`, 0 if it has none yet.
+  fuse_ino_t Find(const std::string& key) const {
     absl::MutexLock lock(&mu);
     auto it = by_key.find(key);
-    if (it != by_key.end()) return it->second;
+    return it == by_key.end() ? 0 : it->second;
+  }
+
+  struct Interned {
+    fuse_ino_t ino;
+    std::shared_ptr<const Node> node;
+  };
+  // The inode of `key` and its node, creating it with `node` if new.
+  Interned Intern(const std::string& key, Node node) {
+    absl::MutexLock lock(&mu);
+    auto it = by_key.find(key);
+    if (it != by_key.end()) return {it->second, nodes.at(it->second)};
     const fuse_ino_t ino = next_ino++;
     by_key.emplace(key, ino);
-    nodes.emplace(ino, std::make_shared<const Node>(std::move(node)));
-    return ino;
+    auto shared = std::make_shared<const Node>(std::move(node));
+    nodes.emplace(ino, shared);
+    return {ino, std::move(shared)};
   }
 };
 
@@ -140,29 +173,79 @@ std::string EntryKey(const Digest& d, uint64_t entry_id) {
   return absl::StrCat("e:", d.raw(), ":", entry_id);
 }
 
+// Nodes that never change: their entries, attributes and listings may be
+// cached by the kernel for a day.
 bool IsImmutable(const Node& n) {
   return n.kind == Kind::kArtefact || n.kind == Kind::kEntry ||
          n.kind == Kind::kByDigest;
 }
 
-std::string RefLinkTarget(const State& s, const Node& n, int* err) {
-  absl::StatusOr<RefName> ref = RefName::Parse(n.name);
-  if (!ref.ok()) {
-    *err = StatusToErrno(ref.status());
-    return "";
+// Directories whose listing never changes (artefact trees). /by-digest is
+// not one: every push adds an entry.
+bool HasImmutableListing(const Node& n) {
+  return n.kind == Kind::kArtefact || n.kind == Kind::kEntry;
+}
+
+// Whether an artefact with this record is served. INDEXING (an upload
+// acknowledged before its index is built: no file records yet) and any
+// state this code does not know are treated as absent.
+bool IsServable(const store::ArtefactRecord& a) {
+  return a.index_state() == store::ArtefactRecord::COMMITTED ||
+         a.index_state() == store::ArtefactRecord::DURABLE;
+}
+
+fuse_ino_t InternArtefact(State& s, const Digest& d) {
+  Node n;
+  n.kind = Kind::kArtefact;
+  n.artefact = d;
+  return s.Intern(ArtefactKey(d), std::move(n)).ino;
+}
+
+// The inode of artefact `d` if it is served; 0 and *err set otherwise
+// (ENOENT for an unknown or INDEXING artefact). An artefact's inode is only
+// ever created here or from a listing of servable records, and an index
+// state only moves forward (INDEXING -> COMMITTED -> DURABLE; only an
+// INDEXING artefact is ever removed, when its archive is rejected: store.h),
+// so an artefact that has an inode is served and costs no
+// database read: the state check is paid once per artefact and daemon life.
+fuse_ino_t ServedArtefact(State& s, const Digest& d, int* err) {
+  if (const fuse_ino_t ino = s.Find(ArtefactKey(d)); ino != 0) return ino;
+  absl::StatusOr<store::ArtefactRecord> a = s.store->metadata().GetArtefact(d);
+  if (!a.ok()) {
+    *err = StatusToErrno(a.status());
+    return 0;
   }
+  if (!IsServable(*a)) {
+    *err = ENOENT;
+    return 0;
+  }
+  return InternArtefact(s, d);
+}
+
+// Resolves ref `text` for the mount's slot (noarch fallback) to a served
+// artefact. Returns 0 or an errno: ENOENT for a missing ref or slot, a
+// yanked release, or an artefact still INDEXING.
+int ResolveRef(State& s, const std::string& text, Resolved* out) {
+  absl::StatusOr<RefName> ref = RefName::Parse(text);
+  if (!ref.ok()) return StatusToErrno(ref.status());
   absl::StatusOr<Resolved> r = s.refs->Resolve(*ref, s.slot);
-  if (!r.ok()) {
-    *err = StatusToErrno(r.status());
-    return "";
-  }
+  if (!r.ok()) return StatusToErrno(r.status());
+  int err = 0;
+  if (ServedArtefact(s, r->digest, &err) == 0) return err;
+  *out = *std::move(r);
+  return 0;
+}
+
+std::string RefLinkTarget(State& s, const Node& n, int* err) {
+  Resolved r;
+  if (*err = ResolveRef(s, n.name, &r); *err != 0) return "";
   std::string target;
   for (int i = 0; i < n.depth; ++i) target += "../";
-  return absl::StrCat(target, kByDigest, "/", r->digest.ToString());
+  return absl::StrCat(target, kByDigest, "/", r.digest.ToString());
 }
 
 // Fills `st` for `n`. Returns 0 or an errno.
-int Attr(const State& s, fuse_ino_t ino, const Node& n, struct stat* st) {
+int Attr(State& s, fuse_ino_t ino, const Node& n, struct stat* st) {
   std::memset(st, 0, sizeof(*st));
   st->st_ino = ino;
   st->st_nlink = 1;
@@ -216,17 +299,18 @@ mode_t TypeOf(const store::FileRecord& r) {
   }
 }
 
-// The inode of entry `path` of `artefact` with record `rec`, following a
-// hardlink to its target's record. Returns 0 and sets *err on failure.
-fuse_ino_t InternEntry(State& s, const Digest& artefact,
-                       const std::string& path, store::FileRecord rec,
-                       int* err) {
+// The inode and node of entry `path` of `artefact` with record `rec`,
+// following a hardlink to its target's record. Returns ino 0 and sets *err
+// on failure.
+State::Interned InternEntry(State& s, const Digest& artefact,
+                            const std::string& path, store::FileRecord rec,
+                            int* err) {
   if (rec.type() == store::FileRecord::HARDLINK) {
     absl::StatusOr<store::FileRecord> target =
         s.store->metadata().GetFile(artefact, rec.link_target());
     if (!target.ok()) {
       *err = StatusToErrno(target.status());
-      return 0;
+      return {0, nullptr};
     }
     // The target's entry_id is the hardlink's: the same inode.
     rec = *std::move(target);
@@ -240,19 +324,12 @@ fuse_ino_t InternEntry(State& s, const Digest& artefact,
   return s.Intern(EntryKey(artefact, id), std::move(n));
 }
 
-fuse_ino_t InternArtefact(State& s, const Digest& d) {
-  Node n;
-  n.kind = Kind::kArtefact;
-  n.artefact = d;
-  return s.Intern(ArtefactKey(d), std::move(n));
-}
-
 fuse_ino_t InternRef(State& s, const std::string& ref, int depth) {
   Node n;
   n.kind = Kind::kRefLink;
   n.name = ref;
   n.depth = depth;
-  return s.Intern("r:" + ref, std::move(n));
+  return s.Intern("r:" + ref, std::move(n)).ino;
 }
 
 fuse_ino_t InternNamespace(State& s, const std::string& prefix, int depth) {
@@ -260,11 +337,11 @@ fuse_ino_t InternNamespace(State& s, const std::string& prefix, int depth) {
   n.kind = Kind::kNamespace;
   n.name = prefix;
   n.depth = depth;
-  return s.Intern("n:" + prefix, std::move(n));
+  return s.Intern("n:" + prefix, std::move(n)).ino;
 }
 
-// Children of "/" or a namespace: refs under `prefix`, one level. Calls
-// fn(name, is_ref, full) in sorted order of name.
+// Children of "/" or a namespace: refs under `prefix`, one level. Fills
+// `refs` (name -> full ref text) and `dirs` (namespace names).
 absl::Status ListRefLevel(const State& s, const std::string& prefix,
                           std::map<std::string, std::string>* refs,
                           std::set<std::string>* dirs) {
@@ -290,17 +367,24 @@ absl::Status ListRefLevel(const State& s, const std::string& prefix,
   }
 }
 
+// Fills `e` (ino, attributes, timeouts) for a LOOKUP or READDIRPLUS reply.
+// Returns 0 or an errno.
+int FillEntry(State& s, fuse_ino_t ino, const Node& n, fuse_entry_param* e) {
+  std::memset(e, 0, sizeof(*e));
+  if (int err = Attr(s, ino, n, &e->attr); err != 0) return err;
+  e->ino = ino;
+  const double t = IsImmutable(n) ? kImmutableTimeout : kRefTimeout;
+  e->attr_timeout = t;
+  e->entry_timeout = t;
+  return 0;
+}
+
 void ReplyEntry(fuse_req_t req, State& s, fuse_ino_t ino, const Node& n) {
   fuse_entry_param e;
-  std::memset(&e, 0, sizeof(e));
-  e.ino = ino;
-  if (int err = Attr(s, ino, n, &e.attr); err != 0) {
+  if (int err = FillEntry(s, ino, n, &e); err != 0) {
     fuse_reply_err(req, err);
     return;
   }
-  const double t = IsImmutable(n) ? kImmutableTimeout : kRefTimeout;
-  e.attr_timeout = t;
-  e.entry_timeout = t;
   fuse_reply_entry(req, &e);
 }
 
@@ -311,10 +395,18 @@ void OpInit(void* userdata, fuse_conn_info* conn) {
   conn->max_readahead = kMaxIo;
   conn->max_read = kMaxIo;   // As the max_read mount option.
   conn->max_write = kMaxIo;  // Raises the kernel's max_pages, hence reads.
+  // READDIRPLUS for every listing, not the kernel's adaptive choice: a tree
+  // walk that stats what it lists (find -printf, ls -l, du, tar, rsync)
+  // then needs no LOOKUP per entry of an artefact tree.
+  if ((conn->capable & FUSE_CAP_READDIRPLUS) != 0) {
+    conn->want |= FUSE_CAP_READDIRPLUS;
+    conn->want &= ~FUSE_CAP_READDIRPLUS_AUTO;
+  }
 }
 
 void OpLookup(fuse_req_t req, fuse_ino_t parent, const char* name_c) {
   State& s = *StateOf(req);
+  s.lookups.fetch_add(1, std::memory_order_relaxed);
   const std::string name(name_c);
   std::shared_ptr<const Node> p = s.Get(parent);
   if (p == nullptr) return (void)fuse_reply_err(req, ENOENT);
@@ -327,12 +419,10 @@ void OpLookup(fuse_req_t req, fuse_ino_t parent, const char* name_c) {
       const std::string prefix = p->kind == Kind::kRoot ? "" : p->name;
       const std::string full = prefix + name;
       if (name.find('@') != std::string::npos) {
-        Node probe;
-        probe.kind = Kind::kRefLink;
-        probe.name = full;
-        int err = 0;
-        RefLinkTarget(s, probe, &err);
-        if (err != 0) return (void)fuse_reply_err(req, err);
+        Resolved r;
+        if (int err = ResolveRef(s, full, &r); err != 0) {
+          return (void)fuse_reply_err(req, err);
+        }
         const fuse_ino_t ino = InternRef(s, full, p->depth);
         return ReplyEntry(req, s, ino, *s.Get(ino));
       }
@@ -350,10 +440,9 @@ void OpLookup(fuse_req_t req, fuse_ino_t parent, const char* name_c) {
     case Kind::kByDigest: {
       absl::StatusOr<Digest> d = Digest::Parse(name);
       if (!d.ok()) return (void)fuse_reply_err(req, ENOENT);
-      absl::StatusOr<store::ArtefactRecord> a =
-          s.store->metadata().GetArtefact(*d);
-      if (!a.ok()) return (void)fuse_reply_err(req, StatusToErrno(a.status()));
-      const fuse_ino_t ino = InternArtefact(s, *d);
+      int err = 0;
+      const fuse_ino_t ino = ServedArtefact(s, *d, &err);
+      if (ino == 0) return (void)fuse_reply_err(req, err);
       return ReplyEntry(req, s, ino, *s.Get(ino));
     }
     case Kind::kArtefact:
@@ -371,10 +460,10 @@ void OpLookup(fuse_req_t req, fuse_ino_t parent, const char* name_c) {
         return (void)fuse_reply_err(req, StatusToErrno(rec.status()));
       }
       int err = 0;
-      const fuse_ino_t ino =
+      const State::Interned child =
           InternEntry(s, p->artefact, path, *std::move(rec), &err);
-      if (ino == 0) return (void)fuse_reply_err(req, err);
-      return ReplyEntry(req, s, ino, *s.Get(ino));
+      if (child.ino == 0) return (void)fuse_reply_err(req, err);
+      return ReplyEntry(req, s, child.ino, *child.node);
     }
     case Kind::kRefLink:
       return (void)fuse_reply_err(req, ENOTDIR);
@@ -416,8 +505,8 @@ void OpOpendir(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
   std::shared_ptr<const Node> n = s.Get(ino);
   if (n == nullptr) return (void)fuse_reply_err(req, ENOENT);
   auto dir = std::make_unique<DirHandle>();
-  dir->entries.push_back({".", ino, S_IFDIR});
-  dir->entries.push_back({"..", ino, S_IFDIR});  // The kernel fixes "..".
+  dir->entries.push_back({".", ino, S_IFDIR, nullptr});
+  dir->entries.push_back({"..", ino, S_IFDIR, nullptr});  // Kernel fixes "..".
   switch (n->kind) {
     case Kind::kRoot:
     case Kind::kNamespace: {
@@ -429,14 +518,16 @@ void OpOpendir(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
       }
       std::map<std::string, DirEntry> sorted;
       if (n->kind == Kind::kRoot) {
-        sorted[kByDigest] = {kByDigest, kByDigestIno, S_IFDIR};
+        sorted[kByDigest] = {kByDigest, kByDigestIno, S_IFDIR, nullptr};
       }
       for (const std::string& d : dirs) {
         sorted[d] = {d, InternNamespace(s, prefix + d + "/", n->depth + 1),
-                     S_IFDIR};
+                     S_IFDIR, nullptr};
       }
+      // Listed without resolving (as yanked releases are): a ref that does
+      // not resolve is ENOENT when looked up.
       for (const auto& [name, full] : refs) {
-        sorted[name] = {name, InternRef(s, full, n->depth), S_IFLNK};
+        sorted[name] = {name, InternRef(s, full, n->depth), S_IFLNK, nullptr};
       }
       for (auto& [name, e] : sorted) dir->entries.push_back(std::move(e));
       break;
@@ -444,16 +535,20 @@ void OpOpendir(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
     case Kind::kByDigest: {
       std::vector<Digest> digests;
       absl::Status st = s.store->metadata().ListArtefacts(
-          [&](const Digest& d, const store::ArtefactRecord&) {
-            digests.push_back(d);
+          [&](const Digest& d, const store::ArtefactRecord& a) {
+            if (IsServable(a)) digests.push_back(d);
             return true;
           });
       if (!st.ok()) return (void)fuse_reply_err(req, StatusToErrno(st));
-      std::map<std::string, fuse_ino_t> sorted;
-      for (const Digest& d : digests)
-        sorted[d.ToString()] = InternArtefact(s, d);
-      for (const auto& [name, i] : sorted) {
-        dir->entries.push_back({name, i, S_IFDIR});
+      // Raw digest order is the order of their hex text.
+      std::sort(digests.begin(), digests.end());
+      for (const Digest& d : digests) {
+        Node a;
+        a.kind = Kind::kArtefact;
+        a.artefact = d;
+        State::Interned i = s.Intern(ArtefactKey(d), std::move(a));
+        dir->entries.push_back(
+            {d.ToString(), i.ino, S_IFDIR, std::move(i.node)});
       }
       break;
     }
@@ -473,24 +568,26 @@ void OpOpendir(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
           });
       if (!st.ok()) return (void)fuse_reply_err(req, StatusToErrno(st));
       // ListDir is in bytewise name order already.
+      dir->entries.reserve(dir->entries.size() + children.size());
       for (auto& [name, rec] : children) {
         const std::string path =
             dirpath.empty() ? name : absl::StrCat(dirpath, "/", name);
         int err = 0;
-        const mode_t type =
-            rec.type() == store::FileRecord::HARDLINK ? S_IFREG : TypeOf(rec);
-        const fuse_ino_t child =
+        State::Interned child =
             InternEntry(s, n->artefact, path, std::move(rec), &err);
-        if (child == 0) return (void)fuse_reply_err(req, err);
-        dir->entries.push_back({name, child, type});
+        if (child.ino == 0) return (void)fuse_reply_err(req, err);
+        const mode_t type = TypeOf(child.node->record);
+        dir->entries.push_back(
+            {std::move(name), child.ino, type, std::move(child.node)});
       }
       break;
     }
     case Kind::kRefLink:
       return (void)fuse_reply_err(req, ENOTDIR);
   }
-  if (IsImmutable(*n)) fi->cache_readdir = 1;
-  fi->keep_cache = IsImmutable(*n) ? 1 : 0;
+  const bool cache = HasImmutableListing(*n);
+  fi->cache_readdir = cache ? 1 : 0;
+  fi->keep_cache = cache ? 1 : 0;
   fi->fh = reinterpret_cast<uint64_t>(dir.release());
   if (fuse_reply_open(req, fi) != 0) {
     delete reinterpret_cast<DirHandle*>(fi->fh);
@@ -514,6 +611,39 @@ void OpReaddir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
     if (n > size - used) break;
     used += n;
   }
+  fuse_reply_buf(req, buf.data(), used);
+}
+
+// Like OpReaddir, with each immutable entry's attributes and timeouts: the
+// kernel instantiates those entries as a LOOKUP would (and counts one lookup
+// of each, later returned by FORGET, which this file system ignores: nodes
+// live for the daemon's life). Entries without a node (".", "..", refs and
+// namespaces) go without attributes (ino 0): the kernel then only lists
+// them, and counts no lookup.
+void OpReaddirplus(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
+                   fuse_file_info* fi) {
+  (void)ino;
+  State& s = *StateOf(req);
+  const DirHandle& dir = *reinterpret_cast<DirHandle*>(fi->fh);
+  std::vector<char> buf(size);
+  size_t used = 0;
+  uint64_t full_entries = 0;
+  for (size_t i = static_cast<size_t>(off); i < dir.entries.size(); ++i) {
+    const DirEntry& e = dir.entries[i];
+    fuse_entry_param p;
+    if (e.node == nullptr || FillEntry(s, e.ino, *e.node, &p) != 0) {
+      std::memset(&p, 0, sizeof(p));
+      p.attr.st_ino = e.ino;  // d_ino and d_type of the listing.
+      p.attr.st_mode = e.type;
+    }
+    const size_t n = fuse_add_direntry_plus(req, buf.data() + used,
+                                            size - used, e.name.c_str(), &p,
+                                            i + 1);
+    if (n > size - used) break;
+    used += n;
+    if (p.ino != 0) ++full_entries;
+  }
+  s.readdirplus_entries.fetch_add(full_entries, std::memory_order_relaxed);
   fuse_reply_buf(req, buf.data(), used);
 }
 
@@ -625,6 +755,96 @@ void OpStatfs(fuse_req_t req, fuse_ino_t ino) {
   fuse_reply_statfs(req, &st);
 }
 
+// ---- Extended attributes (docs/fuse.md) ----
+
+using XattrList = std::vector<std::pair<std::string, std::string>>;
+
+// The extended attributes of `n`, in listing order. Returns 0 or an errno
+// (ENOENT for a ref that does not resolve). Costs one ref resolution for a
+// ref symlink, nothing else: the rest is in the node.
+int Xattrs(State& s, const Node& n, XattrList* out) {
+  switch (n.kind) {
+    case Kind::kRoot:
+    case Kind::kNamespace:
+    case Kind::kByDigest:
+      return 0;
+    case Kind::kRefLink: {
+      Resolved r;
+      if (int err = ResolveRef(s, n.name, &r); err != 0) return err;
+      const std::string p(kLinkXattrPrefix);
+      out->emplace_back(p + "ref", n.name);
+      out->emplace_back(p + "slot", r.slot_used);
+      out->emplace_back(p + "digest", r.digest.ToString());
+      out->emplace_back(p + "generation", absl::StrCat(r.generation));
+      return 0;
+    }
+    case Kind::kArtefact: {
+      const std::string p(kUserXattrPrefix);
+      out->emplace_back(p + "artefact", n.artefact.ToString());
+      out->emplace_back(p + "digest", n.artefact.ToString());
+      return 0;
+    }
+    case Kind::kEntry:
+      break;
+  }
+  const bool symlink = n.record.type() == store::FileRecord::SYMLINK;
+  const std::string p(symlink ? kLinkXattrPrefix : kUserXattrPrefix);
+  out->emplace_back(p + "artefact", n.artefact.ToString());
+  if (n.record.type() == store::FileRecord::REGULAR) {
+    absl::StatusOr<Digest> d = Digest::FromRaw(n.record.content_digest());
+    if (!d.ok()) return EIO;
+    out->emplace_back(p + "digest", d->ToString());
+  }
+  return 0;
+}
+
+// Replies with `value` under the getxattr/listxattr size protocol: size 0
+// asks for the length; a buffer too small is ERANGE.
+void ReplyXattr(fuse_req_t req, absl::string_view value, size_t size) {
+  if (size == 0) return (void)fuse_reply_xattr(req, value.size());
+  if (size < value.size()) return (void)fuse_reply_err(req, ERANGE);
+  fuse_reply_buf(req, value.data(), value.size());
+}
+
+void OpGetxattr(fuse_req_t req, fuse_ino_t ino, const char* name_c,
+                size_t size) {
+  State& s = *StateOf(req);
+  s.getxattrs.fetch_add(1, std::memory_order_relaxed);
+  const absl::string_view name(name_c);
+  // Any other name (security.capability at every exec, security.selinux
+  // from ls, ...) is absent: answered before touching any state.
+  if (!absl::StartsWith(name, kUserXattrPrefix) &&
+      !absl::StartsWith(name, kLinkXattrPrefix)) {
+    return (void)fuse_reply_err(req, ENODATA);
+  }
+  std::shared_ptr<const Node> n = s.Get(ino);
+  if (n == nullptr) return (void)fuse_reply_err(req, ENOENT);
+  XattrList attrs;
+  if (int err = Xattrs(s, *n, &attrs); err != 0) {
+    return (void)fuse_reply_err(req, err);
+  }
+  for (const auto& [key, value] : attrs) {
+    if (key == name) return ReplyXattr(req, value, size);
+  }
+  fuse_reply_err(req, ENODATA);
+}
+
+void OpListxattr(fuse_req_t req, fuse_ino_t ino, size_t size) {
+  State& s = *StateOf(req);
+  std::shared_ptr<const Node> n = s.Get(ino);
+  if (n == nullptr) return (void)fuse_reply_err(req, ENOENT);
+  XattrList attrs;
+  if (int err = Xattrs(s, *n, &attrs); err != 0) {
+    return (void)fuse_reply_err(req, err);
+  }
+  std::string names;
+  for (const auto& [key, value] : attrs) {
+    names.append(key);
+    names.push_back('\0');
+  }
+  ReplyXattr(req, names, size);
+}
+
 // Every write-type operation: EROFS, whatever the mount options.
 void OpSetattr(fuse_req_t req, fuse_ino_t, struct stat*, int, fuse_file_info*) {
   fuse_reply_err(req, EROFS);
@@ -677,6 +897,7 @@ fuse_lowlevel_ops MakeOps() {
   ops.readlink = OpReadlink;
   ops.opendir = OpOpendir;
   ops.readdir = OpReaddir;
+  ops.readdirplus = OpReaddirplus;
   ops.releasedir = OpReleasedir;
   ops.open = OpOpen;
   ops.read = OpRead;
@@ -692,6 +913,8 @@ fuse_lowlevel_ops MakeOps() {
   ops.link = OpLink;
   ops.write = OpWrite;
   ops.create = OpCreate;
+  ops.getxattr = OpGetxattr;
+  ops.listxattr = OpListxattr;
   ops.setxattr = OpSetxattr;
   ops.removexattr = OpRemovexattr;
   ops.fallocate = OpFallocate;
@@ -771,6 +994,17 @@ CairnFs::CairnFs(std::unique_ptr<State> state) : state_(std::move(state)) {}
 CairnFs::~CairnFs() { Unmount(); }
 
 const std::string& CairnFs::mountpoint() const { return state_->mountpoint; }
+
+CairnFsStats CairnFs::stats() const {
+  CairnFsStats st;
+  st.lookups = state_->lookups.load(std::memory_order_relaxed);
+  st.readdirplus_entries =
+      state_->readdirplus_entries.load(std::memory_order_relaxed);
+  st.getxattrs = state_->getxattrs.load(std::memory_order_relaxed);
+  absl::MutexLock lock(&state_->mu);
+  st.inodes = state_->nodes.size();
+  return st;
+}
 
 void CairnFs::Unmount() {
   if (!state_->mounted) return;

@@ -8,11 +8,16 @@
 //                                 host slot (noarch fallback)
 //   /team/tool@main               namespaced packages as directories
 //
+// Extended attributes tell what is served: user.cairn.digest of every
+// regular file and artefact root, cairn.{ref,slot,digest,generation} of a
+// ref symlink. Artefacts whose index is not built yet (INDEXING) are absent.
+//
 // All state hangs off the session's userdata (no globals). Thread-safe.
 
 #ifndef CAIRN_FUSE_CAIRN_FS_H_
 #define CAIRN_FUSE_CAIRN_FS_H_
 
+#include <cstdint>
 #include <memory>
 #include <string>
 
@@ -29,6 +34,16 @@ struct CairnFsOptions {
   bool allow_other = false;
   // Slot used to resolve refs; empty: HostSlot().
   std::string slot;
+};
+
+// Counters of one mount since it was mounted (for tests and benchmarks).
+struct CairnFsStats {
+  uint64_t lookups = 0;  // LOOKUP requests, whatever their outcome.
+  // Entries READDIRPLUS returned with their attributes: each spares the
+  // kernel a LOOKUP (and counts as one for FORGET).
+  uint64_t readdirplus_entries = 0;
+  uint64_t getxattrs = 0;  // GETXATTR requests, any name.
+  uint64_t inodes = 0;     // Inodes allocated (never freed: docs/fuse.md).
 };
 
 class CairnFs {
@@ -50,6 +65,9 @@ class CairnFs {
   CairnFs& operator=(const CairnFs&) = delete;
 
   const std::string& mountpoint() const;
+
+  // A snapshot of the counters. Thread-safe.
+  CairnFsStats stats() const;
 
   struct State;  // The session's userdata; defined in cairn_fs.cc.
 

@@ -4,17 +4,20 @@
 // cairnd started with --mount, artefacts pushed with the real CLI, and the
 // mount inspected with plain system calls. Needs /dev/fuse and root (CI).
 // No sleeps: ref symlinks have a 0 s entry/attr timeout, so every path walk
-// resolves the ref afresh.
+// resolves the ref afresh. Extended attributes are read with getxattr,
+// lgetxattr and listxattr (docs/fuse.md, "Extended attributes").
 
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
+#include <sys/xattr.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <cstdio>
+#include <cstring>
 #include <filesystem>
 #include <memory>
 #include <string>
@@ -58,6 +61,34 @@ std::string ReadLink(const std::string& path) {
     return "";
   }
   return std::string(buf, n);
+}
+
+// The value of extended attribute `name` of `path` (of a symlink itself
+// when !follow), or "<ERRNO>" (e.g. "<ENODATA>") when the call fails.
+std::string Xattr(const std::string& path, const char* name,
+                  bool follow = true) {
+  char buf[1024];
+  const ssize_t n = follow ? getxattr(path.c_str(), name, buf, sizeof(buf))
+                           : lgetxattr(path.c_str(), name, buf, sizeof(buf));
+  if (n < 0) return absl::StrCat("<", strerrorname_np(errno), ">");
+  return std::string(buf, n);
+}
+
+// The extended attribute names of `path` (of a symlink itself when !follow).
+std::vector<std::string> XattrNames(const std::string& path,
+                                    bool follow = true) {
+  char buf[1024];
+  const ssize_t n = follow ? listxattr(path.c_str(), buf, sizeof(buf))
+                           : llistxattr(path.c_str(), buf, sizeof(buf));
+  std::vector<std::string> names;
+  if (n < 0) {
+    ADD_FAILURE() << "listxattr " << path << ": " << strerror(errno);
+    return names;
+  }
+  for (ssize_t i = 0; i < n; i += names.back().size() + 1) {
+    names.emplace_back(buf + i);
+  }
+  return names;
 }
 
 class FuseTest : public ::testing::Test {
@@ -282,6 +313,131 @@ TEST_F(FuseTest, NamespacedRefsAreDirectories) {
       RunCommand({mnt_ + "/team/tool@x/bin/true"});
   ASSERT_TRUE(r.ok()) << r.status();
   EXPECT_EQ(r->exit_code, 0) << r->Describe();
+}
+
+TEST_F(FuseTest, RefSymlinkTellsRefSlotDigestAndGeneration) {
+  // A ref symlink's attributes are in the cairn.* namespace: Linux refuses
+  // user.* on symlinks (ENODATA) without asking the file system.
+  EXPECT_THAT(XattrNames(Tool(), /*follow=*/false),
+              ElementsAre("cairn.ref", "cairn.slot", "cairn.digest",
+                          "cairn.generation"));
+  EXPECT_EQ(Xattr(Tool(), "cairn.ref", false), "tool@main");
+  EXPECT_EQ(Xattr(Tool(), "cairn.slot", false), "noarch");
+  EXPECT_EQ(Xattr(Tool(), "cairn.digest", false), digest_);
+  EXPECT_EQ(Xattr(Tool(), "cairn.generation", false), "1");
+  EXPECT_EQ(Xattr(Tool(), "user.cairn.digest", false), "<ENODATA>");
+  EXPECT_EQ(Xattr(Tool(), "cairn.artefact", false), "<ENODATA>");
+  // Followed, the ref leads to the artefact's root directory.
+  EXPECT_EQ(Xattr(Tool(), "user.cairn.digest"), digest_);
+  EXPECT_EQ(Xattr(Tool(), "cairn.slot"), "<ENODATA>");
+
+  // The attributes follow the ref when it moves.
+  ASSERT_TRUE(WriteFile(tree_ + "/share/a.txt", "version two\n").ok());
+  const std::string next = PackAndPush(tree_, "tool@main");
+  ASSERT_NE(next, digest_);
+  EXPECT_EQ(Xattr(Tool(), "cairn.digest", false), next);
+  EXPECT_EQ(Xattr(Tool(), "cairn.generation", false), "2");
+  EXPECT_EQ(Xattr(Tool(), "user.cairn.digest"), next);
+
+  PackAndPush(tree_, "team/tool@x");
+  EXPECT_EQ(Xattr(mnt_ + "/team/tool@x", "cairn.ref", false), "team/tool@x");
+  EXPECT_EQ(Xattr(mnt_ + "/team/tool@x", "cairn.digest", false), next);
+  // A ref that does not exist has no attributes to read.
+  EXPECT_EQ(Xattr(mnt_ + "/tool@nope", "cairn.ref", false), "<ENOENT>");
+}
+
+TEST_F(FuseTest, EveryFileIsTracedToItsContentDigest) {
+  int regular = 0, dirs = 0, links = 0;
+  for (const fs::directory_entry& e : fs::recursive_directory_iterator(tree_)) {
+    // Lexically: fs::relative would resolve the symlink bin/t.
+    const std::string rel = e.path().lexically_relative(tree_).string();
+    const std::string path = Tool() + "/" + rel;
+    if (e.is_symlink()) {
+      EXPECT_THAT(XattrNames(path, false), ElementsAre("cairn.artefact"))
+          << rel;
+      EXPECT_EQ(Xattr(path, "cairn.artefact", false), digest_) << rel;
+      ++links;
+    } else if (e.is_directory()) {
+      EXPECT_THAT(XattrNames(path), ElementsAre("user.cairn.artefact")) << rel;
+      EXPECT_EQ(Xattr(path, "user.cairn.artefact"), digest_) << rel;
+      EXPECT_EQ(Xattr(path, "user.cairn.digest"), "<ENODATA>") << rel;
+      ++dirs;
+    } else {
+      absl::StatusOr<std::string> bytes = ReadFile(e.path().string());
+      ASSERT_TRUE(bytes.ok()) << bytes.status();
+      EXPECT_THAT(XattrNames(path),
+                  ElementsAre("user.cairn.artefact", "user.cairn.digest"))
+          << rel;
+      EXPECT_EQ(Xattr(path, "user.cairn.digest"), DigestOf(*bytes)) << rel;
+      EXPECT_EQ(Xattr(path, "user.cairn.artefact"), digest_) << rel;
+      ++regular;
+    }
+  }
+  EXPECT_EQ(regular, 5);  // The hardlink included.
+  EXPECT_EQ(dirs, 3);
+  EXPECT_EQ(links, 1);
+
+  // The artefact's root, by digest.
+  const std::string root = absl::StrCat(mnt_, "/by-digest/", digest_);
+  EXPECT_THAT(XattrNames(root),
+              ElementsAre("user.cairn.artefact", "user.cairn.digest"));
+  EXPECT_EQ(Xattr(root, "user.cairn.digest"), digest_);
+  // Directories outside artefacts have none.
+  EXPECT_THAT(XattrNames(mnt_), ::testing::IsEmpty());
+  EXPECT_THAT(XattrNames(mnt_ + "/by-digest"), ::testing::IsEmpty());
+
+  // Absent names, including those the kernel asks for by itself.
+  const std::string file = Tool() + "/bin/true";
+  EXPECT_EQ(Xattr(file, "user.cairn.nope"), "<ENODATA>");
+  EXPECT_EQ(Xattr(file, "user.other"), "<ENODATA>");
+  EXPECT_EQ(Xattr(file, "security.capability"), "<ENODATA>");
+  EXPECT_EQ(Xattr(file, "trusted.cairn.digest"), "<ENODATA>");
+}
+
+TEST_F(FuseTest, XattrSizeProbeErangeAndErofs) {
+  const std::string file = Tool() + "/share/a.txt";
+  const std::string want = DigestOf("version one\n");
+  // Size 0 asks for the value's length.
+  EXPECT_EQ(getxattr(file.c_str(), "user.cairn.digest", nullptr, 0),
+            static_cast<ssize_t>(want.size()));
+  char small[16];
+  EXPECT_EQ(getxattr(file.c_str(), "user.cairn.digest", small, sizeof(small)),
+            -1);
+  EXPECT_EQ(errno, ERANGE);
+  EXPECT_EQ(lgetxattr(Tool().c_str(), "cairn.digest", nullptr, 0),
+            static_cast<ssize_t>(digest_.size()));
+  EXPECT_EQ(lgetxattr(Tool().c_str(), "cairn.digest", small, sizeof(small)),
+            -1);
+  EXPECT_EQ(errno, ERANGE);
+
+  const std::string names("user.cairn.artefact\0user.cairn.digest\0", 38);
+  EXPECT_EQ(listxattr(file.c_str(), nullptr, 0),
+            static_cast<ssize_t>(names.size()));
+  EXPECT_EQ(listxattr(file.c_str(), small, sizeof(small)), -1);
+  EXPECT_EQ(errno, ERANGE);
+  EXPECT_EQ(llistxattr(Tool().c_str(), small, sizeof(small)), -1);
+  EXPECT_EQ(errno, ERANGE);
+  EXPECT_EQ(listxattr(mnt_.c_str(), nullptr, 0), 0);
+
+  // Read-only.
+  EXPECT_EQ(setxattr(file.c_str(), "user.cairn.digest", "x", 1, 0), -1);
+  EXPECT_EQ(errno, EROFS);
+  EXPECT_EQ(setxattr(file.c_str(), "user.new", "x", 1, XATTR_CREATE), -1);
+  EXPECT_EQ(errno, EROFS);
+  EXPECT_EQ(removexattr(file.c_str(), "user.cairn.digest"), -1);
+  EXPECT_EQ(errno, EROFS);
+  EXPECT_EQ(lremovexattr(Tool().c_str(), "cairn.ref"), -1);
+  EXPECT_EQ(errno, EROFS);
+}
+
+TEST_F(FuseTest, ByDigestListingShowsEveryPush) {
+  EXPECT_THAT(ReadDirNames(mnt_ + "/by-digest"), ElementsAre(digest_));
+  ASSERT_TRUE(WriteFile(tree_ + "/share/a.txt", "version three\n").ok());
+  const std::string next = PackAndPush(tree_, "tool@next");
+  std::vector<std::string> expected = {digest_, next};
+  std::sort(expected.begin(), expected.end());
+  // Not a stale listing cached by the kernel.
+  EXPECT_EQ(ReadDirNames(mnt_ + "/by-digest"), expected);
 }
 
 }  // namespace

@@ -1,0 +1,288 @@
+// Copyright 2026 The Cairn Authors.
+//
+// CairnFs mounted in this process over a Store and RefStore opened here, so
+// the test can reach what the gRPC API cannot: artefact records in states
+// no upload writes yet (INDEXING) and the mount's request counters
+// (READDIRPLUS). Needs /dev/fuse and root; skips without /dev/fuse. The
+// end-to-end tests through `cairnd --mount` are //tests:fuse_test and
+// //tests:fuse_tree_test.
+
+#include "fuse/cairn_fs.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <sys/xattr.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstring>
+#include <filesystem>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/str_cat.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "proto/store_records.pb.h"
+#include "store/digest.h"
+#include "store/metadata.h"
+#include "store/ref_name.h"
+#include "store/refs.h"
+#include "store/store.h"
+#include "store/testing/tar_builder.h"
+#include "store/testing/test_dirs.h"
+
+namespace cairn {
+namespace {
+
+using ::cairn::testing::BuildTar;
+using ::cairn::testing::FreshTestDir;
+using ::cairn::testing::TarEntry;
+using ::testing::ElementsAre;
+
+std::vector<std::string> ReadDirNames(const std::string& dir) {
+  std::vector<std::string> names;
+  DIR* d = opendir(dir.c_str());
+  if (d == nullptr) {
+    ADD_FAILURE() << "opendir " << dir << ": " << strerror(errno);
+    return names;
+  }
+  while (dirent* e = readdir(d)) {
+    const std::string name = e->d_name;
+    if (name != "." && name != "..") names.push_back(name);
+  }
+  closedir(d);
+  return names;
+}
+
+// Lists `dir` recursively and lstat()s every entry, as find(1) does. Returns
+// the number of entries.
+int WalkAndStat(const std::string& dir) {
+  int n = 0;
+  DIR* d = opendir(dir.c_str());
+  if (d == nullptr) {
+    ADD_FAILURE() << "opendir " << dir << ": " << strerror(errno);
+    return 0;
+  }
+  std::vector<std::string> subdirs;
+  while (dirent* e = readdir(d)) {
+    const std::string name = e->d_name;
+    if (name == "." || name == "..") continue;
+    struct stat st;
+    if (fstatat(dirfd(d), e->d_name, &st, AT_SYMLINK_NOFOLLOW) != 0) {
+      ADD_FAILURE() << "lstat " << dir << "/" << name << ": "
+                    << strerror(errno);
+      continue;
+    }
+    ++n;
+    if (S_ISDIR(st.st_mode)) subdirs.push_back(dir + "/" + name);
+  }
+  closedir(d);
+  for (const std::string& sub : subdirs) n += WalkAndStat(sub);
+  return n;
+}
+
+class CairnFsTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    if (access("/dev/fuse", R_OK | W_OK) != 0) {
+      GTEST_SKIP() << "/dev/fuse is not usable here";
+    }
+    dir_ = FreshTestDir("cairn_fs_test");
+    mnt_ = dir_ + "/mnt";
+    std::filesystem::create_directories(mnt_);
+    StoreOptions options;
+    options.data_dir = dir_ + "/data";
+    absl::StatusOr<std::unique_ptr<Store>> store = Store::Open(options);
+    ASSERT_TRUE(store.ok()) << store.status();
+    store_ = *std::move(store);
+    absl::StatusOr<std::unique_ptr<RefStore>> refs =
+        RefStore::Create(&store_->mutable_metadata());
+    ASSERT_TRUE(refs.ok()) << refs.status();
+    refs_ = *std::move(refs);
+  }
+
+  void Mount() {
+    absl::StatusOr<std::unique_ptr<CairnFs>> fs =
+        CairnFs::Mount(store_.get(), refs_.get(), mnt_);
+    ASSERT_TRUE(fs.ok()) << fs.status();
+    fs_ = *std::move(fs);
+  }
+
+  void TearDown() override {
+    if (fs_ != nullptr) fs_->Unmount();
+    fs_.reset();
+    refs_.reset();
+    store_.reset();
+  }
+
+  Digest Push(const std::vector<TarEntry>& entries) {
+    const std::string bytes = BuildTar(entries);
+    absl::StatusOr<std::unique_ptr<ArtefactUpload>> up =
+        store_->BeginUpload({});
+    EXPECT_TRUE(up.ok()) << up.status();
+    if (!up.ok()) return Digest();
+    constexpr size_t kChunk = 1 << 20;
+    for (size_t off = 0; off < bytes.size(); off += kChunk) {
+      absl::Status st =
+          (*up)->Append(absl::string_view(bytes).substr(off, kChunk));
+      EXPECT_TRUE(st.ok()) << st;
+    }
+    absl::StatusOr<UploadResult> r = (*up)->Finish();
+    EXPECT_TRUE(r.ok()) << r.status();
+    return r.ok() ? r->digest : Digest();
+  }
+
+  void SetSlot(const std::string& ref, const std::string& slot,
+               const Digest& d) {
+    absl::StatusOr<RefUpdate> u =
+        refs_->SetSlot(*RefName::Parse(ref), slot, d, "cairn-fs-test");
+    ASSERT_TRUE(u.ok()) << u.status();
+  }
+
+  // Rewrites the artefact's record with `state`, as an upload acknowledged
+  // before its index is built will write it (INDEXING). Call after
+  // WaitDurable(): the flusher would otherwise overwrite it.
+  void SetIndexState(const Digest& d,
+                     store::ArtefactRecord::IndexState state) {
+    absl::StatusOr<store::ArtefactRecord> a =
+        store_->metadata().GetArtefact(d);
+    ASSERT_TRUE(a.ok()) << a.status();
+    a->set_index_state(state);
+    MetadataBatch batch;
+    batch.PutArtefact(d, *a);
+    absl::Status st = store_->mutable_metadata().Commit(std::move(batch), true);
+    ASSERT_TRUE(st.ok()) << st;
+  }
+
+  std::string ByDigest(const Digest& d) const {
+    return absl::StrCat(mnt_, "/by-digest/", d.ToString());
+  }
+
+  std::string dir_, mnt_;
+  std::unique_ptr<Store> store_;
+  std::unique_ptr<RefStore> refs_;
+  std::unique_ptr<CairnFs> fs_;
+};
+
+TEST_F(CairnFsTest, IndexingArtefactsAndRefsToThemAreAbsent) {
+  const Digest indexing = Push({{"bin/tool", TarEntry::kFile, 0755, "one\n"}});
+  const Digest ready = Push({{"bin/tool", TarEntry::kFile, 0755, "two\n"}});
+  SetSlot("tool@main", "noarch", indexing);
+  SetSlot("other@main", "noarch", ready);
+  // The host slot wins over noarch even while its artefact is not served:
+  // the ref is absent, it does not fall back.
+  SetSlot("host@main", "noarch", ready);
+  SetSlot("host@main", HostSlot(), indexing);
+  ASSERT_TRUE(store_->WaitDurable().ok());
+  SetIndexState(indexing, store::ArtefactRecord::INDEXING);
+  Mount();
+
+  EXPECT_THAT(ReadDirNames(mnt_ + "/by-digest"),
+              ElementsAre(ready.ToString()));
+  struct stat st;
+  EXPECT_EQ(lstat(ByDigest(indexing).c_str(), &st), -1);
+  EXPECT_EQ(errno, ENOENT);
+  EXPECT_EQ(lstat((ByDigest(indexing) + "/bin/tool").c_str(), &st), -1);
+  EXPECT_EQ(errno, ENOENT);
+  for (const char* ref : {"tool@main", "host@main"}) {
+    const std::string link = absl::StrCat(mnt_, "/", ref);
+    EXPECT_EQ(lstat(link.c_str(), &st), -1) << ref;
+    EXPECT_EQ(errno, ENOENT) << ref;
+    char buf[256];
+    EXPECT_EQ(readlink(link.c_str(), buf, sizeof(buf)), -1) << ref;
+    EXPECT_EQ(errno, ENOENT) << ref;
+  }
+  ASSERT_EQ(lstat((mnt_ + "/other@main/bin/tool").c_str(), &st), 0)
+      << strerror(errno);
+  // Refs are listed without being resolved, as yanked releases are.
+  EXPECT_THAT(ReadDirNames(mnt_),
+              ElementsAre("by-digest", "host@main", "other@main", "tool@main"));
+
+  // Once the index is committed the artefact and its refs appear, in the
+  // /by-digest listing too (that listing is never cached by the kernel).
+  SetIndexState(indexing, store::ArtefactRecord::COMMITTED);
+  std::vector<std::string> both = {indexing.ToString(), ready.ToString()};
+  std::sort(both.begin(), both.end());
+  EXPECT_EQ(ReadDirNames(mnt_ + "/by-digest"), both);
+  ASSERT_EQ(lstat((mnt_ + "/tool@main/bin/tool").c_str(), &st), 0)
+      << strerror(errno);
+  EXPECT_EQ(st.st_size, 4);
+  char buf[256];
+  const ssize_t n = readlink((mnt_ + "/host@main").c_str(), buf, sizeof(buf));
+  ASSERT_GT(n, 0) << strerror(errno);
+  EXPECT_EQ(std::string(buf, n), "by-digest/" + indexing.ToString());
+}
+
+TEST_F(CairnFsTest, NewArtefactsAppearInByDigestListing) {
+  const Digest a = Push({{"a", TarEntry::kFile, 0644, "a\n"}});
+  Mount();
+  EXPECT_THAT(ReadDirNames(mnt_ + "/by-digest"), ElementsAre(a.ToString()));
+  const Digest b = Push({{"b", TarEntry::kFile, 0644, "b\n"}});
+  std::vector<std::string> both = {a.ToString(), b.ToString()};
+  std::sort(both.begin(), both.end());
+  EXPECT_EQ(ReadDirNames(mnt_ + "/by-digest"), both);
+}
+
+TEST_F(CairnFsTest, TreeWalkNeedsNoLookupPerEntry) {
+  std::vector<TarEntry> entries;
+  constexpr int kDirs = 20, kFilesPerDir = 100;
+  for (int d = 0; d < kDirs; ++d) {
+    const std::string dir = absl::StrCat("d", d);
+    entries.push_back({dir + "/", TarEntry::kDir, 0755, ""});
+    for (int f = 0; f < kFilesPerDir; ++f) {
+      entries.push_back({absl::StrCat(dir, "/f", f), TarEntry::kFile, 0644,
+                         absl::StrCat(f % 7, "\n")});
+    }
+    entries.push_back({dir + "/link", TarEntry::kSymlink, 0777, "f0"});
+  }
+  const Digest d = Push(entries);
+  Mount();
+  const CairnFsStats before = fs_->stats();
+  EXPECT_EQ(WalkAndStat(ByDigest(d)), kDirs * (kFilesPerDir + 2));
+  const CairnFsStats after = fs_->stats();
+  // One LOOKUP for by-digest/<digest>, perhaps by-digest itself; every
+  // other entry came with its attributes from READDIRPLUS.
+  EXPECT_LE(after.lookups - before.lookups, 2u);
+  EXPECT_GE(after.readdirplus_entries - before.readdirplus_entries,
+            static_cast<uint64_t>(kDirs * (kFilesPerDir + 2)));
+
+  // A second walk is served from the kernel's caches.
+  const CairnFsStats again = fs_->stats();
+  EXPECT_EQ(WalkAndStat(ByDigest(d)), kDirs * (kFilesPerDir + 2));
+  EXPECT_EQ(fs_->stats().lookups, again.lookups);
+}
+
+// The size protocol, ERANGE and every node kind: //tests:fuse_test.
+TEST_F(CairnFsTest, RefXattrsTellTheSlotServed) {
+  const Digest any = Push({{"f", TarEntry::kFile, 0644, "noarch\n"}});
+  const Digest host = Push({{"f", TarEntry::kFile, 0644, "host\n"}});
+  SetSlot("tool@main", "noarch", any);
+  SetSlot("tool@main", "other-slot", host);
+  Mount();
+  const std::string link = mnt_ + "/tool@main";
+  auto xattr = [&](const char* name) {
+    char buf[256];
+    const ssize_t n = lgetxattr(link.c_str(), name, buf, sizeof(buf));
+    return n < 0 ? absl::StrCat("<", strerrorname_np(errno), ">")
+                 : std::string(buf, n);
+  };
+  EXPECT_EQ(xattr("cairn.slot"), "noarch");
+  EXPECT_EQ(xattr("cairn.digest"), any.ToString());
+  EXPECT_EQ(xattr("cairn.generation"), "2");
+
+  SetSlot("tool@main", HostSlot(), host);
+  EXPECT_EQ(xattr("cairn.slot"), HostSlot());
+  EXPECT_EQ(xattr("cairn.digest"), host.ToString());
+  EXPECT_EQ(xattr("cairn.generation"), "3");
+  EXPECT_EQ(xattr("cairn.ref"), "tool@main");
+  EXPECT_GE(fs_->stats().getxattrs, 4u);
+}
+
+}  // namespace
+}  // namespace cairn
