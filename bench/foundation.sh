@@ -73,7 +73,7 @@ bench::log "work dir $WORK; $RUNS run(s) of each measurement"
 # Per-run results, one array per figure.
 declare -a T_IGZIP=() T_GZIP=() T_PIGZ=() T_SHA=()
 declare -a T_REG_PUSH=() T_REG_HEAD=() T_REG_GET=() T_REG_GET_SYNC=() REG_HWM=() REG_CPU=()
-declare -a T_PUSH=() T_DURABLE=() T_REPUSH=() T_REPUSH_COLD=() T_PULL=() HWM_PUSH=() HWM_END=() CPU_PUSH=()
+declare -a T_ACK=() T_ACK_INDEXED=() T_PUSH=() T_DURABLE=() T_REPUSH=() T_REPUSH_COLD=() T_PULL=() HWM_PUSH=() HWM_END=() CPU_PUSH=()
 NOTES=()
 declare -a BUSY_REG=() BUSY_CAIRN=()
 
@@ -230,11 +230,38 @@ cairn_run() {
   # $dir stays until the exit (see bench::fs_settle).
 }
 
+# One fresh cairnd per run: `cairn push --no-wait` (Write with
+# acknowledge_before_index: returns once the tarball is durable, the index is
+# built in the background), then `cairn stat --wait` until the index is
+# complete, timed from the start of the push.
+cairn_ack_run() {
+  bench::wait_quiet
+  local run=$1 dir port pid log t
+  bench::tmpdir dir cairnd-ack
+  local -x CAIRN_CACHE_DIR="$dir/digest-cache"
+  "$CAIRN" --quiet digest "$INPUT" >/dev/null || bench::die "cairn digest failed"
+  bench::pick_port port
+  log=$dir/cairnd.log
+  bench::start_cairnd pid "$dir/data" "$port" "$log"
+  local addr="127.0.0.1:$port"
+  bench::settle "$INPUT"
+  bench::time t "$CAIRN" --server "$addr" --json push --no-wait "$INPUT" >"$dir/push.json" 2>"$dir/push.err" ||
+    { cat "$dir/push.err" >&2; bench::die "cairn push --no-wait failed (server log: $log)"; }
+  local push_start=$BENCH_T_START
+  T_ACK+=("$t")
+  grep -q '"index_state": "indexing"' "$dir/push.json" ||
+    NOTES+=("run $run: push --no-wait did not report index_state indexing: $(tr -s ' \n' ' ' <"$dir/push.json" | head -c 200)")
+  "$CAIRN" --server "$addr" --json stat --wait "$DIGEST" >"$dir/stat.json" 2>"$dir/stat.err" ||
+    { cat "$dir/stat.err" >&2; bench::die "cairn stat --wait failed (server log: $log)"; }
+  bench::since t "$push_start"; T_ACK_INDEXED+=("$t")
+  bench::stop_daemon "$pid" || NOTES+=("run $run: cairnd exited non-zero after SIGTERM")
+}
+
 # Alternate the order so that neither side always runs first.
 for ((r = 1; r <= RUNS; r++)); do
-  if ((r % 2)); then registry_run; cairn_run "$r"; else cairn_run "$r"; registry_run; fi
+  if ((r % 2)); then registry_run; cairn_run "$r"; cairn_ack_run "$r"; else cairn_ack_run "$r"; cairn_run "$r"; registry_run; fi
   bench::log "run $r: registry push ${T_REG_PUSH[-1]}s get ${T_REG_GET[-1]}s;" \
-    "cairn push ${T_PUSH[-1]}s re-push ${T_REPUSH[-1]}s pull ${T_PULL[-1]}s hwm ${HWM_PUSH[-1]}KiB"
+    "cairn push --no-wait ${T_ACK[-1]}s (indexed ${T_ACK_INDEXED[-1]}s) push ${T_PUSH[-1]}s re-push ${T_REPUSH[-1]}s pull ${T_PULL[-1]}s hwm ${HWM_PUSH[-1]}KiB"
 done
 
 # ------------------------------------------------------------------ diagnosis
@@ -335,13 +362,14 @@ m_pigz=""; [[ -n "$HAVE_PIGZ" ]] && med m_pigz "${T_PIGZ[@]}"
 med m_rpush "${T_REG_PUSH[@]}"; med m_rhead "${T_REG_HEAD[@]}"; med m_rget "${T_REG_GET[@]}"
 med m_rget_sync "${T_REG_GET_SYNC[@]}"
 med m_rhwm "${REG_HWM[@]}"; med m_rcpu "${REG_CPU[@]}"
+med m_ack "${T_ACK[@]}"; med m_ack_indexed "${T_ACK_INDEXED[@]}"
 med m_push "${T_PUSH[@]}"; med m_repush "${T_REPUSH[@]}"; med m_pull "${T_PULL[@]}"
 med m_repush_cold "${T_REPUSH_COLD[@]}"
 med m_hwm "${HWM_PUSH[@]}"; med m_hwm_end "${HWM_END[@]}"; med m_cpu "${CPU_PUSH[@]}"
 m_durable=""; ((${#T_DURABLE[@]})) && med m_durable "${T_DURABLE[@]}"
 
 mb=$(bench::py "$INPUT_BYTES / 1e6")
-r1=$(bench::py "$m_push / $m_rpush"); bench::judge ok1 "$r1" "<=" 1.0
+r1=$(bench::py "$m_ack / $m_rpush"); bench::judge ok1 "$r1" "<=" 1.0
 r2=$(bench::py "$m_push / $m_igzip"); bench::judge ok2 "$r2" "<=" 2.0
 r3=$(bench::py "$m_repush / $m_push"); bench::judge ok3 "$r3" "<" 0.02
 c_tp=$(bench::py "$mb / $m_pull"); r_tp=$(bench::py "$mb / $m_rget")
@@ -353,7 +381,7 @@ f() { local v; bench::fmt v "$1" "$2"; printf '%s' "$v"; }
 x() { [[ -z "$1" ]] && { printf -- '-'; return; }; printf '%sx' "$(f "$1" 2)"; }
 pct() { printf '%s%%' "$(f "$(bench::py "100 * $1")" 1)"; }
 
-bench::row "1 push until durable ack (s)" "$(f "$m_push" 3)" "$(f "$m_rpush" 3)" "$(x "$r1")" "<= 1.0x registry" "$ok1"
+bench::row "1 push until durable ack (s)" "$(f "$m_ack" 3)" "$(f "$m_rpush" 3)" "$(x "$r1")" "<= 1.0x registry" "$ok1"
 bench::row "2 push until index complete (s)" "$(f "$m_push" 3)" "$(f "$m_igzip" 3)" "$(x "$r2")" "<= 2.0x igzip -dc" "$ok2"
 bench::row "3 re-push same artefact (s)" "$(f "$m_repush" 3)" "$(f "$m_push" 3)" "$(pct "$r3")" "< 2% of 1st push" "$ok3"
 bench::row "4 pull, verified (MB/s)" "$(f "$c_tp" 1)" "$(f "$r_tp" 1)" "$(x "$r4")" ">= 0.6x registry GET" "$ok4"
@@ -361,6 +389,7 @@ bench::row "5 cairnd peak RSS ingesting (MiB)" "$(f "$hwm_mib" 1)" "$(f "$rhwm_m
 bench::row "--"
 bench::row "context: push throughput (MB/s gz)" "$(f "$(bench::py "$mb / $m_push")" 1)" "$(f "$(bench::py "$mb / $m_rpush")" 1)" "-" "-" "-"
 bench::row "context: push until index_durable (s)" "$(f "$m_durable" 3)" "-" "-" "-" "-"
+bench::row "context: --no-wait push, until indexed (s)" "$(f "$m_ack_indexed" 3)" "$(f "$m_igzip" 3)" "$(x "$(bench::py "$m_ack_indexed / $m_igzip")")" "-" "-"
 bench::row "context: server CPU during push (s)" "$(f "$m_cpu" 2)" "$(f "$m_rcpu" 2)" "$(x "$(bench::py "$m_cpu / $m_rcpu if $m_rcpu else ''")")" "-" "-"
 bench::row "context: gzip -dc (s)" "-" "$(f "$m_gzip" 3)" "$(x "$(bench::py "$m_push / $m_gzip")")" "-" "-"
 if [[ -n "$m_pigz" ]]; then
@@ -386,6 +415,8 @@ echo
 bench::print_table
 echo
 echo "per-run seconds (in run order):"
+echo "  push --no-wait ${T_ACK[*]}"
+echo "  ...indexed     ${T_ACK_INDEXED[*]}"
 echo "  cairn push     ${T_PUSH[*]}"
 echo "  cairn durable  ${T_DURABLE[*]:-}"
 echo "  cairn re-push  ${T_REPUSH[*]}"
@@ -404,8 +435,11 @@ echo "  cairnd I/O: $DIAG_IO"
 echo
 echo "notes:"
 echo "  - Inputs are in the page cache for every timed step; 'sync' runs (untimed) before each."
-echo "  - (1),(2): cairn push = FindMissing + streamed Write; Write returns once the tarball is"
-echo "    fsynced and the index committed. Registry = POST + monolithic PUT until HTTP 201 (server-side"
+echo "  - (1): cairn push --no-wait = FindMissing + streamed Write with acknowledge_before_index:"
+echo "    Write returns once the tarball is fsynced+renamed and recorded (synced); the index is built"
+echo "    in the background (fresh cairnd; '--no-wait push, until indexed' = until stat --wait returns)."
+echo "  - (2): cairn push (default) = Write returns once the tarball is fsynced and the index"
+echo "    committed. Registry = POST + monolithic PUT until HTTP 201 (server-side"
 echo "    digest check and fsync of the blob data). Both clients know the digest beforehand, computed"
 echo "    untimed (cairn digest / sha256sum); 'no digest cache' shows what client hashing adds."
 echo "  - (3): the re-push finds the digest in the digest cache (CAIRN_CACHE_DIR, fresh each run)."
