@@ -45,10 +45,15 @@ namespace {
 
 // Immutable content (artefact trees, by-digest): cached "forever".
 constexpr double kImmutableTimeout = 86400.0;
-// Ref symlinks and the directories listing refs: never cached, so a fresh
-// path walk always sees where a ref points now (docs/fuse.md).
+// Ref symlinks, namespace entries and the listings of "/" and namespaces:
+// never cached, so a fresh path walk always sees where a ref points now
+// (docs/fuse.md). The attributes of "/" and namespaces are (AttrTimeout).
 constexpr double kRefTimeout = 0.0;
-constexpr size_t kMaxIo = 1 << 20;  // 1 MiB reads and readahead.
+constexpr size_t kMaxIo = 1 << 20;  // 1 MiB reads and readahead requests.
+// Readahead window of the mount's BDI (KiB). The kernel caps a FUSE mount's
+// readahead at its BDI's read_ahead_kb (default 128), whatever INIT asked:
+// 4 MiB keeps several 1 MiB READs in flight on a sequential read.
+constexpr int kReadaheadKb = 4096;
 constexpr fuse_ino_t kByDigestIno = 2;
 constexpr char kByDigest[] = "by-digest";
 // Extended attributes (docs/fuse.md, "Extended attributes"). Regular files
@@ -82,7 +87,9 @@ struct FileHandle {
   int fd = -1;
 };
 
-// An open directory: its listing, built at opendir.
+// An open directory: its listing, built at opendir for "/", namespaces and
+// /by-digest, and at the first READDIR(PLUS) for artefact directories (the
+// kernel caches their listing, so a warm OPENDIR costs no database read).
 struct DirEntry {
   std::string name;
   fuse_ino_t ino;
@@ -93,6 +100,9 @@ struct DirEntry {
   std::shared_ptr<const Node> node;
 };
 struct DirHandle {
+  // Set while the listing of an artefact directory is not built yet.
+  std::shared_ptr<const Node> pending;
+  absl::Mutex mu;  // Guards the lazy build (pending, entries).
   std::vector<DirEntry> entries;
 };
 
@@ -236,16 +246,23 @@ int ResolveRef(State& s, const std::string& text, Resolved* out) {
   return 0;
 }
 
-std::string RefLinkTarget(State& s, const Node& n, int* err) {
-  Resolved r;
-  if (*err = ResolveRef(s, n.name, &r); *err != 0) return "";
+// The target of ref symlink `n` resolved to `r`.
+std::string RefLinkTargetOf(const Node& n, const Resolved& r) {
   std::string target;
   for (int i = 0; i < n.depth; ++i) target += "../";
   return absl::StrCat(target, kByDigest, "/", r.digest.ToString());
 }
 
-// Fills `st` for `n`. Returns 0 or an errno.
-int Attr(State& s, fuse_ino_t ino, const Node& n, struct stat* st) {
+std::string RefLinkTarget(State& s, const Node& n, int* err) {
+  Resolved r;
+  if (*err = ResolveRef(s, n.name, &r); *err != 0) return "";
+  return RefLinkTargetOf(n, r);
+}
+
+// Fills `st` for `n`. Returns 0 or an errno. `resolved`: for a ref symlink,
+// its resolution if the caller has one (else the ref is resolved here).
+int Attr(State& s, fuse_ino_t ino, const Node& n, struct stat* st,
+         const Resolved* resolved = nullptr) {
   std::memset(st, 0, sizeof(*st));
   st->st_ino = ino;
   st->st_nlink = 1;
@@ -260,7 +277,9 @@ int Attr(State& s, fuse_ino_t ino, const Node& n, struct stat* st) {
       return 0;
     case Kind::kRefLink: {
       int err = 0;
-      const std::string target = RefLinkTarget(s, n, &err);
+      const std::string target = resolved != nullptr
+                                     ? RefLinkTargetOf(n, *resolved)
+                                     : RefLinkTarget(s, n, &err);
       if (err != 0) return err;
       st->st_mode = S_IFLNK | 0777;
       st->st_size = target.size();
@@ -367,21 +386,32 @@ absl::Status ListRefLevel(const State& s, const std::string& prefix,
   }
 }
 
+// How long the kernel may keep the attributes of `n`. "/" and namespace
+// directories never change theirs (only their entries, the refs, do, and
+// those are never cached): caching them spares a GETATTR of "/" per path
+// walk from the mount root.
+double AttrTimeout(const Node& n) {
+  return n.kind == Kind::kRefLink ? kRefTimeout : kImmutableTimeout;
+}
+
 // Fills `e` (ino, attributes, timeouts) for a LOOKUP or READDIRPLUS reply.
-// Returns 0 or an errno.
-int FillEntry(State& s, fuse_ino_t ino, const Node& n, fuse_entry_param* e) {
+// Returns 0 or an errno. `resolved`: as for Attr.
+int FillEntry(State& s, fuse_ino_t ino, const Node& n, fuse_entry_param* e,
+              const Resolved* resolved = nullptr) {
   std::memset(e, 0, sizeof(*e));
-  if (int err = Attr(s, ino, n, &e->attr); err != 0) return err;
+  if (int err = Attr(s, ino, n, &e->attr, resolved); err != 0) return err;
   e->ino = ino;
-  const double t = IsImmutable(n) ? kImmutableTimeout : kRefTimeout;
-  e->attr_timeout = t;
-  e->entry_timeout = t;
+  // Entries naming refs or namespaces (which exist while a ref lives under
+  // them) are never cached.
+  e->entry_timeout = IsImmutable(n) ? kImmutableTimeout : kRefTimeout;
+  e->attr_timeout = AttrTimeout(n);
   return 0;
 }
 
-void ReplyEntry(fuse_req_t req, State& s, fuse_ino_t ino, const Node& n) {
+void ReplyEntry(fuse_req_t req, State& s, fuse_ino_t ino, const Node& n,
+                const Resolved* resolved = nullptr) {
   fuse_entry_param e;
-  if (int err = FillEntry(s, ino, n, &e); err != 0) {
+  if (int err = FillEntry(s, ino, n, &e, resolved); err != 0) {
     fuse_reply_err(req, err);
     return;
   }
@@ -401,6 +431,13 @@ void OpInit(void* userdata, fuse_conn_info* conn) {
   if ((conn->capable & FUSE_CAP_READDIRPLUS) != 0) {
     conn->want |= FUSE_CAP_READDIRPLUS;
     conn->want &= ~FUSE_CAP_READDIRPLUS_AUTO;
+  }
+  // READ replies splice the blob's bytes from its fd into /dev/fuse
+  // (fuse_reply_data in OpRead) instead of pread into a buffer + writev.
+  // Not SPLICE_MOVE: moving would hand the blob file's page-cache pages
+  // over to this mount instead of copying them in the kernel.
+  if ((conn->capable & FUSE_CAP_SPLICE_WRITE) != 0) {
+    conn->want |= FUSE_CAP_SPLICE_WRITE;
   }
 }
 
@@ -423,8 +460,9 @@ void OpLookup(fuse_req_t req, fuse_ino_t parent, const char* name_c) {
         if (int err = ResolveRef(s, full, &r); err != 0) {
           return (void)fuse_reply_err(req, err);
         }
+        // One resolution per LOOKUP: the reply's attributes come from it.
         const fuse_ino_t ino = InternRef(s, full, p->depth);
-        return ReplyEntry(req, s, ino, *s.Get(ino));
+        return ReplyEntry(req, s, ino, *s.Get(ino), &r);
       }
       // A namespace exists while some ref lives under it.
       ListRefsOptions options;
@@ -480,7 +518,7 @@ void OpGetattr(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
   if (int err = Attr(s, ino, *n, &st); err != 0) {
     return (void)fuse_reply_err(req, err);
   }
-  fuse_reply_attr(req, &st, IsImmutable(*n) ? kImmutableTimeout : kRefTimeout);
+  fuse_reply_attr(req, &st, AttrTimeout(*n));
 }
 
 void OpReadlink(fuse_req_t req, fuse_ino_t ino) {
@@ -498,6 +536,47 @@ void OpReadlink(fuse_req_t req, fuse_ino_t ino) {
     return (void)fuse_reply_readlink(req, n->record.link_target().c_str());
   }
   fuse_reply_err(req, EINVAL);
+}
+
+// Appends the children of artefact directory `n` to `out`, in bytewise
+// name order. Returns 0 or an errno.
+int ListArtefactDir(State& s, const Node& n, std::vector<DirEntry>* out) {
+  const std::string dirpath = n.kind == Kind::kArtefact ? "" : n.path;
+  std::vector<std::pair<std::string, store::FileRecord>> children;
+  absl::Status st = s.store->metadata().ListDir(
+      n.artefact, dirpath, "",
+      [&](absl::string_view name, const store::FileRecord& r) {
+        children.emplace_back(std::string(name), r);
+        return true;
+      });
+  if (!st.ok()) return StatusToErrno(st);
+  // ListDir is in bytewise name order already.
+  out->reserve(out->size() + children.size());
+  for (auto& [name, rec] : children) {
+    const std::string path =
+        dirpath.empty() ? name : absl::StrCat(dirpath, "/", name);
+    int err = 0;
+    State::Interned child =
+        InternEntry(s, n.artefact, path, std::move(rec), &err);
+    if (child.ino == 0) return err;
+    const mode_t type = TypeOf(child.node->record);
+    out->push_back({std::move(name), child.ino, type, std::move(child.node)});
+  }
+  return 0;
+}
+
+// Builds the listing of `dir` if opendir left it pending. Returns 0 or an
+// errno (the listing then stays pending).
+int EnsureListed(State& s, DirHandle& dir)
+    ABSL_EXCLUSIVE_LOCKS_REQUIRED(dir.mu) {
+  if (dir.pending == nullptr) return 0;
+  std::vector<DirEntry> children;
+  if (int err = ListArtefactDir(s, *dir.pending, &children); err != 0) {
+    return err;
+  }
+  for (DirEntry& e : children) dir.entries.push_back(std::move(e));
+  dir.pending = nullptr;
+  return 0;
 }
 
 void OpOpendir(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
@@ -553,35 +632,15 @@ void OpOpendir(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
       break;
     }
     case Kind::kArtefact:
-    case Kind::kEntry: {
+    case Kind::kEntry:
       if (n->kind == Kind::kEntry &&
           n->record.type() != store::FileRecord::DIRECTORY) {
         return (void)fuse_reply_err(req, ENOTDIR);
       }
-      const std::string dirpath = n->kind == Kind::kArtefact ? "" : n->path;
-      std::vector<std::pair<std::string, store::FileRecord>> children;
-      absl::Status st = s.store->metadata().ListDir(
-          n->artefact, dirpath, "",
-          [&](absl::string_view name, const store::FileRecord& r) {
-            children.emplace_back(std::string(name), r);
-            return true;
-          });
-      if (!st.ok()) return (void)fuse_reply_err(req, StatusToErrno(st));
-      // ListDir is in bytewise name order already.
-      dir->entries.reserve(dir->entries.size() + children.size());
-      for (auto& [name, rec] : children) {
-        const std::string path =
-            dirpath.empty() ? name : absl::StrCat(dirpath, "/", name);
-        int err = 0;
-        State::Interned child =
-            InternEntry(s, n->artefact, path, std::move(rec), &err);
-        if (child.ino == 0) return (void)fuse_reply_err(req, err);
-        const mode_t type = TypeOf(child.node->record);
-        dir->entries.push_back(
-            {std::move(name), child.ino, type, std::move(child.node)});
-      }
+      // Listed at the first READDIR(PLUS), which the kernel only sends
+      // while it has no cached listing (cache_readdir below).
+      dir->pending = n;
       break;
-    }
     case Kind::kRefLink:
       return (void)fuse_reply_err(req, ENOTDIR);
   }
@@ -594,23 +653,33 @@ void OpOpendir(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
   }
 }
 
+// Both READDIR flavours fill the reply under the handle's lock and send it
+// after releasing it: once the reply is sent the directory may be closed
+// and its handle deleted (RELEASEDIR) before this thread returns.
 void OpReaddir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
                fuse_file_info* fi) {
   (void)ino;
-  const DirHandle& dir = *reinterpret_cast<DirHandle*>(fi->fh);
+  DirHandle& dir = *reinterpret_cast<DirHandle*>(fi->fh);
   std::vector<char> buf(size);
   size_t used = 0;
-  for (size_t i = static_cast<size_t>(off); i < dir.entries.size(); ++i) {
-    const DirEntry& e = dir.entries[i];
-    struct stat st;
-    std::memset(&st, 0, sizeof(st));
-    st.st_ino = e.ino;
-    st.st_mode = e.type;
-    const size_t n = fuse_add_direntry(req, buf.data() + used, size - used,
-                                       e.name.c_str(), &st, i + 1);
-    if (n > size - used) break;
-    used += n;
+  int err = 0;
+  {
+    absl::MutexLock lock(&dir.mu);
+    err = EnsureListed(*StateOf(req), dir);
+    for (size_t i = static_cast<size_t>(off);
+         err == 0 && i < dir.entries.size(); ++i) {
+      const DirEntry& e = dir.entries[i];
+      struct stat st;
+      std::memset(&st, 0, sizeof(st));
+      st.st_ino = e.ino;
+      st.st_mode = e.type;
+      const size_t n = fuse_add_direntry(req, buf.data() + used, size - used,
+                                         e.name.c_str(), &st, i + 1);
+      if (n > size - used) break;
+      used += n;
+    }
   }
+  if (err != 0) return (void)fuse_reply_err(req, err);
   fuse_reply_buf(req, buf.data(), used);
 }
 
@@ -624,25 +693,32 @@ void OpReaddirplus(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
                    fuse_file_info* fi) {
   (void)ino;
   State& s = *StateOf(req);
-  const DirHandle& dir = *reinterpret_cast<DirHandle*>(fi->fh);
+  DirHandle& dir = *reinterpret_cast<DirHandle*>(fi->fh);
   std::vector<char> buf(size);
   size_t used = 0;
   uint64_t full_entries = 0;
-  for (size_t i = static_cast<size_t>(off); i < dir.entries.size(); ++i) {
-    const DirEntry& e = dir.entries[i];
-    fuse_entry_param p;
-    if (e.node == nullptr || FillEntry(s, e.ino, *e.node, &p) != 0) {
-      std::memset(&p, 0, sizeof(p));
-      p.attr.st_ino = e.ino;  // d_ino and d_type of the listing.
-      p.attr.st_mode = e.type;
+  int err = 0;
+  {
+    absl::MutexLock lock(&dir.mu);
+    err = EnsureListed(s, dir);
+    for (size_t i = static_cast<size_t>(off);
+         err == 0 && i < dir.entries.size(); ++i) {
+      const DirEntry& e = dir.entries[i];
+      fuse_entry_param p;
+      if (e.node == nullptr || FillEntry(s, e.ino, *e.node, &p) != 0) {
+        std::memset(&p, 0, sizeof(p));
+        p.attr.st_ino = e.ino;  // d_ino and d_type of the listing.
+        p.attr.st_mode = e.type;
+      }
+      const size_t n = fuse_add_direntry_plus(req, buf.data() + used,
+                                              size - used, e.name.c_str(), &p,
+                                              i + 1);
+      if (n > size - used) break;
+      used += n;
+      if (p.ino != 0) ++full_entries;
     }
-    const size_t n = fuse_add_direntry_plus(req, buf.data() + used,
-                                            size - used, e.name.c_str(), &p,
-                                            i + 1);
-    if (n > size - used) break;
-    used += n;
-    if (p.ino != 0) ++full_entries;
   }
+  if (err != 0) return (void)fuse_reply_err(req, err);
   s.readdirplus_entries.fetch_add(full_entries, std::memory_order_relaxed);
   fuse_reply_buf(req, buf.data(), used);
 }
@@ -733,7 +809,8 @@ void OpRead(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
       static_cast<fuse_buf_flags>(FUSE_BUF_IS_FD | FUSE_BUF_FD_SEEK);
   buf.buf[0].fd = fh.fd;
   buf.buf[0].pos = off;
-  fuse_reply_data(req, &buf, FUSE_BUF_SPLICE_MOVE);
+  // Spliced when FUSE_CAP_SPLICE_WRITE was granted (OpInit), else copied.
+  fuse_reply_data(req, &buf, static_cast<fuse_buf_copy_flags>(0));
 }
 
 void OpRelease(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
@@ -921,6 +998,22 @@ fuse_lowlevel_ops MakeOps() {
   return ops;
 }
 
+// Raises the readahead window of the mount's BDI ("<major>:<minor>" of its
+// st_dev) to kReadaheadKb. Best effort: without it (no sysfs, not root)
+// sequential reads arrive as 128 KiB requests.
+void SetReadahead(dev_t dev) {
+  const std::string path = absl::StrCat("/sys/class/bdi/", major(dev), ":",
+                                        minor(dev), "/read_ahead_kb");
+  const int fd = open(path.c_str(), O_WRONLY | O_CLOEXEC);
+  const std::string value = absl::StrCat(kReadaheadKb);
+  if (fd < 0 || write(fd, value.data(), value.size()) !=
+                    static_cast<ssize_t>(value.size())) {
+    spdlog::warn("fuse: cannot set {} to {}: {}", path, value,
+                 strerror(errno));
+  }
+  if (fd >= 0) close(fd);
+}
+
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<CairnFs>> CairnFs::Mount(
@@ -983,6 +1076,7 @@ absl::StatusOr<std::unique_ptr<CairnFs>> CairnFs::Mount(
   struct stat root_st;
   if (stat(mountpoint.c_str(), &root_st) == 0) {
     state->conn_id = minor(root_st.st_dev);
+    SetReadahead(root_st.st_dev);
   }
   spdlog::info("fuse: mounted {} (ro, nosuid, nodev; refs resolve to slot {})",
                mountpoint, state->slot);

@@ -13,6 +13,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <sys/stat.h>
+#include <sys/sysmacros.h>
 #include <sys/xattr.h>
 #include <unistd.h>
 
@@ -256,6 +257,100 @@ TEST_F(CairnFsTest, TreeWalkNeedsNoLookupPerEntry) {
   const CairnFsStats again = fs_->stats();
   EXPECT_EQ(WalkAndStat(ByDigest(d)), kDirs * (kFilesPerDir + 2));
   EXPECT_EQ(fs_->stats().lookups, again.lookups);
+}
+
+// Sequential reads arrive as 1 MiB requests with several in flight only if
+// the mount's BDI readahead is raised (the kernel caps it at read_ahead_kb);
+// READ replies are spliced from the blob's fd: the bytes must come back
+// whole, at any offset, and short at the end of the file.
+TEST_F(CairnFsTest, LargeFileReadsBackWithRaisedReadahead) {
+  std::string content(5 * (1 << 20) + 123, '\0');
+  uint32_t x = 12345;
+  for (char& c : content) {
+    x = x * 1103515245u + 12345u;
+    c = static_cast<char>(x >> 24);
+  }
+  const Digest d = Push({{"big", TarEntry::kFile, 0644, content}});
+  Mount();
+  struct stat mst;
+  ASSERT_EQ(stat(mnt_.c_str(), &mst), 0) << strerror(errno);
+  const std::string ra = absl::StrCat("/sys/class/bdi/", major(mst.st_dev),
+                                      ":", minor(mst.st_dev), "/read_ahead_kb");
+  char ra_buf[32] = {};
+  const int ra_fd = open(ra.c_str(), O_RDONLY);
+  ASSERT_GE(ra_fd, 0) << ra << ": " << strerror(errno);
+  ASSERT_GT(read(ra_fd, ra_buf, sizeof(ra_buf) - 1), 0);
+  close(ra_fd);
+  EXPECT_EQ(std::string(ra_buf), "4096\n");
+
+  const int fd = open((ByDigest(d) + "/big").c_str(), O_RDONLY);
+  ASSERT_GE(fd, 0) << strerror(errno);
+  std::string got;
+  std::vector<char> buf(1 << 20);
+  for (;;) {
+    const ssize_t n = read(fd, buf.data(), buf.size());
+    ASSERT_GE(n, 0) << strerror(errno);
+    if (n == 0) break;
+    got.append(buf.data(), n);
+  }
+  EXPECT_TRUE(got == content) << "read back " << got.size() << " bytes";
+  const off_t tail = content.size() - 100;
+  EXPECT_EQ(pread(fd, buf.data(), 4096, tail), 100);
+  EXPECT_EQ(std::string(buf.data(), 100), content.substr(tail));
+  EXPECT_EQ(pread(fd, buf.data(), 4096, content.size()), 0);
+  close(fd);
+}
+
+// "/" and namespace directories keep their attributes cached, but never
+// their entries or listings: new refs, new namespaces and moved refs show
+// at once.
+TEST_F(CairnFsTest, RootAndNamespacesShowRefChangesAtOnce) {
+  const Digest a = Push({{"f", TarEntry::kFile, 0644, "a\n"}});
+  const Digest b = Push({{"f", TarEntry::kFile, 0644, "b\n"}});
+  SetSlot("tool@main", "noarch", a);
+  SetSlot("team/x@main", "noarch", a);
+  Mount();
+  auto read_link = [](const std::string& path) {
+    char buf[256];
+    const ssize_t n = readlink(path.c_str(), buf, sizeof(buf));
+    return n < 0 ? absl::StrCat("<", strerrorname_np(errno), ">")
+                 : std::string(buf, n);
+  };
+  struct stat st;
+  ASSERT_EQ(stat(mnt_.c_str(), &st), 0);
+  EXPECT_THAT(ReadDirNames(mnt_),
+              ElementsAre("by-digest", "team", "tool@main"));
+  EXPECT_THAT(ReadDirNames(mnt_ + "/team"), ElementsAre("x@main"));
+  EXPECT_EQ(read_link(mnt_ + "/tool@main"), "by-digest/" + a.ToString());
+  EXPECT_EQ(read_link(mnt_ + "/team/x@main"), "../by-digest/" + a.ToString());
+
+  SetSlot("new@main", "noarch", b);
+  SetSlot("team/y@main", "noarch", b);
+  SetSlot("ops/z@main", "noarch", b);
+  SetSlot("tool@main", "noarch", b);
+  SetSlot("team/x@main", "noarch", b);
+  EXPECT_THAT(ReadDirNames(mnt_),
+              ElementsAre("by-digest", "new@main", "ops", "team", "tool@main"));
+  EXPECT_THAT(ReadDirNames(mnt_ + "/team"), ElementsAre("x@main", "y@main"));
+  EXPECT_EQ(read_link(mnt_ + "/tool@main"), "by-digest/" + b.ToString());
+  EXPECT_EQ(read_link(mnt_ + "/team/x@main"), "../by-digest/" + b.ToString());
+  EXPECT_EQ(read_link(mnt_ + "/ops/z@main"), "../by-digest/" + b.ToString());
+  ASSERT_EQ(lstat((mnt_ + "/tool@main/f").c_str(), &st), 0) << strerror(errno);
+  const int fd = open((mnt_ + "/tool@main/f").c_str(), O_RDONLY);
+  ASSERT_GE(fd, 0) << strerror(errno);
+  char buf[8];
+  EXPECT_EQ(read(fd, buf, sizeof(buf)), 2);
+  EXPECT_EQ(std::string(buf, 2), "b\n");
+  close(fd);
+
+  // A deleted branch is gone at once, and so is a namespace left empty.
+  ASSERT_TRUE(refs_->DeleteBranch(*RefName::Parse("ops/z@main"), "t").ok());
+  ASSERT_TRUE(refs_->DeleteBranch(*RefName::Parse("new@main"), "t").ok());
+  EXPECT_EQ(read_link(mnt_ + "/new@main"), "<ENOENT>");
+  EXPECT_EQ(lstat((mnt_ + "/ops").c_str(), &st), -1);
+  EXPECT_EQ(errno, ENOENT);
+  EXPECT_THAT(ReadDirNames(mnt_),
+              ElementsAre("by-digest", "team", "tool@main"));
 }
 
 // The size protocol, ERANGE and every node kind: //tests:fuse_test.
