@@ -43,23 +43,9 @@ namespace {
 
 using ::cairn::testing::BuildTar;
 using ::cairn::testing::FreshTestDir;
+using ::cairn::testing::ReadDirNames;
 using ::cairn::testing::TarEntry;
 using ::testing::ElementsAre;
-
-std::vector<std::string> ReadDirNames(const std::string& dir) {
-  std::vector<std::string> names;
-  DIR* d = opendir(dir.c_str());
-  if (d == nullptr) {
-    ADD_FAILURE() << "opendir " << dir << ": " << strerror(errno);
-    return names;
-  }
-  while (dirent* e = readdir(d)) {
-    const std::string name = e->d_name;
-    if (name != "." && name != "..") names.push_back(name);
-  }
-  closedir(d);
-  return names;
-}
 
 // Lists `dir` recursively and lstat()s every entry, as find(1) does. Returns
 // the number of entries.
@@ -149,10 +135,8 @@ class CairnFsTest : public ::testing::Test {
   // Rewrites the artefact's record with `state`, as an upload acknowledged
   // before its index is built will write it (INDEXING). Call after
   // WaitDurable(): the flusher would otherwise overwrite it.
-  void SetIndexState(const Digest& d,
-                     store::ArtefactRecord::IndexState state) {
-    absl::StatusOr<store::ArtefactRecord> a =
-        store_->metadata().GetArtefact(d);
+  void SetIndexState(const Digest& d, store::ArtefactRecord::IndexState state) {
+    absl::StatusOr<store::ArtefactRecord> a = store_->metadata().GetArtefact(d);
     ASSERT_TRUE(a.ok()) << a.status();
     a->set_index_state(state);
     MetadataBatch batch;
@@ -184,8 +168,7 @@ TEST_F(CairnFsTest, IndexingArtefactsAndRefsToThemAreAbsent) {
   SetIndexState(indexing, store::ArtefactRecord::INDEXING);
   Mount();
 
-  EXPECT_THAT(ReadDirNames(mnt_ + "/by-digest"),
-              ElementsAre(ready.ToString()));
+  EXPECT_THAT(ReadDirNames(mnt_ + "/by-digest"), ElementsAre(ready.ToString()));
   struct stat st;
   EXPECT_EQ(lstat(ByDigest(indexing).c_str(), &st), -1);
   EXPECT_EQ(errno, ENOENT);
@@ -274,8 +257,8 @@ TEST_F(CairnFsTest, LargeFileReadsBackWithRaisedReadahead) {
   Mount();
   struct stat mst;
   ASSERT_EQ(stat(mnt_.c_str(), &mst), 0) << strerror(errno);
-  const std::string ra = absl::StrCat("/sys/class/bdi/", major(mst.st_dev),
-                                      ":", minor(mst.st_dev), "/read_ahead_kb");
+  const std::string ra = absl::StrCat("/sys/class/bdi/", major(mst.st_dev), ":",
+                                      minor(mst.st_dev), "/read_ahead_kb");
   char ra_buf[32] = {};
   const int ra_fd = open(ra.c_str(), O_RDONLY);
   ASSERT_GE(ra_fd, 0) << ra << ": " << strerror(errno);

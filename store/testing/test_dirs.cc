@@ -2,13 +2,17 @@
 
 #include "store/testing/test_dirs.h"
 
+#include <dirent.h>
 #include <unistd.h>
 
 #include <atomic>
+#include <cerrno>
 #include <cstdlib>
+#include <cstring>
 #include <filesystem>
 
 #include "absl/strings/str_cat.h"
+#include "gtest/gtest.h"
 
 namespace cairn::testing {
 
@@ -28,6 +32,21 @@ int CountRegularFiles(const std::string& dir) {
     if (e.is_regular_file()) ++n;
   }
   return n;
+}
+
+std::vector<std::string> ReadDirNames(const std::string& dir) {
+  std::vector<std::string> names;
+  DIR* d = opendir(dir.c_str());
+  if (d == nullptr) {
+    ADD_FAILURE() << "opendir " << dir << ": " << strerror(errno);
+    return names;
+  }
+  while (dirent* e = readdir(d)) {
+    const std::string name = e->d_name;
+    if (name != "." && name != "..") names.push_back(name);
+  }
+  closedir(d);
+  return names;
 }
 
 }  // namespace cairn::testing

@@ -6,6 +6,7 @@
 #define CAIRN_STORE_TESTING_TEST_DIRS_H_
 
 #include <string>
+#include <vector>
 
 #include "absl/strings/string_view.h"
 
@@ -18,6 +19,10 @@ std::string FreshTestDir(absl::string_view prefix);
 
 // Number of regular files below `dir`, recursively; 0 if it does not exist.
 int CountRegularFiles(const std::string& dir);
+
+// The names in `dir` (readdir(3) order, without "." and ".."); records a
+// gtest failure naming the directory and errno if it cannot be opened.
+std::vector<std::string> ReadDirNames(const std::string& dir);
 
 }  // namespace cairn::testing
 
