@@ -226,6 +226,24 @@ fuse::wait_mount() {
 # unpacked tree (the native peer), its `cairn pack` tarball and its
 # squashfs image (mksquashfs, default options), plus a .meta written last.
 
+# fuse::pack_inputs PACK_SECS_VAR MKSQ_SECS_VAR TREE TGZ IMG BASE: packs TREE
+# with `cairn pack` into TGZ and with mksquashfs (default options) into IMG,
+# each through a .tmp file renamed into place; logs go to BASE.*.log. The
+# two durations (seconds) are returned through the named variables.
+fuse::pack_inputs() {
+  local -n _tp=$1 _ts=$2
+  local tree=$3 tgz=$4 img=$5 base=$6
+  bench::log "input: cairn pack $tree"
+  bench::time _tp "$CAIRN" pack "$tree" -o "$tgz.tmp" >"$base.pack.log" 2>&1 ||
+    { cat "$base.pack.log" >&2; bench::die "cairn pack failed"; }
+  mv -f -- "$tgz.tmp" "$tgz"
+  bench::log "input: mksquashfs $tree (default options)"
+  rm -f -- "$img.tmp"
+  bench::time _ts mksquashfs "$tree" "$img.tmp" -no-progress >"$base.mksquashfs.log" 2>&1 ||
+    { cat "$base.mksquashfs.log" >&2; bench::die "mksquashfs failed"; }
+  mv -f -- "$img.tmp" "$img"
+}
+
 # The sequential-read artefact: data/big.bin (1 GiB, AES-128-CTR keystream
 # from a fixed password: deterministic, incompressible) and bin/<exec>.
 fuse::input_seq() {
@@ -250,16 +268,8 @@ fuse::input_seq() {
   local ver
   ver=$("$tree/bin/$(basename "$FUSE_EXEC_BIN")" --version 2>&1 | head -n 1) ||
     bench::die "$FUSE_EXEC_BIN --version failed"
-  bench::log "input: cairn pack $tree"
   local tp ts
-  bench::time tp "$CAIRN" pack "$tree" -o "$tgz.tmp" >"$base.pack.log" 2>&1 ||
-    { cat "$base.pack.log" >&2; bench::die "cairn pack failed"; }
-  mv -f -- "$tgz.tmp" "$tgz"
-  bench::log "input: mksquashfs $tree (default options)"
-  rm -f -- "$img.tmp"
-  bench::time ts mksquashfs "$tree" "$img.tmp" -no-progress >"$base.mksquashfs.log" 2>&1 ||
-    { cat "$base.mksquashfs.log" >&2; bench::die "mksquashfs failed"; }
-  mv -f -- "$img.tmp" "$img"
+  fuse::pack_inputs tp ts "$tree" "$tgz" "$img" "$base"
   {
     printf 'SEQ_TREE=%q\n' "$tree"
     printf 'SEQ_TGZ=%q\n' "$tgz"
@@ -340,16 +350,8 @@ EOF
   mkdir -p "$tree"
   tar -C / --no-recursion -cf - -T "$base.list" | tar -C "$tree" -xpf - ||
     bench::die "copying the small-file tree failed"
-  bench::log "input: cairn pack $tree"
   local tp ts
-  bench::time tp "$CAIRN" pack "$tree" -o "$tgz.tmp" >"$base.pack.log" 2>&1 ||
-    { cat "$base.pack.log" >&2; bench::die "cairn pack failed"; }
-  mv -f -- "$tgz.tmp" "$tgz"
-  bench::log "input: mksquashfs $tree (default options)"
-  rm -f -- "$img.tmp"
-  bench::time ts mksquashfs "$tree" "$img.tmp" -no-progress >"$base.mksquashfs.log" 2>&1 ||
-    { cat "$base.mksquashfs.log" >&2; bench::die "mksquashfs failed"; }
-  mv -f -- "$img.tmp" "$img"
+  fuse::pack_inputs tp ts "$tree" "$tgz" "$img" "$base"
   local reg sym dirs bytes med top="" src
   for src in "${SMALL_SOURCES[@]}"; do grep -qx -- "${src#/}" "$base.list" && top+="$src "; done
   reg=$(find "$tree" -type f | wc -l)
