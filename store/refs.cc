@@ -378,7 +378,8 @@ absl::StatusOr<std::optional<store::RefRecord>> RefStore::ReadRecord(
   return std::optional<store::RefRecord>(*std::move(record));
 }
 
-absl::Status RefStore::CommitLocked(absl::Mutex* mu, const std::string& key,
+absl::Status RefStore::CommitLocked(absl::Mutex* mu, const RefName& ref,
+                                    const std::string& key,
                                     const store::RefRecord* record,
                                     const store::RefHistoryRecord& history) {
   mu->AssertHeld();
@@ -389,13 +390,30 @@ absl::Status RefStore::CommitLocked(absl::Mutex* mu, const std::string& key,
     batch.DeleteRef(key);
   }
   batch.PutRefHistory(key, history);
-  return db_->Commit(std::move(batch), /*sync=*/true);
+  if (absl::Status s = db_->Commit(std::move(batch), /*sync=*/true); !s.ok()) {
+    return s;
+  }
+  absl::ReaderMutexLock lock(&listeners_mu_);
+  for (const auto& [id, listener] : listeners_) listener(ref);
+  return absl::OkStatus();
+}
+
+uint64_t RefStore::AddChangeListener(ChangeListener listener) {
+  absl::MutexLock lock(&listeners_mu_);
+  const uint64_t id = next_listener_id_++;
+  listeners_.emplace(id, std::move(listener));
+  return id;
+}
+
+void RefStore::RemoveChangeListener(uint64_t id) {
+  absl::MutexLock lock(&listeners_mu_);  // Waits for running listeners.
+  listeners_.erase(id);
 }
 
 absl::StatusOr<RefUpdate> RefStore::CommitUpdateLocked(
     absl::Mutex* mu, const RefName& ref, const std::string& key,
     const store::RefRecord& record, const store::RefHistoryRecord& history) {
-  if (absl::Status s = CommitLocked(mu, key, &record, history); !s.ok()) {
+  if (absl::Status s = CommitLocked(mu, ref, key, &record, history); !s.ok()) {
     return s;
   }
   absl::StatusOr<RefInfo> info = ToInfo(ref, record);
@@ -688,7 +706,8 @@ absl::StatusOr<RefHistoryEntry> RefStore::DeleteBranch(
   for (const auto& [slot, ref_slot] : info->slots) {
     AddChange(slot, ref_slot.digest, std::nullopt, &history);
   }
-  if (absl::Status s = CommitLocked(&mu, key, nullptr, history); !s.ok()) {
+  if (absl::Status s = CommitLocked(&mu, branch, key, nullptr, history);
+      !s.ok()) {
     return s;
   }
   return ToEntry(key, history);

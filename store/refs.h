@@ -33,6 +33,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <optional>
@@ -301,6 +302,27 @@ class RefStore {
   absl::StatusOr<RefHistoryPage> History(
       const RefName& ref, const RefHistoryOptions& options = {}) const;
 
+  // --- Change notification (the FUSE mount invalidates cached ref entries
+  // with it). ---
+
+  // Called with a ref's name after each committed change of that ref: a
+  // SetSlot that changed a slot, CreateRelease, Promote (the release), a
+  // first Yank, DeleteBranch. It runs on the updating thread once the
+  // change is durable and before the update method returns, with the ref's
+  // update lock held, so changes of one ref are notified in commit order.
+  // A listener must be quick and must not update refs (that would deadlock
+  // on the ref's lock); reading refs is fine.
+  using ChangeListener = std::function<void(const RefName& ref)>;
+
+  // Registers `listener`; returns the id RemoveChangeListener takes.
+  // Thread-safe.
+  uint64_t AddChangeListener(ChangeListener listener);
+
+  // Unregisters listener `id` (unknown ids are ignored). Once this returns,
+  // that listener is not running and is never called again. Must not be
+  // called from a listener. Thread-safe.
+  void RemoveChangeListener(uint64_t id);
+
  private:
   static constexpr size_t kLockStripes = 256;
 
@@ -328,8 +350,10 @@ class RefStore {
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu);
 
   // Commits the record (or deletes it when null) and its history entry in
-  // one synced batch. `mu` is LockFor(key).
-  absl::Status CommitLocked(absl::Mutex* mu, const std::string& key,
+  // one synced batch, then notifies the change listeners of `ref`. `mu` is
+  // LockFor(key); key is ref.ToString().
+  absl::Status CommitLocked(absl::Mutex* mu, const RefName& ref,
+                            const std::string& key,
                             const store::RefRecord* record,
                             const store::RefHistoryRecord& history)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu);
@@ -345,6 +369,11 @@ class RefStore {
   // keys, not members, so no member is ABSL_GUARDED_BY them; the *Locked
   // helpers take the held stripe and are annotated instead.
   absl::Mutex locks_[kLockStripes];
+
+  // Held shared while listeners run, exclusively to change the set.
+  absl::Mutex listeners_mu_;
+  uint64_t next_listener_id_ ABSL_GUARDED_BY(listeners_mu_) = 1;
+  std::map<uint64_t, ChangeListener> listeners_ ABSL_GUARDED_BY(listeners_mu_);
 };
 
 }  // namespace cairn

@@ -631,6 +631,41 @@ TEST_F(RefsTest, DeletedBranchIsRecreatedWithLaterGenerations) {
   EXPECT_EQ(AllHistory("tool@dev").size(), 6u);
 }
 
+TEST_F(RefsTest, ChangeListenersSeeEveryCommittedChangeOnly) {
+  const Digest a = FakeArtefact("a");
+  const Digest b = FakeArtefact("b");
+  std::vector<std::string> seen;  // Listeners run on this thread here.
+  const uint64_t id = refs_->AddChangeListener([&](const RefName& ref) {
+    // The change is committed when the listener runs.
+    absl::StatusOr<RefInfo> info = refs_->Get(ref);
+    seen.push_back(
+        absl::StrCat(ref.ToString(), " ", info.ok() ? info->generation : 0));
+  });
+  MustSet("team/tool@main", "linux-amd64", a);
+  MustSet("team/tool@main", "linux-amd64", a);  // Unchanged: not notified.
+  MustSet("team/tool@main", "noarch", b);
+  ASSERT_TRUE(refs_->CreateRelease(Ref("tool@v1"), {{"noarch", a}}, "x").ok());
+  ASSERT_TRUE(refs_
+                  ->Promote(Ref("team/tool@main"), Ref("tool@v2"),
+                            {{"linux-amd64", a}, {"noarch", b}}, "x")
+                  .ok());
+  ASSERT_TRUE(refs_->Yank(Ref("tool@v1"), "bad", "x").ok());
+  ASSERT_TRUE(refs_->Yank(Ref("tool@v1"), "again", "x").ok());  // Unchanged.
+  // Refused updates are not notified.
+  EXPECT_FALSE(refs_->SetSlot(Ref("tool@v2"), "noarch", b, "x").ok());
+  EXPECT_FALSE(
+      refs_->SetSlot(Ref("team/tool@main"), "noarch", a, "x", 99).ok());
+  ASSERT_TRUE(refs_->DeleteBranch(Ref("team/tool@main"), "x").ok());
+  EXPECT_THAT(seen,
+              ElementsAre("team/tool@main 1", "team/tool@main 2", "tool@v1 1",
+                          "tool@v2 1", "tool@v1 2", "team/tool@main 0"));
+
+  refs_->RemoveChangeListener(id);
+  refs_->RemoveChangeListener(id);  // Unknown ids are ignored.
+  MustSet("team/tool@main", "noarch", a);
+  EXPECT_EQ(seen.size(), 6u);
+}
+
 TEST_F(RefsTest, DigestsNotInTheStoreAreRefused) {
   const Digest good = FakeArtefact("good");
   const Digest bad = Sha256Of("never pushed");
