@@ -45,10 +45,14 @@ namespace {
 
 // Immutable content (artefact trees, by-digest): cached "forever".
 constexpr double kImmutableTimeout = 86400.0;
-// Ref symlinks, namespace entries and the listings of "/" and namespaces:
-// never cached, so a fresh path walk always sees where a ref points now
-// (docs/fuse.md). The attributes of "/" and namespaces are (AttrTimeout).
-constexpr double kRefTimeout = 0.0;
+// Entries of ref symlinks and namespace directories: cached for a second,
+// and invalidated as soon as the ref changes (RefStore change listener ->
+// fuse_lowlevel_notify_inval_entry; a deleted ref's namespaces too), so a
+// path walk sees a moved ref at once while repeated walks through the same
+// ref (an exec, a build reading many files) cost no request. The timeout
+// only bounds how long a missed invalidation could last. The listings of
+// "/" and namespaces are never cached (their attributes are: AttrTimeout).
+constexpr double kRefTimeout = 1.0;
 constexpr size_t kMaxIo = 1 << 20;  // 1 MiB reads and readahead requests.
 // Readahead window of the mount's BDI (KiB). The kernel caps a FUSE mount's
 // readahead at its BDI's read_ahead_kb (default 128), whatever INIT asked:
@@ -67,7 +71,7 @@ enum class Kind {
   kRoot,       // "/": refs and namespace directories, plus by-digest.
   kNamespace,  // "/team/": refs whose package starts with `prefix`.
   kByDigest,   // "/by-digest".
-  kRefLink,    // "/tool@main": symlink, resolved at every access.
+  kRefLink,    // "/tool@main": symlink to the ref's artefact.
   kArtefact,   // "/by-digest/sha256:<hex>": an artefact's root directory.
   kEntry,      // An entry of an artefact's tree.
 };
@@ -76,15 +80,20 @@ struct Node {
   Kind kind = Kind::kRoot;
   // kNamespace: the ref prefix ("team/"); kRefLink: the ref text.
   std::string name;
-  int depth = 0;     // Directories between "/" and this node (namespaces).
-  Digest artefact;   // kArtefact, kEntry.
-  std::string path;  // kEntry: the entry's path in its artefact.
+  int depth = 0;  // Directories between "/" and this node (namespaces).
+  // kArtefact, kEntry; kRefLink: the artefact it was resolved to (when
+  // pinned).
+  Digest artefact;
+  // kRefLink only. A ref symlink handed out by LOOKUP is pinned: one inode
+  // per (ref, generation), holding that resolution, so its target never
+  // changes and the kernel may cache it (a moved ref gets a new inode at
+  // the next LOOKUP). The listing of "/" names unpinned ones, which
+  // resolve at every access.
+  bool pinned = false;
+  std::string slot_used;
+  uint64_t generation = 0;
+  std::string path;          // kEntry: the entry's path in its artefact.
   store::FileRecord record;  // kEntry (hardlinks: their target's record).
-};
-
-// An open regular file.
-struct FileHandle {
-  int fd = -1;
 };
 
 // An open directory: its listing, built at opendir for "/", namespaces and
@@ -134,6 +143,14 @@ struct CairnFs::State {
   absl::flat_hash_map<std::string, fuse_ino_t> by_key ABSL_GUARDED_BY(mu);
   // Blob digests whose bytes were checked against their digest.
   absl::flat_hash_set<Digest> verified ABSL_GUARDED_BY(mu);
+  // Serialise the verification of one blob (striped by digest), so the
+  // concurrent READs of a file's first bytes hash it once.
+  static constexpr size_t kVerifyStripes = 64;
+  absl::Mutex verify_mu[kVerifyStripes];
+  // The kernel opens files without asking (OpOpen replied ENOSYS).
+  std::atomic<bool> no_open{false};
+  // RefStore change listener (RefStore::AddChangeListener); 0 if none.
+  uint64_t listener_id = 0;
 
   // Counters for CairnFs::stats(); relaxed, never synchronise anything.
   std::atomic<uint64_t> lookups{0};
@@ -253,16 +270,25 @@ std::string RefLinkTargetOf(const Node& n, const Resolved& r) {
   return absl::StrCat(target, kByDigest, "/", r.digest.ToString());
 }
 
+// The resolution of ref symlink `n`: its pinned one, or the ref's current
+// one. Returns 0 or an errno.
+int ResolutionOf(State& s, const Node& n, Resolved* out) {
+  if (!n.pinned) return ResolveRef(s, n.name, out);
+  out->digest = n.artefact;
+  out->slot_used = n.slot_used;
+  out->generation = n.generation;
+  return 0;
+}
+
 std::string RefLinkTarget(State& s, const Node& n, int* err) {
   Resolved r;
-  if (*err = ResolveRef(s, n.name, &r); *err != 0) return "";
+  if (*err = ResolutionOf(s, n, &r); *err != 0) return "";
   return RefLinkTargetOf(n, r);
 }
 
-// Fills `st` for `n`. Returns 0 or an errno. `resolved`: for a ref symlink,
-// its resolution if the caller has one (else the ref is resolved here).
-int Attr(State& s, fuse_ino_t ino, const Node& n, struct stat* st,
-         const Resolved* resolved = nullptr) {
+// Fills `st` for `n`. Returns 0 or an errno (an unpinned ref symlink that
+// does not resolve: ENOENT).
+int Attr(State& s, fuse_ino_t ino, const Node& n, struct stat* st) {
   std::memset(st, 0, sizeof(*st));
   st->st_ino = ino;
   st->st_nlink = 1;
@@ -277,9 +303,7 @@ int Attr(State& s, fuse_ino_t ino, const Node& n, struct stat* st,
       return 0;
     case Kind::kRefLink: {
       int err = 0;
-      const std::string target = resolved != nullptr
-                                     ? RefLinkTargetOf(n, *resolved)
-                                     : RefLinkTarget(s, n, &err);
+      const std::string target = RefLinkTarget(s, n, &err);
       if (err != 0) return err;
       st->st_mode = S_IFLNK | 0777;
       st->st_size = target.size();
@@ -343,12 +367,28 @@ State::Interned InternEntry(State& s, const Digest& artefact,
   return s.Intern(EntryKey(artefact, id), std::move(n));
 }
 
+// The unpinned inode of ref `ref` (listings of "/" and namespaces).
 fuse_ino_t InternRef(State& s, const std::string& ref, int depth) {
   Node n;
   n.kind = Kind::kRefLink;
   n.name = ref;
   n.depth = depth;
   return s.Intern("r:" + ref, std::move(n)).ino;
+}
+
+// The pinned inode of ref `ref` resolved to `r` (LOOKUP).
+State::Interned InternPinnedRef(State& s, const std::string& ref, int depth,
+                                const Resolved& r) {
+  Node n;
+  n.kind = Kind::kRefLink;
+  n.name = ref;
+  n.depth = depth;
+  n.pinned = true;
+  n.artefact = r.digest;
+  n.slot_used = r.slot_used;
+  n.generation = r.generation;
+  // The generation changes with every change of the ref.
+  return s.Intern(absl::StrCat("p:", ref, "\n", r.generation), std::move(n));
 }
 
 fuse_ino_t InternNamespace(State& s, const std::string& prefix, int depth) {
@@ -388,30 +428,28 @@ absl::Status ListRefLevel(const State& s, const std::string& prefix,
 
 // How long the kernel may keep the attributes of `n`. "/" and namespace
 // directories never change theirs (only their entries, the refs, do, and
-// those are never cached): caching them spares a GETATTR of "/" per path
+// those are invalidated): caching them spares a GETATTR of "/" per path
 // walk from the mount root.
 double AttrTimeout(const Node& n) {
   return n.kind == Kind::kRefLink ? kRefTimeout : kImmutableTimeout;
 }
 
 // Fills `e` (ino, attributes, timeouts) for a LOOKUP or READDIRPLUS reply.
-// Returns 0 or an errno. `resolved`: as for Attr.
-int FillEntry(State& s, fuse_ino_t ino, const Node& n, fuse_entry_param* e,
-              const Resolved* resolved = nullptr) {
+// Returns 0 or an errno.
+int FillEntry(State& s, fuse_ino_t ino, const Node& n, fuse_entry_param* e) {
   std::memset(e, 0, sizeof(*e));
-  if (int err = Attr(s, ino, n, &e->attr, resolved); err != 0) return err;
+  if (int err = Attr(s, ino, n, &e->attr); err != 0) return err;
   e->ino = ino;
   // Entries naming refs or namespaces (which exist while a ref lives under
-  // them) are never cached.
+  // them) briefly, and invalidated (kRefTimeout).
   e->entry_timeout = IsImmutable(n) ? kImmutableTimeout : kRefTimeout;
   e->attr_timeout = AttrTimeout(n);
   return 0;
 }
 
-void ReplyEntry(fuse_req_t req, State& s, fuse_ino_t ino, const Node& n,
-                const Resolved* resolved = nullptr) {
+void ReplyEntry(fuse_req_t req, State& s, fuse_ino_t ino, const Node& n) {
   fuse_entry_param e;
-  if (int err = FillEntry(s, ino, n, &e, resolved); err != 0) {
+  if (int err = FillEntry(s, ino, n, &e); err != 0) {
     fuse_reply_err(req, err);
     return;
   }
@@ -421,7 +459,6 @@ void ReplyEntry(fuse_req_t req, State& s, fuse_ino_t ino, const Node& n,
 // ---- Operations ----
 
 void OpInit(void* userdata, fuse_conn_info* conn) {
-  (void)userdata;
   conn->max_readahead = kMaxIo;
   conn->max_read = kMaxIo;   // As the max_read mount option.
   conn->max_write = kMaxIo;  // Raises the kernel's max_pages, hence reads.
@@ -438,6 +475,17 @@ void OpInit(void* userdata, fuse_conn_info* conn) {
   // over to this mount instead of copying them in the kernel.
   if ((conn->capable & FUSE_CAP_SPLICE_WRITE) != 0) {
     conn->want |= FUSE_CAP_SPLICE_WRITE;
+  }
+  // Every symlink target is immutable (ref symlinks are pinned: a moved
+  // ref is a new inode), so the kernel may keep it in its page cache.
+  if ((conn->capable & FUSE_CAP_CACHE_SYMLINKS) != 0) {
+    conn->want |= FUSE_CAP_CACHE_SYMLINKS;
+  }
+  // Zero-message opens: OpOpen answers ENOSYS and the kernel then opens
+  // files itself, with FOPEN_KEEP_CACHE and no RELEASE (no fh: OpRead
+  // opens the blob). A warm open + read + close then costs no request.
+  if ((conn->capable & FUSE_CAP_NO_OPEN_SUPPORT) != 0) {
+    static_cast<State*>(userdata)->no_open.store(true);
   }
 }
 
@@ -460,9 +508,9 @@ void OpLookup(fuse_req_t req, fuse_ino_t parent, const char* name_c) {
         if (int err = ResolveRef(s, full, &r); err != 0) {
           return (void)fuse_reply_err(req, err);
         }
-        // One resolution per LOOKUP: the reply's attributes come from it.
-        const fuse_ino_t ino = InternRef(s, full, p->depth);
-        return ReplyEntry(req, s, ino, *s.Get(ino), &r);
+        // One resolution per LOOKUP, pinned in the inode.
+        const State::Interned ref = InternPinnedRef(s, full, p->depth, r);
+        return ReplyEntry(req, s, ref.ino, *ref.node);
       }
       // A namespace exists while some ref lives under it.
       ListRefsOptions options;
@@ -710,9 +758,8 @@ void OpReaddirplus(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
         p.attr.st_ino = e.ino;  // d_ino and d_type of the listing.
         p.attr.st_mode = e.type;
       }
-      const size_t n = fuse_add_direntry_plus(req, buf.data() + used,
-                                              size - used, e.name.c_str(), &p,
-                                              i + 1);
+      const size_t n = fuse_add_direntry_plus(
+          req, buf.data() + used, size - used, e.name.c_str(), &p, i + 1);
       if (n > size - used) break;
       used += n;
       if (p.ino != 0) ++full_entries;
@@ -747,19 +794,64 @@ int VerifyBlob(int fd, const Digest& digest) {
   return hash.Finish() == digest ? 0 : EIO;
 }
 
+// Checks the blob `fd` of `n` against its digest unless some earlier read
+// did in this daemon's life. Returns 0 or EIO (logged).
+int EnsureVerified(State& s, const Node& n, const Digest& digest, int fd) {
+  auto verified = [&] {
+    absl::MutexLock lock(&s.mu);
+    return s.verified.contains(digest);
+  };
+  if (verified()) return 0;
+  absl::MutexLock stripe(
+      &s.verify_mu[absl::Hash<Digest>()(digest) % State::kVerifyStripes]);
+  if (verified()) return 0;  // Another READ verified it meanwhile.
+  if (VerifyBlob(fd, digest) != 0) {
+    spdlog::error(
+        "fuse: {} of artefact {}: stored bytes do not match their digest "
+        "{}; returning EIO",
+        n.path, n.artefact.ToString(), digest.ToString());
+    return EIO;
+  }
+  absl::MutexLock lock(&s.mu);
+  s.verified.insert(digest);
+  return 0;
+}
+
+// Files need no handle: READ finds the blob from the inode. So OPEN is
+// refused with ENOSYS where the kernel supports zero-message opens (it then
+// opens every file without asking, keeping its page cache, and sends no
+// RELEASE); elsewhere it succeeds with keep_cache. Opening for writing
+// never gets here: the mount is read-only, so the VFS returns EROFS.
 void OpOpen(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
+  (void)ino;
   State& s = *StateOf(req);
+  if (s.no_open.load(std::memory_order_relaxed)) {
+    return (void)fuse_reply_err(req, ENOSYS);
+  }
   if ((fi->flags & O_ACCMODE) != O_RDONLY || (fi->flags & O_TRUNC) != 0) {
     return (void)fuse_reply_err(req, EROFS);
   }
+  fi->fh = 0;
+  fi->keep_cache = 1;
+  fi->noflush = 1;
+  fuse_reply_open(req, fi);
+}
+
+// Serves bytes of the file's blob, opened for this request. The first READ
+// of a blob in the daemon's life hashes all of it first (EnsureVerified):
+// wrong bytes are never served.
+void OpRead(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
+            fuse_file_info* fi) {
+  (void)fi;
+  State& s = *StateOf(req);
   std::shared_ptr<const Node> n = s.Get(ino);
   if (n == nullptr) return (void)fuse_reply_err(req, ENOENT);
-  if (n->kind != Kind::kEntry) return (void)fuse_reply_err(req, EISDIR);
-  if (n->record.type() == store::FileRecord::DIRECTORY) {
+  if (n->kind != Kind::kEntry ||
+      n->record.type() == store::FileRecord::DIRECTORY) {
     return (void)fuse_reply_err(req, EISDIR);
   }
   if (n->record.type() == store::FileRecord::SYMLINK) {
-    return (void)fuse_reply_err(req, ELOOP);
+    return (void)fuse_reply_err(req, EINVAL);
   }
   absl::StatusOr<Digest> digest = Digest::FromRaw(n->record.content_digest());
   if (!digest.ok()) return (void)fuse_reply_err(req, EIO);
@@ -767,58 +859,23 @@ void OpOpen(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
   // flusher has written its record (Store::OpenIndexedFileFd).
   absl::StatusOr<int> fd = s.store->OpenIndexedFileFd(*digest);
   if (!fd.ok()) {
-    spdlog::error("fuse: open {} of {}: {}", n->path, n->artefact.ToString(),
+    spdlog::error("fuse: read {} of {}: {}", n->path, n->artefact.ToString(),
                   fd.status().ToString());
     return (void)fuse_reply_err(req, StatusToErrno(fd.status()));
   }
-  bool verified;
-  {
-    absl::MutexLock lock(&s.mu);
-    verified = s.verified.contains(*digest);
+  if (int err = EnsureVerified(s, *n, *digest, *fd); err != 0) {
+    close(*fd);
+    return (void)fuse_reply_err(req, err);
   }
-  if (!verified) {
-    if (VerifyBlob(*fd, *digest) != 0) {
-      spdlog::error(
-          "fuse: {} of artefact {}: stored bytes do not match their digest "
-          "{}; returning EIO",
-          n->path, n->artefact.ToString(), digest->ToString());
-      close(*fd);
-      return (void)fuse_reply_err(req, EIO);
-    }
-    absl::MutexLock lock(&s.mu);
-    s.verified.insert(*digest);
-  }
-  auto fh = std::make_unique<FileHandle>();
-  fh->fd = *fd;
-  fi->keep_cache = 1;
-  fi->noflush = 1;
-  fi->fh = reinterpret_cast<uint64_t>(fh.release());
-  if (fuse_reply_open(req, fi) != 0) {
-    FileHandle* h = reinterpret_cast<FileHandle*>(fi->fh);
-    close(h->fd);
-    delete h;
-  }
-}
-
-void OpRead(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
-            fuse_file_info* fi) {
-  (void)ino;
-  const FileHandle& fh = *reinterpret_cast<FileHandle*>(fi->fh);
   fuse_bufvec buf = FUSE_BUFVEC_INIT(size);
   buf.buf[0].flags =
       static_cast<fuse_buf_flags>(FUSE_BUF_IS_FD | FUSE_BUF_FD_SEEK);
-  buf.buf[0].fd = fh.fd;
+  buf.buf[0].fd = *fd;
   buf.buf[0].pos = off;
-  // Spliced when FUSE_CAP_SPLICE_WRITE was granted (OpInit), else copied.
+  // Spliced when FUSE_CAP_SPLICE_WRITE was granted (OpInit), else copied;
+  // either way done when this returns.
   fuse_reply_data(req, &buf, static_cast<fuse_buf_copy_flags>(0));
-}
-
-void OpRelease(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
-  (void)ino;
-  FileHandle* fh = reinterpret_cast<FileHandle*>(fi->fh);
-  close(fh->fd);
-  delete fh;
-  fuse_reply_err(req, 0);
+  close(*fd);
 }
 
 void OpStatfs(fuse_req_t req, fuse_ino_t ino) {
@@ -837,8 +894,9 @@ void OpStatfs(fuse_req_t req, fuse_ino_t ino) {
 using XattrList = std::vector<std::pair<std::string, std::string>>;
 
 // The extended attributes of `n`, in listing order. Returns 0 or an errno
-// (ENOENT for a ref that does not resolve). Costs one ref resolution for a
-// ref symlink, nothing else: the rest is in the node.
+// (ENOENT for an unpinned ref symlink that does not resolve). Costs one ref
+// resolution for an unpinned ref symlink, nothing else: the rest is in the
+// node.
 int Xattrs(State& s, const Node& n, XattrList* out) {
   switch (n.kind) {
     case Kind::kRoot:
@@ -847,7 +905,7 @@ int Xattrs(State& s, const Node& n, XattrList* out) {
       return 0;
     case Kind::kRefLink: {
       Resolved r;
-      if (int err = ResolveRef(s, n.name, &r); err != 0) return err;
+      if (int err = ResolutionOf(s, n, &r); err != 0) return err;
       const std::string p(kLinkXattrPrefix);
       out->emplace_back(p + "ref", n.name);
       out->emplace_back(p + "slot", r.slot_used);
@@ -978,7 +1036,6 @@ fuse_lowlevel_ops MakeOps() {
   ops.releasedir = OpReleasedir;
   ops.open = OpOpen;
   ops.read = OpRead;
-  ops.release = OpRelease;
   ops.statfs = OpStatfs;
   ops.setattr = OpSetattr;
   ops.mknod = OpMknod;
@@ -1008,10 +1065,48 @@ void SetReadahead(dev_t dev) {
   const std::string value = absl::StrCat(kReadaheadKb);
   if (fd < 0 || write(fd, value.data(), value.size()) !=
                     static_cast<ssize_t>(value.size())) {
-    spdlog::warn("fuse: cannot set {} to {}: {}", path, value,
-                 strerror(errno));
+    spdlog::warn("fuse: cannot set {} to {}: {}", path, value, strerror(errno));
   }
   if (fd >= 0) close(fd);
+}
+
+// Drops the kernel's cached entry `name` of directory `parent`, if any.
+void InvalidateEntry(State& s, fuse_ino_t parent, const std::string& name) {
+  const int rc = fuse_lowlevel_notify_inval_entry(s.session, parent,
+                                                  name.data(), name.size());
+  // ENOENT: the kernel has no such entry cached.
+  if (rc != 0 && rc != -ENOENT) {
+    spdlog::warn("fuse: cannot invalidate entry {} of inode {} in {}: {}", name,
+                 parent, s.mountpoint, strerror(-rc));
+  }
+}
+
+// Drops the kernel's cached entry of `ref`, so the next path walk through
+// it LOOKUPs the ref's new resolution; if the ref is gone, also the entries
+// of its namespace directories (which may be empty now). Runs on the thread
+// that changed the ref (RefStore change listener), never on a FUSE worker:
+// the kernel takes the parent directory's lock, which a path walk waiting
+// for a LOOKUP reply may hold, and LOOKUP never waits for ref updates.
+void InvalidateRef(State& s, const RefName& ref) {
+  const std::string text = ref.ToString();
+  // "team/sub/tool@main": namespaces "team/", "team/sub/".
+  size_t slash = text.rfind('/', text.find('@'));
+  std::string name = text.substr(slash == std::string::npos ? 0 : slash + 1);
+  const bool gone = absl::IsNotFound(s.refs->Get(ref).status());
+  for (;;) {
+    const std::string prefix =
+        slash == std::string::npos ? "" : text.substr(0, slash + 1);
+    const fuse_ino_t parent =
+        prefix.empty() ? FUSE_ROOT_ID : s.Find("n:" + prefix);
+    // parent 0: nothing under that namespace was ever looked up.
+    if (parent != 0) InvalidateEntry(s, parent, name);
+    if (!gone || prefix.empty()) return;
+    // Up one level: the namespace directory's own entry.
+    const size_t end = slash;
+    slash = end == 0 ? std::string::npos : text.rfind('/', end - 1);
+    const size_t begin = slash == std::string::npos ? 0 : slash + 1;
+    name = text.substr(begin, end - begin);
+  }
 }
 
 }  // namespace
@@ -1078,6 +1173,9 @@ absl::StatusOr<std::unique_ptr<CairnFs>> CairnFs::Mount(
     state->conn_id = minor(root_st.st_dev);
     SetReadahead(root_st.st_dev);
   }
+  State* raw = state.get();
+  state->listener_id = refs->AddChangeListener(
+      [raw](const RefName& ref) { InvalidateRef(*raw, ref); });
   spdlog::info("fuse: mounted {} (ro, nosuid, nodev; refs resolve to slot {})",
                mountpoint, state->slot);
   return std::unique_ptr<CairnFs>(new CairnFs(std::move(state)));
@@ -1103,11 +1201,16 @@ CairnFsStats CairnFs::stats() const {
 void CairnFs::Unmount() {
   if (!state_->mounted) return;
   state_->mounted = false;
+  // First, so no invalidation runs on a session being torn down.
+  state_->refs->RemoveChangeListener(state_->listener_id);
   fuse_session_exit(state_->session);
   // Abort the connection so every worker's read(2) of /dev/fuse fails with
   // ENODEV and the loop ends, even while processes still hold files in the
-  // mount. Needs fusectl (/sys/fs/fuse/connections); without it the lazy
-  // unmount below ends the connection once the mount is no longer in use.
+  // mount: through fusectl (/sys/fs/fuse/connections) if it is mounted,
+  // else with a forced unmount, whose umount_begin aborts a FUSE
+  // connection before the busy check (so EBUSY still means aborted). Both
+  // need root; without them the lazy unmount below ends the connection
+  // only once the mount is no longer in use.
   bool aborted = false;
   if (state_->conn_id != 0) {
     const std::string abort_path =
@@ -1117,6 +1220,10 @@ void CairnFs::Unmount() {
       aborted = write(fd, "1", 1) == 1;
       close(fd);
     }
+  }
+  if (!aborted) {
+    aborted =
+        umount2(state_->mountpoint.c_str(), MNT_FORCE) == 0 || errno == EBUSY;
   }
   if (aborted) {
     state_->loop.join();

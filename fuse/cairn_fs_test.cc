@@ -47,6 +47,31 @@ using ::cairn::testing::ReadDirNames;
 using ::cairn::testing::TarEntry;
 using ::testing::ElementsAre;
 
+// The target of symlink `path` into *out; false (and a test failure) if
+// readlink fails.
+bool ReadLinkTo(const std::string& path, std::string* out) {
+  char buf[512];
+  const ssize_t n = readlink(path.c_str(), buf, sizeof(buf));
+  if (n < 0) {
+    ADD_FAILURE() << "readlink " << path << ": " << strerror(errno);
+    return false;
+  }
+  out->assign(buf, n);
+  return true;
+}
+
+// The first 4 KiB of file `path`; "<errno name>" if it cannot be read.
+std::string ReadFileText(const std::string& path) {
+  const int fd = open(path.c_str(), O_RDONLY);
+  if (fd < 0) return absl::StrCat("<", strerrorname_np(errno), ">");
+  char buf[4096];
+  const ssize_t n = read(fd, buf, sizeof(buf));
+  const int err = errno;
+  close(fd);
+  if (n < 0) return absl::StrCat("<", strerrorname_np(err), ">");
+  return std::string(buf, n);
+}
+
 // Lists `dir` recursively and lstat()s every entry, as find(1) does. Returns
 // the number of entries.
 int WalkAndStat(const std::string& dir) {
@@ -334,6 +359,60 @@ TEST_F(CairnFsTest, RootAndNamespacesShowRefChangesAtOnce) {
   EXPECT_EQ(errno, ENOENT);
   EXPECT_THAT(ReadDirNames(mnt_),
               ElementsAre("by-digest", "team", "tool@main"));
+}
+
+// A ref's entry is cached (repeated walks through it cost no LOOKUP) and
+// dropped the moment the ref changes (RefStore change listener), for
+// top-level and namespaced refs alike.
+TEST_F(CairnFsTest, RefEntriesAreCachedUntilTheRefChanges) {
+  const Digest a = Push({{"f", TarEntry::kFile, 0644, "a\n"}});
+  const Digest b = Push({{"f", TarEntry::kFile, 0644, "b\n"}});
+  SetSlot("tool@main", "noarch", a);
+  SetSlot("team/x@main", "noarch", a);
+  Mount();
+  for (const std::string ref : {"tool@main", "team/x@main"}) {
+    SCOPED_TRACE(ref);
+    const std::string link = mnt_ + "/" + ref;
+    const std::string up = ref == "tool@main" ? "" : "../";
+    std::string target;
+    ASSERT_TRUE(ReadLinkTo(link, &target));
+    EXPECT_EQ(target, up + "by-digest/" + a.ToString());
+    struct stat before;
+    ASSERT_EQ(lstat(link.c_str(), &before), 0);
+    // Both trees looked up once (by-digest entries are cached for a day).
+    struct stat st;
+    ASSERT_EQ(stat((link + "/f").c_str(), &st), 0) << strerror(errno);
+    ASSERT_EQ(
+        stat(absl::StrCat(mnt_, "/by-digest/", b.ToString(), "/f").c_str(),
+             &st),
+        0);
+
+    // Warm: path walks through the ref (and its namespace), its READLINK
+    // included, cost no request.
+    const uint64_t lookups = fs_->stats().lookups;
+    for (int i = 0; i < 20; ++i) {
+      ASSERT_EQ(stat((link + "/f").c_str(), &st), 0) << strerror(errno);
+      ASSERT_TRUE(ReadLinkTo(link, &target));
+    }
+    EXPECT_EQ(fs_->stats().lookups, lookups);
+
+    // Moved: seen at once, through a new inode; one LOOKUP to learn it (the
+    // namespace's entry stays cached).
+    SetSlot(ref, "noarch", b);
+    ASSERT_TRUE(ReadLinkTo(link, &target));
+    EXPECT_EQ(target, up + "by-digest/" + b.ToString());
+    EXPECT_EQ(ReadFileText(link + "/f"), "b\n");
+    struct stat after;
+    ASSERT_EQ(lstat(link.c_str(), &after), 0);
+    EXPECT_NE(after.st_ino, before.st_ino);
+    EXPECT_EQ(fs_->stats().lookups, lookups + 1);
+    SetSlot(ref, "noarch", a);  // Back, for the next ref's round.
+  }
+  // A deleted namespaced ref takes its (now empty) namespace with it.
+  ASSERT_TRUE(refs_->DeleteBranch(*RefName::Parse("team/x@main"), "t").ok());
+  struct stat st;
+  EXPECT_EQ(lstat((mnt_ + "/team").c_str(), &st), -1);
+  EXPECT_EQ(errno, ENOENT);
 }
 
 // The size protocol, ERANGE and every node kind: //tests:fuse_test.

@@ -271,8 +271,8 @@ TEST_F(FuseTest, MovedRefShowsNewDigestWhileOpenFilesKeepOldContent) {
   EXPECT_EQ(ReadDirNames(mnt_ + "/by-digest"), expected);
 }
 
-TEST_F(FuseTest, CorruptBlobFailsOpenWithEio) {
-  // Damage the stored blob of share/doc/b.txt ("b\n") before its first open.
+TEST_F(FuseTest, CorruptBlobFailsReadsWithEio) {
+  // Damage the stored blob of share/doc/b.txt ("b\n") before its first read.
   const std::string hex = Sha256Hex("b\n");
   const std::string blob = absl::StrCat(daemon_->data_dir(), "/blobs/sha256/",
                                         hex.substr(0, 2), "/", hex);
@@ -280,13 +280,44 @@ TEST_F(FuseTest, CorruptBlobFailsOpenWithEio) {
   fs::permissions(blob, fs::perms::owner_write, fs::perm_options::add);
   ASSERT_TRUE(WriteFile(blob, "X\n").ok());
 
-  EXPECT_EQ(open((Tool() + "/share/doc/b.txt").c_str(), O_RDONLY), -1);
-  EXPECT_EQ(errno, EIO);
+  // Opening costs no request (the kernel opens files itself); every read
+  // of the wrong bytes fails, the first and any later one.
+  const int fd = open((Tool() + "/share/doc/b.txt").c_str(), O_RDONLY);
+  ASSERT_GE(fd, 0) << strerror(errno);
+  char buf[16];
+  for (int i = 0; i < 2; ++i) {
+    errno = 0;
+    EXPECT_EQ(pread(fd, buf, sizeof(buf), 0), -1);
+    EXPECT_EQ(errno, EIO);
+  }
+  close(fd);
+  absl::StatusOr<CommandResult> cat =
+      RunCommand({"/bin/cat", Tool() + "/share/doc/b.txt"});
+  ASSERT_TRUE(cat.ok()) << cat.status();
+  EXPECT_NE(cat->exit_code, 0);
+  EXPECT_EQ(cat->stdout_text, "");
+  EXPECT_THAT(cat->stderr_text, HasSubstr("Input/output error"));
   EXPECT_THAT(daemon_->Logs(), HasSubstr("do not match their digest"));
   // Other files are unaffected.
   absl::StatusOr<std::string> a = ReadFile(Tool() + "/share/a.txt");
   ASSERT_TRUE(a.ok()) << a.status();
   EXPECT_EQ(*a, "version one\n");
+}
+
+TEST_F(FuseTest, SigtermUnmountsWhileFilesAreOpen) {
+  // A file held open in the mount (by this process, which also waits for
+  // cairnd to exit) must not keep cairnd from stopping: the connection is
+  // aborted and the mount detached.
+  const int fd = open((Tool() + "/share/a.txt").c_str(), O_RDONLY);
+  ASSERT_GE(fd, 0) << strerror(errno);
+  char buf[64];
+  ASSERT_EQ(pread(fd, buf, sizeof(buf), 0), 12);
+  absl::Status stopped = daemon_->Stop();
+  EXPECT_TRUE(stopped.ok()) << stopped;
+  EXPECT_THAT(daemon_->Logs(), HasSubstr("fuse: unmounted"));
+  // Not mounted any more: the mount point is the empty directory again.
+  EXPECT_THAT(ReadDirNames(mnt_), ::testing::IsEmpty());
+  close(fd);
 }
 
 TEST_F(FuseTest, NamespacedRefsAreDirectories) {
