@@ -179,11 +179,12 @@ struct Layout {
 class BlobWriterImpl : public BlobWriter {
  public:
   BlobWriterImpl(std::shared_ptr<Layout> layout, int fd, std::string temp_path,
-                 WriterHashing hashing)
+                 WriterHashing hashing, uint64_t write_back_bytes)
       : layout_(std::move(layout)),
         fd_(fd),
         temp_path_(std::move(temp_path)),
-        hashing_(hashing) {}
+        hashing_(hashing),
+        write_back_bytes_(write_back_bytes) {}
 
   ~BlobWriterImpl() override {
     CloseFd();
@@ -201,6 +202,13 @@ class BlobWriterImpl : public BlobWriter {
     if (!status.ok()) return Fail(std::move(status));
     if (hashing_ == WriterHashing::kHash) hasher_.Update(data);
     size_ += data.size();
+    if (write_back_bytes_ > 0 && size_ - written_back_ >= write_back_bytes_) {
+      // Best effort: a failure here shows again at Commit's fdatasync.
+      sync_file_range(fd_, static_cast<off64_t>(written_back_),
+                      static_cast<off64_t>(size_ - written_back_),
+                      SYNC_FILE_RANGE_WRITE);
+      written_back_ = size_;
+    }
     return absl::OkStatus();
   }
 
@@ -208,8 +216,8 @@ class BlobWriterImpl : public BlobWriter {
 
   absl::StatusOr<int> OpenReader() const override {
     if (committed_ || !error_.ok()) {
-      return absl::FailedPreconditionError(absl::StrCat(
-          "blob writer ", temp_path_, " is committed or failed"));
+      return absl::FailedPreconditionError(
+          absl::StrCat("blob writer ", temp_path_, " is committed or failed"));
     }
     int fd;
     do {
@@ -222,9 +230,10 @@ class BlobWriterImpl : public BlobWriter {
   absl::StatusOr<Digest> Finish() override {
     if (!error_.ok()) return error_;
     if (hashing_ == WriterHashing::kCallerHashes) {
-      return absl::FailedPreconditionError(absl::StrCat(
-          "blob writer ", temp_path_, " does not hash: pass the digest to "
-          "Commit"));
+      return absl::FailedPreconditionError(
+          absl::StrCat("blob writer ", temp_path_,
+                       " does not hash: pass the digest to "
+                       "Commit"));
     }
     if (!finished_) {
       digest_ = hasher_.Finish();
@@ -320,6 +329,8 @@ class BlobWriterImpl : public BlobWriter {
   int fd_;
   const std::string temp_path_;
   const WriterHashing hashing_;
+  const uint64_t write_back_bytes_;  // 0: no early write-back.
+  uint64_t written_back_ = 0;        // Bytes whose write-back was started.
   Sha256 hasher_;
   uint64_t size_ = 0;
   bool finished_ = false;
@@ -344,7 +355,7 @@ class BlobStoreImpl : public BlobStore {
   }
 
   absl::StatusOr<std::unique_ptr<BlobWriter>> NewWriter(
-      WriterHashing hashing) override {
+      WriterHashing hashing, uint64_t write_back_bytes) override {
     // A 128-bit random name practically never collides; O_EXCL makes sure.
     for (int attempt = 0;; ++attempt) {
       absl::StatusOr<std::string> name = RandomHex();
@@ -354,8 +365,8 @@ class BlobStoreImpl : public BlobStore {
       int fd =
           open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
       if (fd >= 0) {
-        return std::unique_ptr<BlobWriter>(
-            new BlobWriterImpl(layout_, fd, std::move(path), hashing));
+        return std::unique_ptr<BlobWriter>(new BlobWriterImpl(
+            layout_, fd, std::move(path), hashing, write_back_bytes));
       }
       if (errno != EEXIST || attempt >= 3) {
         return ErrnoError(errno, "cannot create temp file", path);

@@ -93,9 +93,16 @@ class BlobStore {
   // Path of a committed blob file, whether or not it exists.
   virtual std::string PathFor(const Digest& digest) const = 0;
 
-  // Starts writing a new blob.
+  // Starts writing a new blob. With `write_back_bytes` > 0 the writer
+  // starts the kernel's write-back of the temp file every time that many
+  // bytes (or more) were appended since the last start
+  // (sync_file_range(SYNC_FILE_RANGE_WRITE), which does not wait for the
+  // disk), so a kDurable Commit's fdatasync only waits for the tail, as
+  // RocksDB's bytes_per_sync does. Meant for large blobs committed
+  // durably; errors of the early write-back surface at that fdatasync.
   virtual absl::StatusOr<std::unique_ptr<BlobWriter>> NewWriter(
-      WriterHashing hashing = WriterHashing::kHash) = 0;
+      WriterHashing hashing = WriterHashing::kHash,
+      uint64_t write_back_bytes = 0) = 0;
 
   // Opens a committed blob file read-only; returns an owned fd.
   // Errors: NotFound naming the digest.

@@ -33,6 +33,9 @@ namespace {
 constexpr size_t kFileSpillBytes = 1 << 20;
 // Chunk size when re-reading a stored tarball (recovery).
 constexpr size_t kReadChunkBytes = 1 << 20;
+// Write-back of an uploading tarball starts every this many bytes
+// (BlobStore::NewWriter).
+constexpr uint64_t kTarballWriteBackBytes = 8 << 20;
 
 int64_t NowUnixSeconds() { return absl::ToUnixSeconds(absl::Now()); }
 
@@ -601,7 +604,8 @@ class IndexJob : public ByteSource {
     absl::Status s = PreadFully(fd_, offset_, n, &buf_);
     if (!s.ok()) return s;
     if (buf_.size() != n) {
-      return absl::InternalError("the upload's temp file is shorter than written");
+      return absl::InternalError(
+          "the upload's temp file is shorter than written");
     }
     offset_ += n;
     return absl::string_view(buf_);
@@ -758,8 +762,9 @@ void StoreImpl::CompleteIndex(const Digest& digest, uint64_t size,
 }
 
 void StoreImpl::Reject(const Digest& digest, const absl::Status& why) {
-  spdlog::warn("artefact {} rejected after it was acknowledged: {}; deleting it",
-               digest.ToString(), why.ToString());
+  spdlog::warn(
+      "artefact {} rejected after it was acknowledged: {}; deleting it",
+      digest.ToString(), why.ToString());
   absl::Status s;
   {
     absl::MutexLock lock(&CommitMutex(digest));
@@ -1050,8 +1055,7 @@ class UploadImpl : public ArtefactUpload {
     absl::StatusOr<ArchiveIndex>& index = job_->WaitIndexed();
     FileBlobSink& sink = job_->sink();
     if (absl::Status s = sink.Drain(); !s.ok()) return s;
-    if (absl::Status s = FillContentDigests(sink.digests(), &*index);
-        !s.ok()) {
+    if (absl::Status s = FillContentDigests(sink.digests(), &*index); !s.ok()) {
       return s;
     }
     {
@@ -1136,7 +1140,10 @@ absl::StatusOr<std::unique_ptr<ArtefactUpload>> StoreImpl::BeginUpload(
   if (already_present) {
     return std::make_unique<UploadImpl>(this, options, nullptr, nullptr);
   }
-  absl::StatusOr<std::unique_ptr<BlobWriter>> writer = blobs_->NewWriter();
+  // The tarball is committed durably before Write returns: writing it back
+  // while it streams in leaves little for that fdatasync.
+  absl::StatusOr<std::unique_ptr<BlobWriter>> writer =
+      blobs_->NewWriter(WriterHashing::kHash, kTarballWriteBackBytes);
   if (!writer.ok()) return writer.status();
   absl::StatusOr<int> reader = (*writer)->OpenReader();
   if (!reader.ok()) return reader.status();
