@@ -12,6 +12,7 @@
 #include <cerrno>
 #include <cstring>
 #include <deque>
+#include <map>
 #include <thread>
 #include <utility>
 
@@ -239,6 +240,18 @@ class StoreImpl : public Store {
 
   int recovered_artefacts() const override { return recovered_; }
 
+  uint64_t AddArtefactListener(ArtefactListener listener) override {
+    absl::MutexLock lock(&listeners_mu_);
+    const uint64_t id = next_listener_id_++;
+    listeners_.emplace(id, std::move(listener));
+    return id;
+  }
+
+  void RemoveArtefactListener(uint64_t id) override {
+    absl::MutexLock lock(&listeners_mu_);  // Waits for running listeners.
+    listeners_.erase(id);
+  }
+
   // --- Used by uploads and sinks. ---
 
   BlobStore& blobs() { return *blobs_; }
@@ -353,6 +366,12 @@ class StoreImpl : public Store {
   absl::Status flush_error_ ABSL_GUARDED_BY(flush_mu_);
   bool stop_ ABSL_GUARDED_BY(flush_mu_) = false;
   std::thread flusher_;
+
+  // Held shared while artefact listeners run, exclusively to change them.
+  absl::Mutex listeners_mu_;
+  uint64_t next_listener_id_ ABSL_GUARDED_BY(listeners_mu_) = 1;
+  std::map<uint64_t, ArtefactListener> listeners_
+      ABSL_GUARDED_BY(listeners_mu_);
 };
 
 FileBlobSink::FileBlobSink(StoreImpl* store) : store_(store) {
@@ -519,9 +538,16 @@ class IndexJob : public ByteSource {
  public:
   enum class Decision { kUndecided, kInline, kAbandon, kBackground };
 
-  // Takes ownership of `read_fd`, open on the tarball's temp file.
-  IndexJob(StoreImpl* store, int read_fd)
-      : store_(store), fd_(read_fd), sink_(store) {}
+  // Takes ownership of `read_fd`, open on the tarball's temp file. With
+  // `after_last_byte` the thread reads nothing before the upload is closed:
+  // an upload acknowledged before its index then has both cores for
+  // receiving, hashing and writing the tarball, which is all its client
+  // waits for (the index follows in the background either way).
+  IndexJob(StoreImpl* store, int read_fd, bool after_last_byte)
+      : store_(store),
+        fd_(read_fd),
+        after_last_byte_(after_last_byte),
+        sink_(store) {}
   ~IndexJob() override {
     if (thread_.joinable()) thread_.join();
     close(fd_);
@@ -596,7 +622,9 @@ class IndexJob : public ByteSource {
     uint64_t n;
     {
       absl::MutexLock lock(&mu_);
-      while (offset_ == available_ && !closed_) cv_.Wait(&mu_);
+      while (!closed_ && (offset_ == available_ || after_last_byte_)) {
+        cv_.Wait(&mu_);
+      }
       if (abandoned_) return absl::CancelledError("upload abandoned");
       if (offset_ == available_) return absl::string_view();
       n = std::min<uint64_t>(available_ - offset_, kReadChunkBytes);
@@ -641,6 +669,7 @@ class IndexJob : public ByteSource {
 
   StoreImpl* const store_;
   const int fd_;
+  const bool after_last_byte_;
   FileBlobSink sink_;
   std::thread thread_;
   std::atomic<bool> failed_{false};
@@ -861,6 +890,10 @@ absl::StatusOr<store::ArtefactRecord> StoreImpl::CommitArtefact(
     return s;
   }
   CrashPoint("index_committed");
+  {
+    absl::ReaderMutexLock lock(&listeners_mu_);
+    for (const auto& [id, listener] : listeners_) listener(digest);
+  }
 
   PendingFlush flush;
   flush.artefact = digest;
@@ -1147,7 +1180,8 @@ absl::StatusOr<std::unique_ptr<ArtefactUpload>> StoreImpl::BeginUpload(
   if (!writer.ok()) return writer.status();
   absl::StatusOr<int> reader = (*writer)->OpenReader();
   if (!reader.ok()) return reader.status();
-  auto job = std::make_shared<IndexJob>(this, *reader);
+  auto job = std::make_shared<IndexJob>(this, *reader,
+                                        options.acknowledge_before_index);
   job->Start();
   return std::make_unique<UploadImpl>(this, options, *std::move(writer),
                                       std::move(job));

@@ -180,6 +180,23 @@ class Store {
 
   // Number of artefacts re-derived at Open (for logs and tests).
   virtual int recovered_artefacts() const = 0;
+
+  // Called with an artefact's digest each time its index is committed
+  // (index_state COMMITTED: from now on its files are served), on the
+  // committing thread, once the commit is durable and before the upload or
+  // background index job reports it (so before Write returns, and before
+  // WaitIndexed wakes). Not called for artefacts re-derived at Open. A
+  // listener must be quick and must not upload.
+  using ArtefactListener = std::function<void(const Digest& artefact)>;
+
+  // Registers `listener`; returns the id RemoveArtefactListener takes.
+  // Thread-safe.
+  virtual uint64_t AddArtefactListener(ArtefactListener listener) = 0;
+
+  // Unregisters listener `id` (unknown ids are ignored). Once this returns,
+  // that listener is not running and is never called again. Must not be
+  // called from a listener. Thread-safe.
+  virtual void RemoveArtefactListener(uint64_t id) = 0;
 };
 
 }  // namespace cairn

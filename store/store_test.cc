@@ -14,6 +14,7 @@
 #include <thread>
 #include <vector>
 
+#include "absl/synchronization/mutex.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "store/testing/tar_builder.h"
@@ -27,6 +28,7 @@ using ::cairn::testing::CountRegularFiles;
 using ::cairn::testing::FreshTestDir;
 using ::cairn::testing::TarCompression;
 using ::cairn::testing::TarEntry;
+using ::testing::ElementsAre;
 using ::testing::HasSubstr;
 
 std::string ReadWholeFile(const std::string& path) {
@@ -412,9 +414,42 @@ TEST_F(StoreTest, AcknowledgedBeforeIndexThenIndexedInTheBackground) {
   EXPECT_EQ(store_->recovered_artefacts(), 0);
 }
 
+// Artefact listeners hear of each index commit, inline or in the
+// background, before the push (or WaitIndexed) returns; not of re-pushes.
+TEST_F(StoreTest, ArtefactListenersHearOfEveryIndexCommit) {
+  absl::Mutex mu;
+  std::vector<Digest> heard;
+  const uint64_t id = store_->AddArtefactListener([&](const Digest& d) {
+    // The index is committed when the listener runs.
+    absl::StatusOr<store::ArtefactRecord> a = store_->metadata().GetArtefact(d);
+    EXPECT_TRUE(a.ok() && a->index_state() == store::ArtefactRecord::COMMITTED);
+    absl::MutexLock lock(&mu);
+    heard.push_back(d);
+  });
+  auto heard_now = [&] {
+    absl::MutexLock lock(&mu);
+    return heard;
+  };
+  const std::string one = BuildTar(ToolEntries("one"));
+  const std::string two = BuildTar(ToolEntries("two"));
+  ASSERT_TRUE(Push(*store_, one).ok());
+  EXPECT_THAT(heard_now(), ElementsAre(Sha256Of(one)));
+  ASSERT_TRUE(Push(*store_, one).ok());  // Already present: nothing new.
+  EXPECT_THAT(heard_now(), ElementsAre(Sha256Of(one)));
+
+  UploadOptions early;
+  early.acknowledge_before_index = true;
+  ASSERT_TRUE(Push(*store_, two, early).ok());
+  ASSERT_TRUE(store_->WaitIndexed(Sha256Of(two)).ok());
+  EXPECT_THAT(heard_now(), ElementsAre(Sha256Of(one), Sha256Of(two)));
+
+  store_->RemoveArtefactListener(id);
+  ASSERT_TRUE(Push(*store_, BuildTar(ToolEntries("three"))).ok());
+  EXPECT_EQ(heard_now().size(), 2u);
+}
+
 TEST_F(StoreTest, PlainPushWaitsForAnIndexBeingBuilt) {
-  const std::string tarball =
-      BuildTar(ToolEntries(std::string(4 << 20, 'w')));
+  const std::string tarball = BuildTar(ToolEntries(std::string(4 << 20, 'w')));
   UploadOptions early;
   early.acknowledge_before_index = true;
   absl::StatusOr<UploadResult> first = Push(*store_, tarball, early, 1 << 20);
