@@ -16,6 +16,7 @@
 #include <atomic>
 #include <cstdint>
 #include <cstring>
+#include <deque>
 #include <map>
 #include <memory>
 #include <optional>
@@ -96,24 +97,18 @@ struct Node {
   store::FileRecord record;  // kEntry (hardlinks: their target's record).
 };
 
-// An open directory: its listing, built at opendir for "/", namespaces and
-// /by-digest, and at the first READDIR(PLUS) for artefact directories (the
-// kernel caches their listing, so a warm OPENDIR costs no database read).
+// One entry of a directory listing.
 struct DirEntry {
   std::string name;
   fuse_ino_t ino;
   mode_t type;
   // Set for immutable nodes only (by-digest and artefact trees): READDIRPLUS
   // returns their attributes. Null for ".", ".." and the ref levels (refs
-  // resolve at every access, so they are looked up one by one).
+  // resolve when looked up, so they are looked up one by one).
   std::shared_ptr<const Node> node;
 };
-struct DirHandle {
-  // Set while the listing of an artefact directory is not built yet.
-  std::shared_ptr<const Node> pending;
-  absl::Mutex mu;  // Guards the lazy build (pending, entries).
-  std::vector<DirEntry> entries;
-};
+// A directory's listing, in READDIR offset order (entry i has offset i+1).
+using Listing = std::vector<DirEntry>;
 
 }  // namespace
 
@@ -147,15 +142,31 @@ struct CairnFs::State {
   // concurrent READs of a file's first bytes hash it once.
   static constexpr size_t kVerifyStripes = 64;
   absl::Mutex verify_mu[kVerifyStripes];
-  // The kernel opens files without asking (OpOpen replied ENOSYS).
+  // The kernel opens files and directories without asking (OpOpen and
+  // OpOpendir reply ENOSYS).
   std::atomic<bool> no_open{false};
-  // RefStore change listener (RefStore::AddChangeListener); 0 if none.
-  uint64_t listener_id = 0;
+  std::atomic<bool> no_opendir{false};
+  // Listings being read by READDIR(PLUS), which come without a handle:
+  // built at offset 0, shared by the later offsets of that read, dropped
+  // after its last (empty) chunk. At most kMaxListings are kept (the
+  // oldest dropped: an abandoned read), so a read that lost its listing
+  // rebuilds it.
+  static constexpr size_t kMaxListings = 256;
+  absl::Mutex listings_mu;
+  absl::flat_hash_map<fuse_ino_t, std::shared_ptr<const Listing>> listings
+      ABSL_GUARDED_BY(listings_mu);
+  std::deque<fuse_ino_t> listing_order ABSL_GUARDED_BY(listings_mu);
+  // RefStore change listener (RefStore::AddChangeListener) and Store
+  // artefact listener (Store::AddArtefactListener).
+  uint64_t ref_listener_id = 0;
+  uint64_t artefact_listener_id = 0;
 
   // Counters for CairnFs::stats(); relaxed, never synchronise anything.
   std::atomic<uint64_t> lookups{0};
   std::atomic<uint64_t> readdirplus_entries{0};
   std::atomic<uint64_t> getxattrs{0};
+  std::atomic<uint64_t> opendirs{0};
+  std::atomic<uint64_t> readdirs{0};
 
   std::shared_ptr<const Node> Get(fuse_ino_t ino) const {
     absl::MutexLock lock(&mu);
@@ -487,6 +498,11 @@ void OpInit(void* userdata, fuse_conn_info* conn) {
   if ((conn->capable & FUSE_CAP_NO_OPEN_SUPPORT) != 0) {
     static_cast<State*>(userdata)->no_open.store(true);
   }
+  // The same for directories (OpOpendir): no OPENDIR or RELEASEDIR, and
+  // every listing cached by the kernel until invalidated.
+  if ((conn->capable & FUSE_CAP_NO_OPENDIR_SUPPORT) != 0) {
+    static_cast<State*>(userdata)->no_opendir.store(true);
+  }
 }
 
 void OpLookup(fuse_req_t req, fuse_ino_t parent, const char* name_c) {
@@ -613,51 +629,35 @@ int ListArtefactDir(State& s, const Node& n, std::vector<DirEntry>* out) {
   return 0;
 }
 
-// Builds the listing of `dir` if opendir left it pending. Returns 0 or an
-// errno (the listing then stays pending).
-int EnsureListed(State& s, DirHandle& dir)
-    ABSL_EXCLUSIVE_LOCKS_REQUIRED(dir.mu) {
-  if (dir.pending == nullptr) return 0;
-  std::vector<DirEntry> children;
-  if (int err = ListArtefactDir(s, *dir.pending, &children); err != 0) {
-    return err;
-  }
-  for (DirEntry& e : children) dir.entries.push_back(std::move(e));
-  dir.pending = nullptr;
-  return 0;
-}
-
-void OpOpendir(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
-  State& s = *StateOf(req);
-  std::shared_ptr<const Node> n = s.Get(ino);
-  if (n == nullptr) return (void)fuse_reply_err(req, ENOENT);
-  auto dir = std::make_unique<DirHandle>();
-  dir->entries.push_back({".", ino, S_IFDIR, nullptr});
-  dir->entries.push_back({"..", ino, S_IFDIR, nullptr});  // Kernel fixes "..".
-  switch (n->kind) {
+// Builds the listing of directory `ino` (node `n`) into `out`. Returns 0 or
+// an errno.
+int BuildListing(State& s, fuse_ino_t ino, const Node& n, Listing* out) {
+  out->push_back({".", ino, S_IFDIR, nullptr});
+  out->push_back({"..", ino, S_IFDIR, nullptr});  // The kernel fixes "..".
+  switch (n.kind) {
     case Kind::kRoot:
     case Kind::kNamespace: {
-      const std::string prefix = n->kind == Kind::kRoot ? "" : n->name;
+      const std::string prefix = n.kind == Kind::kRoot ? "" : n.name;
       std::map<std::string, std::string> refs;
       std::set<std::string> dirs;
       if (absl::Status st = ListRefLevel(s, prefix, &refs, &dirs); !st.ok()) {
-        return (void)fuse_reply_err(req, StatusToErrno(st));
+        return StatusToErrno(st);
       }
       std::map<std::string, DirEntry> sorted;
-      if (n->kind == Kind::kRoot) {
+      if (n.kind == Kind::kRoot) {
         sorted[kByDigest] = {kByDigest, kByDigestIno, S_IFDIR, nullptr};
       }
       for (const std::string& d : dirs) {
-        sorted[d] = {d, InternNamespace(s, prefix + d + "/", n->depth + 1),
+        sorted[d] = {d, InternNamespace(s, prefix + d + "/", n.depth + 1),
                      S_IFDIR, nullptr};
       }
       // Listed without resolving (as yanked releases are): a ref that does
       // not resolve is ENOENT when looked up.
       for (const auto& [name, full] : refs) {
-        sorted[name] = {name, InternRef(s, full, n->depth), S_IFLNK, nullptr};
+        sorted[name] = {name, InternRef(s, full, n.depth), S_IFLNK, nullptr};
       }
-      for (auto& [name, e] : sorted) dir->entries.push_back(std::move(e));
-      break;
+      for (auto& [name, e] : sorted) out->push_back(std::move(e));
+      return 0;
     }
     case Kind::kByDigest: {
       std::vector<Digest> digests;
@@ -666,7 +666,7 @@ void OpOpendir(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
             if (IsServable(a)) digests.push_back(d);
             return true;
           });
-      if (!st.ok()) return (void)fuse_reply_err(req, StatusToErrno(st));
+      if (!st.ok()) return StatusToErrno(st);
       // Raw digest order is the order of their hex text.
       std::sort(digests.begin(), digests.end());
       for (const Digest& d : digests) {
@@ -674,106 +674,140 @@ void OpOpendir(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
         a.kind = Kind::kArtefact;
         a.artefact = d;
         State::Interned i = s.Intern(ArtefactKey(d), std::move(a));
-        dir->entries.push_back(
-            {d.ToString(), i.ino, S_IFDIR, std::move(i.node)});
+        out->push_back({d.ToString(), i.ino, S_IFDIR, std::move(i.node)});
       }
-      break;
+      return 0;
     }
     case Kind::kArtefact:
     case Kind::kEntry:
-      if (n->kind == Kind::kEntry &&
-          n->record.type() != store::FileRecord::DIRECTORY) {
-        return (void)fuse_reply_err(req, ENOTDIR);
+      if (n.kind == Kind::kEntry &&
+          n.record.type() != store::FileRecord::DIRECTORY) {
+        return ENOTDIR;
       }
-      // Listed at the first READDIR(PLUS), which the kernel only sends
-      // while it has no cached listing (cache_readdir below).
-      dir->pending = n;
-      break;
+      return ListArtefactDir(s, n, out);
     case Kind::kRefLink:
-      return (void)fuse_reply_err(req, ENOTDIR);
+      return ENOTDIR;
   }
+  return ENOENT;
+}
+
+// The listing a READDIR(PLUS) of `ino` at offset `off` reads from: built
+// afresh at offset 0 (a new read of the directory), else the one that read
+// started with. Null and *err set on failure.
+std::shared_ptr<const Listing> ListingFor(State& s, fuse_ino_t ino, off_t off,
+                                          int* err) {
+  if (off > 0) {
+    absl::MutexLock lock(&s.listings_mu);
+    auto it = s.listings.find(ino);
+    if (it != s.listings.end()) return it->second;
+  }
+  std::shared_ptr<const Node> n = s.Get(ino);
+  if (n == nullptr) {
+    *err = ENOENT;
+    return nullptr;
+  }
+  auto listing = std::make_shared<Listing>();
+  if (*err = BuildListing(s, ino, *n, listing.get()); *err != 0) {
+    return nullptr;
+  }
+  absl::MutexLock lock(&s.listings_mu);
+  if (s.listings.insert_or_assign(ino, listing).second) {
+    s.listing_order.push_back(ino);
+  }
+  while (s.listings.size() > State::kMaxListings && !s.listing_order.empty()) {
+    s.listings.erase(s.listing_order.front());
+    s.listing_order.pop_front();
+  }
+  return listing;
+}
+
+// Drops the listing of `ino` once a read of it reached its end.
+void DoneListing(State& s, fuse_ino_t ino) {
+  absl::MutexLock lock(&s.listings_mu);
+  if (s.listings.erase(ino) == 0) return;
+  auto it = std::find(s.listing_order.begin(), s.listing_order.end(), ino);
+  if (it != s.listing_order.end()) s.listing_order.erase(it);
+}
+
+// Directories need no handle: READDIR finds the listing from the inode. So
+// OPENDIR is refused with ENOSYS where the kernel supports zero-message
+// opendir: it then opens every directory without asking (and sends no
+// RELEASEDIR), caching every listing (FOPEN_CACHE_DIR, FOPEN_KEEP_CACHE).
+// The listings that change (/, namespaces, /by-digest) are invalidated when
+// they do (InvalidateRef, InvalidateByDigest). Elsewhere OPENDIR succeeds
+// with those flags for artefact trees only, and no handle.
+void OpOpendir(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
+  State& s = *StateOf(req);
+  s.opendirs.fetch_add(1, std::memory_order_relaxed);
+  if (s.no_opendir.load(std::memory_order_relaxed)) {
+    return (void)fuse_reply_err(req, ENOSYS);
+  }
+  std::shared_ptr<const Node> n = s.Get(ino);
+  if (n == nullptr) return (void)fuse_reply_err(req, ENOENT);
   const bool cache = HasImmutableListing(*n);
+  fi->fh = 0;
   fi->cache_readdir = cache ? 1 : 0;
   fi->keep_cache = cache ? 1 : 0;
-  fi->fh = reinterpret_cast<uint64_t>(dir.release());
-  if (fuse_reply_open(req, fi) != 0) {
-    delete reinterpret_cast<DirHandle*>(fi->fh);
-  }
+  fuse_reply_open(req, fi);
 }
 
-// Both READDIR flavours fill the reply under the handle's lock and send it
-// after releasing it: once the reply is sent the directory may be closed
-// and its handle deleted (RELEASEDIR) before this thread returns.
-void OpReaddir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
-               fuse_file_info* fi) {
-  (void)ino;
-  DirHandle& dir = *reinterpret_cast<DirHandle*>(fi->fh);
-  std::vector<char> buf(size);
-  size_t used = 0;
-  int err = 0;
-  {
-    absl::MutexLock lock(&dir.mu);
-    err = EnsureListed(*StateOf(req), dir);
-    for (size_t i = static_cast<size_t>(off);
-         err == 0 && i < dir.entries.size(); ++i) {
-      const DirEntry& e = dir.entries[i];
-      struct stat st;
-      std::memset(&st, 0, sizeof(st));
-      st.st_ino = e.ino;
-      st.st_mode = e.type;
-      const size_t n = fuse_add_direntry(req, buf.data() + used, size - used,
-                                         e.name.c_str(), &st, i + 1);
-      if (n > size - used) break;
-      used += n;
-    }
-  }
-  if (err != 0) return (void)fuse_reply_err(req, err);
-  fuse_reply_buf(req, buf.data(), used);
-}
-
-// Like OpReaddir, with each immutable entry's attributes and timeouts: the
-// kernel instantiates those entries as a LOOKUP would (and counts one lookup
-// of each, later returned by FORGET, which this file system ignores: nodes
-// live for the daemon's life). Entries without a node (".", "..", refs and
-// namespaces) go without attributes (ino 0): the kernel then only lists
-// them, and counts no lookup.
-void OpReaddirplus(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
-                   fuse_file_info* fi) {
-  (void)ino;
+// Both READDIR flavours: the entries of the listing from offset `off` that
+// fit in `size` bytes; an empty reply at the end.
+template <bool kPlus>
+void ReplyListing(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off) {
   State& s = *StateOf(req);
-  DirHandle& dir = *reinterpret_cast<DirHandle*>(fi->fh);
+  s.readdirs.fetch_add(1, std::memory_order_relaxed);
+  int err = 0;
+  std::shared_ptr<const Listing> listing = ListingFor(s, ino, off, &err);
+  if (listing == nullptr) return (void)fuse_reply_err(req, err);
   std::vector<char> buf(size);
   size_t used = 0;
   uint64_t full_entries = 0;
-  int err = 0;
-  {
-    absl::MutexLock lock(&dir.mu);
-    err = EnsureListed(s, dir);
-    for (size_t i = static_cast<size_t>(off);
-         err == 0 && i < dir.entries.size(); ++i) {
-      const DirEntry& e = dir.entries[i];
+  for (size_t i = static_cast<size_t>(off); i < listing->size(); ++i) {
+    const DirEntry& e = (*listing)[i];
+    size_t n;
+    if constexpr (kPlus) {
+      // Immutable entries go with their attributes and timeouts: the kernel
+      // instantiates them as a LOOKUP would (and counts one lookup of each,
+      // later returned by FORGET, which this file system ignores: nodes
+      // live for the daemon's life). Entries without a node (".", "..",
+      // refs and namespaces) go without (ino 0): the kernel only lists
+      // them, and counts no lookup.
       fuse_entry_param p;
       if (e.node == nullptr || FillEntry(s, e.ino, *e.node, &p) != 0) {
         std::memset(&p, 0, sizeof(p));
         p.attr.st_ino = e.ino;  // d_ino and d_type of the listing.
         p.attr.st_mode = e.type;
       }
-      const size_t n = fuse_add_direntry_plus(
-          req, buf.data() + used, size - used, e.name.c_str(), &p, i + 1);
-      if (n > size - used) break;
-      used += n;
-      if (p.ino != 0) ++full_entries;
+      n = fuse_add_direntry_plus(req, buf.data() + used, size - used,
+                                 e.name.c_str(), &p, i + 1);
+      if (n <= size - used && p.ino != 0) ++full_entries;
+    } else {
+      struct stat st;
+      std::memset(&st, 0, sizeof(st));
+      st.st_ino = e.ino;
+      st.st_mode = e.type;
+      n = fuse_add_direntry(req, buf.data() + used, size - used, e.name.c_str(),
+                            &st, i + 1);
     }
+    if (n > size - used) break;
+    used += n;
   }
-  if (err != 0) return (void)fuse_reply_err(req, err);
+  if (used == 0) DoneListing(s, ino);  // The end of this read.
   s.readdirplus_entries.fetch_add(full_entries, std::memory_order_relaxed);
   fuse_reply_buf(req, buf.data(), used);
 }
 
-void OpReleasedir(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
-  (void)ino;
-  delete reinterpret_cast<DirHandle*>(fi->fh);
-  fuse_reply_err(req, 0);
+void OpReaddir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
+               fuse_file_info* fi) {
+  (void)fi;
+  ReplyListing<false>(req, ino, size, off);
+}
+
+void OpReaddirplus(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
+                   fuse_file_info* fi) {
+  (void)fi;
+  ReplyListing<true>(req, ino, size, off);
 }
 
 // Checks the blob's bytes against `digest`. Returns 0 or EIO.
@@ -1036,7 +1070,6 @@ fuse_lowlevel_ops MakeOps() {
   ops.opendir = OpOpendir;
   ops.readdir = OpReaddir;
   ops.readdirplus = OpReaddirplus;
-  ops.releasedir = OpReleasedir;
   ops.open = OpOpen;
   ops.read = OpRead;
   ops.statfs = OpStatfs;
@@ -1084,32 +1117,55 @@ void InvalidateEntry(State& s, fuse_ino_t parent, const std::string& name) {
   }
 }
 
+// Drops the kernel's cached listing (and attributes) of directory `ino`.
+void InvalidateListing(State& s, fuse_ino_t ino) {
+  const int rc = fuse_lowlevel_notify_inval_inode(s.session, ino, 0, 0);
+  if (rc != 0 && rc != -ENOENT) {
+    spdlog::warn("fuse: cannot invalidate the listing of inode {} in {}: {}",
+                 ino, s.mountpoint, strerror(-rc));
+  }
+}
+
 // Drops the kernel's cached entry of `ref`, so the next path walk through
-// it LOOKUPs the ref's new resolution; if the ref is gone, also the entries
-// of its namespace directories (which may be empty now). Runs on the thread
-// that changed the ref (RefStore change listener), never on a FUSE worker:
-// the kernel takes the parent directory's lock, which a path walk waiting
-// for a LOOKUP reply may hold, and LOOKUP never waits for ref updates.
+// it LOOKUPs the ref's new resolution, and the cached listings of "/" and
+// of the ref's namespaces (a ref or namespace may have appeared or gone);
+// if the ref is gone, also the entries of its namespace directories (which
+// may be empty now). Runs on the thread that changed the ref (RefStore
+// change listener), never on a FUSE worker: the kernel takes the parent
+// directory's lock, which a path walk waiting for a LOOKUP reply may hold,
+// and LOOKUP never waits for ref updates.
 void InvalidateRef(State& s, const RefName& ref) {
   const std::string text = ref.ToString();
-  // "team/sub/tool@main": namespaces "team/", "team/sub/".
-  size_t slash = text.rfind('/', text.find('@'));
-  std::string name = text.substr(slash == std::string::npos ? 0 : slash + 1);
   const bool gone = absl::IsNotFound(s.refs->Get(ref).status());
-  for (;;) {
-    const std::string prefix =
-        slash == std::string::npos ? "" : text.substr(0, slash + 1);
+  // "team/sub/tool@main": entry "tool@main" of namespace "team/sub/",
+  // entry "sub" of "team/", entry "team" of "/".
+  size_t end = text.size();
+  size_t slash = text.rfind('/', text.find('@'));
+  for (bool first = true;; first = false) {
+    const size_t begin = slash == std::string::npos ? 0 : slash + 1;
+    const std::string prefix = text.substr(0, begin);
     const fuse_ino_t parent =
         prefix.empty() ? FUSE_ROOT_ID : s.Find("n:" + prefix);
     // parent 0: nothing under that namespace was ever looked up.
-    if (parent != 0) InvalidateEntry(s, parent, name);
-    if (!gone || prefix.empty()) return;
-    // Up one level: the namespace directory's own entry.
-    const size_t end = slash;
+    if (parent != 0) {
+      // A namespace's own entry only if the ref is gone (it may have been
+      // the namespace's last).
+      if (first || gone) {
+        InvalidateEntry(s, parent, text.substr(begin, end - begin));
+      }
+      InvalidateListing(s, parent);
+    }
+    if (prefix.empty()) return;
+    end = slash;
     slash = end == 0 ? std::string::npos : text.rfind('/', end - 1);
-    const size_t begin = slash == std::string::npos ? 0 : slash + 1;
-    name = text.substr(begin, end - begin);
   }
+}
+
+// Drops the kernel's cached listing of /by-digest, which just gained
+// `artefact` (Store artefact listener; same threading as InvalidateRef).
+void InvalidateByDigest(State& s, const Digest& artefact) {
+  (void)artefact;
+  InvalidateListing(s, kByDigestIno);
 }
 
 }  // namespace
@@ -1177,8 +1233,10 @@ absl::StatusOr<std::unique_ptr<CairnFs>> CairnFs::Mount(
     SetReadahead(root_st.st_dev);
   }
   State* raw = state.get();
-  state->listener_id = refs->AddChangeListener(
+  state->ref_listener_id = refs->AddChangeListener(
       [raw](const RefName& ref) { InvalidateRef(*raw, ref); });
+  state->artefact_listener_id = store->AddArtefactListener(
+      [raw](const Digest& d) { InvalidateByDigest(*raw, d); });
   spdlog::info("fuse: mounted {} (ro, nosuid, nodev; refs resolve to slot {})",
                mountpoint, state->slot);
   return std::unique_ptr<CairnFs>(new CairnFs(std::move(state)));
@@ -1196,6 +1254,8 @@ CairnFsStats CairnFs::stats() const {
   st.readdirplus_entries =
       state_->readdirplus_entries.load(std::memory_order_relaxed);
   st.getxattrs = state_->getxattrs.load(std::memory_order_relaxed);
+  st.opendirs = state_->opendirs.load(std::memory_order_relaxed);
+  st.readdirs = state_->readdirs.load(std::memory_order_relaxed);
   absl::MutexLock lock(&state_->mu);
   st.inodes = state_->nodes.size();
   return st;
@@ -1205,7 +1265,8 @@ void CairnFs::Unmount() {
   if (!state_->mounted) return;
   state_->mounted = false;
   // First, so no invalidation runs on a session being torn down.
-  state_->refs->RemoveChangeListener(state_->listener_id);
+  state_->refs->RemoveChangeListener(state_->ref_listener_id);
+  state_->store->RemoveArtefactListener(state_->artefact_listener_id);
   fuse_session_exit(state_->session);
   // Abort the connection so every worker's read(2) of /dev/fuse fails with
   // ENODEV and the loop ends, even while processes still hold files in the

@@ -43,7 +43,11 @@ struct CairnFsStats {
   // kernel a LOOKUP (and counts as one for FORGET).
   uint64_t readdirplus_entries = 0;
   uint64_t getxattrs = 0;  // GETXATTR requests, any name.
-  uint64_t inodes = 0;     // Inodes allocated (never freed: docs/fuse.md).
+  // OPENDIR requests (one per mount where the kernel supports zero-message
+  // opendir: the first, answered ENOSYS) and READDIR(PLUS) requests.
+  uint64_t opendirs = 0;
+  uint64_t readdirs = 0;
+  uint64_t inodes = 0;  // Inodes allocated (never freed: docs/fuse.md).
 };
 
 class CairnFs {
