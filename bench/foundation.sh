@@ -73,7 +73,7 @@ bench::log "work dir $WORK; $RUNS run(s) of each measurement"
 # Per-run results, one array per figure.
 declare -a T_IGZIP=() T_GZIP=() T_PIGZ=() T_SHA=()
 declare -a T_REG_PUSH=() T_REG_HEAD=() T_REG_GET=() T_REG_GET_SYNC=() REG_HWM=() REG_CPU=()
-declare -a T_ACK=() T_ACK_INDEXED=() T_PUSH=() T_DURABLE=() T_REPUSH=() T_REPUSH_COLD=() T_PULL=() HWM_PUSH=() HWM_END=() CPU_PUSH=()
+declare -a T_ACK=() T_ACK_INDEXED=() T_PUSH=() T_DURABLE=() T_REPUSH=() T_REPUSH_COLD=() T_PULL=() T_PULL_SYNC=() HWM_PUSH=() HWM_END=() CPU_PUSH=()
 NOTES=()
 declare -a BUSY_REG=() BUSY_CAIRN=()
 
@@ -146,8 +146,8 @@ EOF
   bench::time t curl -fsS -o "$dir/get.out" "$base/bench/blobs/$DIGEST" ||
     bench::die "registry GET failed"
   T_REG_GET+=("$t")
-  # cairn pull fsyncs its output; the same for the registry's copy, for a
-  # like-for-like context figure (sync FILE = fsync(2) of that file).
+  # For the context row against `cairn pull --fsync`: the same GET made
+  # durable (sync FILE = fsync(2) of that file).
   local ts
   bench::time ts sync "$dir/get.out" || true
   T_REG_GET_SYNC+=("$(bench::py "f'{$t + $ts:.6f}'")")
@@ -219,6 +219,13 @@ cairn_run() {
     bench::die "cairn pull failed (server log: $log)"
   T_PULL+=("$t")
   cmp -s "$dir/pull.out" "$INPUT" || bench::die "cairn pull returned different bytes"
+  rm -f "$dir/pull.out"
+  # The same, made durable before the rename (context row).
+  bench::settle
+  bench::time t "$CAIRN" --server "$addr" --quiet pull "$DIGEST" -o "$dir/pull.out" --fsync >/dev/null ||
+    bench::die "cairn pull --fsync failed (server log: $log)"
+  T_PULL_SYNC+=("$t")
+  cmp -s "$dir/pull.out" "$INPUT" || bench::die "cairn pull --fsync returned different bytes"
   rm -f "$dir/pull.out"
   bench::vm_hwm h "$pid"; HWM_END+=("$h")
 
@@ -364,6 +371,7 @@ med m_rget_sync "${T_REG_GET_SYNC[@]}"
 med m_rhwm "${REG_HWM[@]}"; med m_rcpu "${REG_CPU[@]}"
 med m_ack "${T_ACK[@]}"; med m_ack_indexed "${T_ACK_INDEXED[@]}"
 med m_push "${T_PUSH[@]}"; med m_repush "${T_REPUSH[@]}"; med m_pull "${T_PULL[@]}"
+med m_pull_sync "${T_PULL_SYNC[@]}"
 med m_repush_cold "${T_REPUSH_COLD[@]}"
 med m_hwm "${HWM_PUSH[@]}"; med m_hwm_end "${HWM_END[@]}"; med m_cpu "${CPU_PUSH[@]}"
 m_durable=""; ((${#T_DURABLE[@]})) && med m_durable "${T_DURABLE[@]}"
@@ -400,7 +408,7 @@ fi
 bench::row "context: re-push, no digest cache (s)" "$(f "$m_repush_cold" 3)" "$(f "$m_push" 3)" "$(pct "$(bench::py "$m_repush_cold / $m_push")")" "-" "-"
 bench::row "context: sha256sum of input (s)" "-" "$(f "$m_sha" 3)" "-" "-" "-"
 bench::row "context: registry HEAD (re-push skip, s)" "-" "$(f "$m_rhead" 4)" "-" "-" "-"
-bench::row "context: pull vs GET + fsync (MB/s)" "$(f "$c_tp" 1)" "$(f "$(bench::py "$mb / $m_rget_sync")" 1)" "$(x "$(bench::py "$m_rget_sync / $m_pull")")" "-" "-"
+bench::row "context: pull --fsync vs GET + fsync (MB/s)" "$(f "$(bench::py "$mb / $m_pull_sync")" 1)" "$(f "$(bench::py "$mb / $m_rget_sync")" 1)" "$(x "$(bench::py "$m_rget_sync / $m_pull_sync")")" "-" "-"
 bench::row "context: pull time (s)" "$(f "$m_pull" 3)" "$(f "$m_rget" 3)" "$(x "$(bench::py "$m_pull / $m_rget")")" "-" "-"
 bench::row "context: cairnd VmHWM after pull (MiB)" "$(f "$(bench::py "$m_hwm_end / 1024")" 1)" "-" "-" "-" "-"
 
@@ -422,6 +430,7 @@ echo "  cairn durable  ${T_DURABLE[*]:-}"
 echo "  cairn re-push  ${T_REPUSH[*]}"
 echo "  re-push cold   ${T_REPUSH_COLD[*]}"
 echo "  cairn pull     ${T_PULL[*]}"
+echo "  pull --fsync   ${T_PULL_SYNC[*]}"
 echo "  registry push  ${T_REG_PUSH[*]}"
 echo "  registry GET   ${T_REG_GET[*]}"
 echo "  registry GET+fsync ${T_REG_GET_SYNC[*]}"
@@ -443,8 +452,9 @@ echo "    committed. Registry = POST + monolithic PUT until HTTP 201 (server-sid
 echo "    digest check and fsync of the blob data). Both clients know the digest beforehand, computed"
 echo "    untimed (cairn digest / sha256sum); 'no digest cache' shows what client hashing adds."
 echo "  - (3): the re-push finds the digest in the digest cache (CAIRN_CACHE_DIR, fresh each run)."
-echo "  - (4): cairn pull verifies the digest on the client and fsyncs the output; the registry GET"
-echo "    (curl -o) does neither. 'pull vs GET + fsync' adds an fsync of curl's output for comparison."
+echo "  - (4): cairn pull -o FILE verifies the digest on the client (renaming FILE.partial into place"
+echo "    only if it matches); the registry GET (curl -o FILE) does not verify. Neither fsyncs: the"
+echo "    'pull --fsync vs GET + fsync' row makes both outputs durable."
 echo "  - (5): VmHWM read from /proc after the first push, fresh cairnd each run."
 for n in "${NOTES[@]}"; do echo "  - $n"; done
 if [[ -s "$WORK/push1.json" ]]; then

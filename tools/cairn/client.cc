@@ -458,7 +458,8 @@ absl::StatusOr<v1::WriteResponse> CasClient::Upload(
 
 absl::StatusOr<PullResult> CasClient::Pull(const Digest& digest,
                                            const std::string& out_path,
-                                           const ProgressFn& progress) {
+                                           const ProgressFn& progress,
+                                           bool fsync_output) {
   absl::StatusOr<v1::StatResponse> stat = Stat(digest);
   if (!stat.ok()) return stat.status();
   const uint64_t expected_size = stat->size();
@@ -487,7 +488,8 @@ absl::StatusOr<PullResult> CasClient::Pull(const Digest& digest,
              return s;
            }
            written += chunk.size();
-           if (written - writeback_from >= kPullWritebackBytes) {
+           if (fsync_output &&
+               written - writeback_from >= kPullWritebackBytes) {
              // Start write-back now, so that the fsync at the end waits
              // for the tail only. Errors surface in that fsync.
              sync_file_range(out, static_cast<off_t>(writeback_from),
@@ -535,8 +537,8 @@ absl::StatusOr<PullResult> CasClient::Pull(const Digest& digest,
         "received ", received, " bytes hashing to ", actual.ToString(),
         ", expected ", expected_size, " bytes of ", digest.ToString()));
   }
-  if (result.ok()) {
-    if (fsync(fd.get()) != 0) result = Errno(absl::StrCat("fsync ", partial));
+  if (result.ok() && fsync_output && fsync(fd.get()) != 0) {
+    result = Errno(absl::StrCat("fsync ", partial));
   }
   if (const int err = fd.Reset(); err != 0 && result.ok()) {
     result = absl::ErrnoToStatus(err, absl::StrCat("close ", partial));

@@ -168,15 +168,19 @@ class CasClient {
                                          const PushOptions& options);
 
   // Streams blob `digest` into `out_path`: receives on the calling thread
-  // while one helper thread writes "<out_path>.partial" (starting
-  // write-back as it goes) and another hashes, and renames into place only
-  // if size and digest match what Stat reported and what was asked for
-  // (after an fsync).
-  // The partial file is removed on any error. Errors: NotFound; DataLoss
-  // on a size or digest mismatch; local I/O errors; the server's errors.
+  // while one helper thread writes "<out_path>.partial" and another hashes,
+  // and renames into place only if size and digest match what Stat
+  // reported and what was asked for, so `out_path` never holds unverified
+  // bytes. With `fsync_output` the file is also made durable before the
+  // rename (write-back started as it is written, fsync at the end); without
+  // it, as curl or docker leave a download, it is in the page cache and a
+  // crash of the machine may lose it. The partial file is removed on any
+  // error. Errors: NotFound; DataLoss on a size or digest mismatch; local
+  // I/O errors; the server's errors.
   absl::StatusOr<PullResult> Pull(const Digest& digest,
                                   const std::string& out_path,
-                                  const ProgressFn& progress);
+                                  const ProgressFn& progress,
+                                  bool fsync_output = false);
 
   // With wait_for_index, an artefact's answer waits (without deadline)
   // until its file index is complete or it is rejected. Errors: NotFound;

@@ -12,12 +12,12 @@
 #include <algorithm>
 #include <atomic>
 #include <cstdlib>
+#include <filesystem>
 #include <fstream>
 #include <map>
 #include <memory>
 #include <mutex>
 #include <sstream>
-#include <filesystem>
 #include <string>
 #include <vector>
 
@@ -363,6 +363,17 @@ TEST_F(ServerTest, PullVerifiesAndRenames) {
   EXPECT_EQ(last, content.size());
   EXPECT_TRUE(ReadBytes(dir + "/out") == content);
   EXPECT_FALSE(Exists(dir + "/out.partial"));
+
+  // --fsync: the same bytes (made durable first; 20 MB crosses the 8 MiB
+  // write-back steps), replacing the file.
+  const std::string big = Pseudorandom(20 << 20, 5);
+  const Digest big_digest = Sha256Of(big);
+  service_.blobs[big_digest.ToString()] = big;
+  r = client_->Pull(big_digest, dir + "/out", nullptr, /*fsync_output=*/true);
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->bytes, big.size());
+  EXPECT_TRUE(ReadBytes(dir + "/out") == big);
+  EXPECT_FALSE(Exists(dir + "/out.partial"));
 }
 
 TEST_F(ServerTest, PullRejectsCorruptOrShortData) {
@@ -641,9 +652,10 @@ TEST_F(ServerTest, PullCommand) {
 TEST_F(ServerTest, StatCommand) {
   service_.blobs[Sha256Of("abc").ToString()] = "abc";
   const std::string digest = Sha256Of("abc").ToString();
-  EXPECT_EQ(
-      Run([&](const cli::Io& io) { return cli::RunStat(flags_, digest, false, io); }),
-      0);
+  EXPECT_EQ(Run([&](const cli::Io& io) {
+              return cli::RunStat(flags_, digest, false, io);
+            }),
+            0);
   EXPECT_THAT(out_.str(), HasSubstr("digest:         " + digest + "\n"));
   EXPECT_THAT(out_.str(), HasSubstr("kind:           artefact\n"));
   EXPECT_THAT(out_.str(), HasSubstr("size:           3 (3 B)\n"));
@@ -653,9 +665,10 @@ TEST_F(ServerTest, StatCommand) {
 
   cli::GlobalFlags json = flags_;
   json.json = true;
-  EXPECT_EQ(
-      Run([&](const cli::Io& io) { return cli::RunStat(json, digest, false, io); }),
-      0);
+  EXPECT_EQ(Run([&](const cli::Io& io) {
+              return cli::RunStat(json, digest, false, io);
+            }),
+            0);
   nlohmann::json j = nlohmann::json::parse(out_.str());
   EXPECT_EQ(j["digest"], digest);
   EXPECT_EQ(j["size"], 3);

@@ -305,7 +305,7 @@ int RunPush(const GlobalFlags& flags, const std::string& file,
 }
 
 int RunPull(const GlobalFlags& flags, const std::string& digest_text,
-            const std::string& output, const Io& io) {
+            const std::string& output, const Io& io, bool fsync_output) {
   absl::StatusOr<Digest> digest = ParseDigestArg("DIGEST", digest_text);
   if (!digest.ok()) return ReportError(io, digest.status(), kExitUsage);
   if (output.empty()) {
@@ -318,7 +318,8 @@ int RunPull(const GlobalFlags& flags, const std::string& digest_text,
   ProgressMeter meter(io.err, io.progress && !flags.quiet);
   absl::StatusOr<PullResult> result = (*client)->Pull(
       *digest, output,
-      [&meter](uint64_t done, uint64_t total) { meter.Update(done, total); });
+      [&meter](uint64_t done, uint64_t total) { meter.Update(done, total); },
+      fsync_output);
   meter.Finish();
   if (!result.ok()) return ReportError(io, result.status());
   const std::string text = result->digest.ToString();
@@ -333,8 +334,7 @@ int RunPull(const GlobalFlags& flags, const std::string& digest_text,
   return kExitOk;
 }
 
-int RunDigest(const GlobalFlags& flags, const std::string& path,
-              const Io& io) {
+int RunDigest(const GlobalFlags& flags, const std::string& path, const Io& io) {
   // Stamps taken before hashing: a change while hashing alters ctime, so the
   // cache entry recorded here never matches the changed file.
   struct stat st;
@@ -349,14 +349,14 @@ int RunDigest(const GlobalFlags& flags, const std::string& path,
   } else if (flags.quiet) {
     *io.out << hashed->first.ToString() << "\n";
   } else {
-    *io.out << hashed->first.ToString() << " " << hashed->second << " "
-            << path << "\n";
+    *io.out << hashed->first.ToString() << " " << hashed->second << " " << path
+            << "\n";
   }
   return kExitOk;
 }
 
-int RunStat(const GlobalFlags& flags, const std::string& digest_text,
-            bool wait, const Io& io) {
+int RunStat(const GlobalFlags& flags, const std::string& digest_text, bool wait,
+            const Io& io) {
   absl::StatusOr<Digest> digest = ParseDigestArg("DIGEST", digest_text);
   if (!digest.ok()) return ReportError(io, digest.status(), kExitUsage);
   absl::StatusOr<std::unique_ptr<CasClient>> client = Connect(flags);
@@ -590,7 +590,7 @@ int RunDelete(const GlobalFlags& flags, const std::string& ref,
 
 int RunPullTarget(const GlobalFlags& flags, const std::string& target,
                   const ResolveArgs& args, const std::string& output,
-                  const Io& io) {
+                  const Io& io, bool fsync_output) {
   if (absl::StartsWith(target, Digest::kPrefix)) {
     if (!args.slot.empty() || args.allow_yanked) {
       return ReportError(
@@ -599,7 +599,7 @@ int RunPullTarget(const GlobalFlags& flags, const std::string& target,
               "pull: --arch and --allow-yanked apply to a ref, not a digest"),
           kExitUsage);
     }
-    return RunPull(flags, target, output, io);
+    return RunPull(flags, target, output, io, fsync_output);
   }
   if (target.find('@') == std::string::npos) {
     return ReportError(io,
@@ -631,7 +631,8 @@ int RunPullTarget(const GlobalFlags& flags, const std::string& target,
   ProgressMeter meter(io.err, io.progress && !flags.quiet);
   absl::StatusOr<PullResult> result = c->cas->Pull(
       *digest, output,
-      [&meter](uint64_t done, uint64_t total) { meter.Update(done, total); });
+      [&meter](uint64_t done, uint64_t total) { meter.Update(done, total); },
+      fsync_output);
   meter.Finish();
   if (!result.ok()) return ReportError(io, result.status());
   const std::string text = result->digest.ToString();

@@ -151,14 +151,15 @@ int RunDelete(const GlobalFlags& flags, const std::string& ref,
 // the digest it resolved to. For a ref, prints FormatResolvedLine before
 // the pull line (quiet: the digest; JSON: the pull object with "resolved":
 // ResolveToJson).
+// `fsync_output`: `--fsync` (CasClient::Pull).
 int RunPullTarget(const GlobalFlags& flags, const std::string& target,
                   const ResolveArgs& args, const std::string& output,
-                  const Io& io);
+                  const Io& io, bool fsync_output = false);
 
-// `cairn pull DIGEST -o FILE`: prints "<digest> <bytes> <FILE>" (quiet: the
-// digest; JSON: {"digest","size","path"}).
+// `cairn pull DIGEST -o FILE [--fsync]`: prints "<digest> <bytes> <FILE>"
+// (quiet: the digest; JSON: {"digest","size","path"}).
 int RunPull(const GlobalFlags& flags, const std::string& digest,
-            const std::string& output, const Io& io);
+            const std::string& output, const Io& io, bool fsync_output = false);
 
 // `cairn stat DIGEST`: FormatStat, or StatToJson.
 // `cairn digest FILE`: prints the file's digest and size, and records the

@@ -105,6 +105,7 @@ int main(int argc, char** argv) {
 
   std::string pull_target, pull_output, pull_arch;
   bool pull_allow_yanked = false;
+  bool pull_fsync = false;
   CLI::App* pull = app.add_subcommand(
       "pull", "Download a blob or a ref's artefact, verified");
   pull->add_option("target", pull_target,
@@ -119,6 +120,8 @@ int main(int argc, char** argv) {
       ->type_name("SLOT");
   pull->add_flag("--allow-yanked", pull_allow_yanked,
                  "Resolve a yanked release anyway");
+  pull->add_flag("--fsync", pull_fsync,
+                 "Make FILE durable (fsync) before it takes its name");
 
   std::string release_ref;
   std::vector<std::string> release_slots;
@@ -227,8 +230,9 @@ int main(int argc, char** argv) {
   cairn::cli::RunArgs run_args;
   CLI::App* run = app.add_subcommand(
       "run", "Execute an artefact's entrypoint in place from the FUSE mount");
-  run->add_option("ref", run_args.ref, "The ref (this host's slot, else "
-                                       "noarch)")
+  run->add_option("ref", run_args.ref,
+                  "The ref (this host's slot, else "
+                  "noarch)")
       ->required()
       ->type_name("PKG@NAME");
   run->add_option("args", run_args.args,
@@ -245,19 +249,22 @@ int main(int argc, char** argv) {
 
   std::string mount_dir;
   bool mount_allow_other = false;
-  CLI::App* mount = app.add_subcommand(
-      "mount", "Have the daemon mount its store on DIR (needs cairnd "
-               "--mount-root)");
-  mount->add_option("dir", mount_dir, "An empty directory on the daemon's "
-                                      "host")
+  CLI::App* mount =
+      app.add_subcommand("mount",
+                         "Have the daemon mount its store on DIR (needs cairnd "
+                         "--mount-root)");
+  mount
+      ->add_option("dir", mount_dir,
+                   "An empty directory on the daemon's "
+                   "host")
       ->required()
       ->type_name("DIR");
   mount->add_flag("--allow-other", mount_allow_other,
                   "Let every user see the mount (FUSE allow_other)");
 
   std::string umount_dir;
-  CLI::App* umount = app.add_subcommand(
-      "umount", "Have the daemon unmount one of its mounts");
+  CLI::App* umount =
+      app.add_subcommand("umount", "Have the daemon unmount one of its mounts");
   umount->add_option("dir", umount_dir, "The mount point")
       ->required()
       ->type_name("DIR");
@@ -286,12 +293,13 @@ int main(int argc, char** argv) {
         ref->if_generation = push_if_generation;
       }
     }
-    return cairn::cli::RunPush(flags, push_file, push_expect, ref,
-                               push_no_wait, io);
+    return cairn::cli::RunPush(flags, push_file, push_expect, ref, push_no_wait,
+                               io);
   }
   if (*pull) {
-    return cairn::cli::RunPullTarget(
-        flags, pull_target, {pull_arch, pull_allow_yanked}, pull_output, io);
+    return cairn::cli::RunPullTarget(flags, pull_target,
+                                     {pull_arch, pull_allow_yanked},
+                                     pull_output, io, pull_fsync);
   }
   if (*release) {
     return cairn::cli::RunRelease(flags, release_ref, release_slots, io);

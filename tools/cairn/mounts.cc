@@ -158,16 +158,15 @@ std::string FormatMountLine(const v1::MountInfo& info) {
   return line;
 }
 
-int RunMount(const GlobalFlags& flags, const std::string& dir,
-             bool allow_other, const Io& io) {
+int RunMount(const GlobalFlags& flags, const std::string& dir, bool allow_other,
+             const Io& io) {
   return RunMountCall(flags, dir, "mounted", io,
                       [&](MountsClient& c, const std::string& path) {
                         return c.Mount(path, allow_other);
                       });
 }
 
-int RunUmount(const GlobalFlags& flags, const std::string& dir,
-              const Io& io) {
+int RunUmount(const GlobalFlags& flags, const std::string& dir, const Io& io) {
   return RunMountCall(
       flags, dir, "unmounted", io,
       [](MountsClient& c, const std::string& path) { return c.Unmount(path); });

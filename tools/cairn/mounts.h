@@ -60,8 +60,8 @@ std::string FormatMountLine(const v1::MountInfo& info);
 // run on this host). Prints "mounted <path>" (quiet: nothing; JSON:
 // MountInfoToJson). Errors: the server's, e.g. PERMISSION_DENIED when the
 // daemon has no --mount-root.
-int RunMount(const GlobalFlags& flags, const std::string& dir,
-             bool allow_other, const Io& io);
+int RunMount(const GlobalFlags& flags, const std::string& dir, bool allow_other,
+             const Io& io);
 
 // `cairn umount DIR`: asks the daemon to unmount one of its mounts. Prints
 // "unmounted <path>" (quiet: nothing; JSON: MountInfoToJson). NOT_FOUND

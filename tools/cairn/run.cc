@@ -42,9 +42,9 @@ absl::StatusOr<std::string> FindMount(const RunArgs& args,
   absl::StatusOr<v1::ListMountsResponse> list = mounts.List();
   if (!list.ok()) {
     if (absl::IsUnimplemented(list.status())) {
-      return absl::FailedPreconditionError(absl::StrCat(
-          "no Cairn mount known (", list.status().message(), "): ",
-          kHowToGetAMount));
+      return absl::FailedPreconditionError(
+          absl::StrCat("no Cairn mount known (", list.status().message(),
+                       "): ", kHowToGetAMount));
     }
     return list.status();
   }
@@ -52,8 +52,8 @@ absl::StatusOr<std::string> FindMount(const RunArgs& args,
 }
 
 // Replaces the process with `path` and `args`. Returns only on failure.
-absl::Status Exec(const std::string& path,
-                  const std::vector<std::string>& args, const Io& io) {
+absl::Status Exec(const std::string& path, const std::vector<std::string>& args,
+                  const Io& io) {
   std::vector<std::string> owned;
   owned.reserve(args.size() + 1);
   owned.push_back(path);
@@ -68,13 +68,13 @@ absl::Status Exec(const std::string& path,
   const int err = errno;
   std::string hint;
   if (err == ENOEXEC) {
-    hint = " (neither an ELF binary for this machine nor a script with a "
-           "#! line)";
+    hint =
+        " (neither an ELF binary for this machine nor a script with a "
+        "#! line)";
   } else if (err == ENOENT) {
     hint = " (its #! interpreter or ELF loader does not exist here)";
   }
-  return absl::ErrnoToStatus(
-      err, absl::StrCat("cannot execute ", path, hint));
+  return absl::ErrnoToStatus(err, absl::StrCat("cannot execute ", path, hint));
 }
 
 }  // namespace
@@ -127,9 +127,9 @@ absl::StatusOr<std::string> EntryInMount(const std::string& mount,
   if (stat(path.c_str(), &st) != 0) {
     const int err = errno;
     if (err == ENOENT || err == ENOTDIR) {
-      return absl::NotFoundError(absl::StrCat(
-          "entry ", entry, " is not in artefact ", digest, ": ", path,
-          " does not exist"));
+      return absl::NotFoundError(absl::StrCat("entry ", entry,
+                                              " is not in artefact ", digest,
+                                              ": ", path, " does not exist"));
     }
     return absl::ErrnoToStatus(err, absl::StrCat("stat ", path));
   }
@@ -147,21 +147,19 @@ absl::StatusOr<std::string> EntryInMount(const std::string& mount,
 
 int RunRun(const GlobalFlags& flags, const RunArgs& args, const Io& io) {
   if (absl::StatusOr<RefName> ref = RefName::Parse(args.ref); !ref.ok()) {
-    return ReportError(
-        io,
-        absl::InvalidArgumentError(
-            absl::StrCat("PKG@NAME: ", ref.status().message())),
-        kExitUsage);
+    return ReportError(io,
+                       absl::InvalidArgumentError(
+                           absl::StrCat("PKG@NAME: ", ref.status().message())),
+                       kExitUsage);
   }
   std::string entry;
   if (!args.entry.empty()) {
     absl::StatusOr<std::string> clean = CleanEntryPath(args.entry);
     if (!clean.ok()) {
-      return ReportError(
-          io,
-          absl::InvalidArgumentError(
-              absl::StrCat("--entry: ", clean.status().message())),
-          kExitUsage);
+      return ReportError(io,
+                         absl::InvalidArgumentError(absl::StrCat(
+                             "--entry: ", clean.status().message())),
+                         kExitUsage);
     }
     entry = *std::move(clean);
   }

@@ -31,15 +31,14 @@ TEST(CleanEntryPathTest, NormalisesHarmlessForms) {
 }
 
 TEST(CleanEntryPathTest, RejectsUnsafePaths) {
-  for (const char* bad : {"", "/bin/sh", "../x", "bin/../../x", "bin/..",
-                          ".", "./", "//etc/passwd"}) {
+  for (const char* bad : {"", "/bin/sh", "../x", "bin/../../x", "bin/..", ".",
+                          "./", "//etc/passwd"}) {
     absl::StatusOr<std::string> r = CleanEntryPath(bad);
     EXPECT_EQ(r.status().code(), absl::StatusCode::kInvalidArgument) << bad;
   }
   EXPECT_THAT(CleanEntryPath("/bin/sh").status().message(),
               HasSubstr("is absolute"));
-  EXPECT_THAT(CleanEntryPath("a/../b").status().message(),
-              HasSubstr("\"..\""));
+  EXPECT_THAT(CleanEntryPath("a/../b").status().message(), HasSubstr("\"..\""));
   EXPECT_FALSE(CleanEntryPath(std::string("a\0b", 3)).ok());
 }
 
@@ -105,7 +104,8 @@ TEST_F(EntryInMountTest, NamesWhatIsWrong) {
       "sha256:1111111111111111111111111111111111111111111111111111111111111111";
   r = EntryInMount(mount_, other, "bin/tool");
   EXPECT_EQ(r.status().code(), absl::StatusCode::kNotFound);
-  EXPECT_THAT(r.status().message(), HasSubstr("is " + mount_ + " a Cairn "
+  EXPECT_THAT(r.status().message(), HasSubstr("is " + mount_ +
+                                              " a Cairn "
                                               "mount"));
 }
 
