@@ -96,6 +96,7 @@ bench::log "baselines: igzip ${T_IGZIP[*]}; gzip ${T_GZIP[*]}; sha256sum ${T_SHA
 # client does to skip a re-push), then GET it to a file (no verification).
 registry_run() {
   bench::wait_quiet; BUSY_REG+=("$BENCH_BUSY")
+  bench::fresh_memory
   local dir port pid cfg log
   bench::tmpdir dir registry
   bench::pick_port port
@@ -163,6 +164,7 @@ EOF
 # (polling stat) until the index is flushed (index_durable), re-push, pull.
 cairn_run() {
   bench::wait_quiet; BUSY_CAIRN+=("$BENCH_BUSY")
+  bench::fresh_memory
   local run=$1 dir port pid log t c0 c1 h
   bench::tmpdir dir cairnd
   # A fresh digest cache, seeded untimed by `cairn digest`: like the
@@ -243,6 +245,7 @@ cairn_run() {
 # complete, timed from the start of the push.
 cairn_ack_run() {
   bench::wait_quiet
+  bench::fresh_memory
   local run=$1 dir port pid log t
   bench::tmpdir dir cairnd-ack
   local -x CAIRN_CACHE_DIR="$dir/digest-cache"
@@ -443,7 +446,9 @@ echo "  cairnd I/O: $DIAG_IO"
 [[ -n "$PROFILE_REPORT" ]] && echo "  perf profile: $PROFILE_REPORT"
 echo
 echo "notes:"
-echo "  - Inputs are in the page cache for every timed step; 'sync' runs (untimed) before each."
+echo "  - Inputs are in the page cache for every timed step; 'sync' runs (untimed) before each. Each"
+echo "    peer's run starts with sync + drop_caches (bench::fresh_memory: the same pool of recycled"
+echo "    guest pages for every run; see docs/bench.md 'VM memory')."
 echo "  - (1): cairn push --no-wait = FindMissing + streamed Write with acknowledge_before_index:"
 echo "    Write returns once the tarball is fsynced+renamed and recorded (synced); the index is built"
 echo "    in the background (fresh cairnd; '--no-wait push, until indexed' = until stat --wait returns)."

@@ -551,6 +551,7 @@ declare -a P_R_TOTAL=() P_R_PUSH=() P_R_GET=() P_R_SHA=() P_R_TAR=() P_R_EXEC=()
 
 cairn_p2e() {
   bench::wait_quiet; BUSY_P2E+=("c$BENCH_BUSY")
+  bench::fresh_memory
   local dir port pid mnt t0 t tries=0
   fuse::tmpdir dir fuse-p2e
   mnt=$dir/mnt; mkdir -p "$mnt"
@@ -579,6 +580,7 @@ cairn_p2e() {
 
 registry_p2e() {
   bench::wait_quiet; BUSY_P2E+=("r$BENCH_BUSY")
+  bench::fresh_memory
   local dir port pid cfg t0 t1 t
   fuse::tmpdir dir fuse-reg
   bench::pick_port port

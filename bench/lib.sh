@@ -96,6 +96,19 @@ bench::since() {
   printf -v _out '%d.%06d' $((_us / 1000000)) $((_us % 1000000))
 }
 
+# bench::fresh_memory: untimed, at the start of each peer's run: write
+# back, then drop the page cache, so every run (of every peer) starts with
+# the same pool of recently freed guest pages. On this VM (virtio-balloon
+# free page reporting) page-cache growth onto pages the host has taken back
+# costs ~2.8 s of system time per GB at first touch, against ~0.13 s/GB on
+# recycled pages: without this, whichever run comes after a few GB of
+# writes (cairn's, which writes ~1 GB per push: tarball + unpacked files)
+# paid it, and the figures depended on run order (docs/bench.md).
+bench::fresh_memory() {
+  sync
+  echo 3 >/proc/sys/vm/drop_caches 2>/dev/null || true
+}
+
 # bench::settle FILE...: untimed preparation before a timed step: flush dirty
 # pages (so one step's write-back does not land in the next one's time) and
 # make sure FILEs are in the page cache.

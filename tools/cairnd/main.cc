@@ -22,6 +22,7 @@
 // (or the final flush failed, or --mount failed); 2 bad flags, config,
 // listen address or mount root.
 
+#include <malloc.h>
 #include <pthread.h>
 #include <signal.h>
 #include <string.h>
@@ -251,15 +252,15 @@ std::pair<std::optional<Config>, ParseExit> ParseArgs(int argc, char** argv) {
                  "override it")
       ->check(CLI::ExistingFile);
   std::string mount, mount_root;
-  CLI::Option* mount_opt = app.add_option(
-      "--mount", mount,
-      "Mount the store read-only with FUSE on this directory "
-      "(docs/fuse.md); unmounted at SIGTERM");
+  CLI::Option* mount_opt =
+      app.add_option("--mount", mount,
+                     "Mount the store read-only with FUSE on this directory "
+                     "(docs/fuse.md); unmounted at SIGTERM");
   bool mount_allow_other = false;
-  CLI::Option* mount_allow_other_opt = app.add_flag(
-      "--mount-allow-other", mount_allow_other,
-      "Let every user (not only cairnd's) see the --mount mount "
-      "(FUSE allow_other)");
+  CLI::Option* mount_allow_other_opt =
+      app.add_flag("--mount-allow-other", mount_allow_other,
+                   "Let every user (not only cairnd's) see the --mount mount "
+                   "(FUSE allow_other)");
   CLI::Option* mount_root_opt = app.add_option(
       "--mount-root", mount_root,
       "Allow clients to mount (cairn mount) on empty directories strictly "
@@ -493,6 +494,19 @@ int Run(const Config& config) {
 }  // namespace cairn
 
 int main(int argc, char** argv) {
+  // Keep freed memory for reuse instead of handing it back to the kernel
+  // after every free. gRPC allocates its receive buffers per socket read
+  // and frees them; with glibc's defaults each thread arena trimmed them
+  // (madvise(MADV_DONTNEED)) and the next read faulted in fresh pages, which
+  // on a VM whose host reclaims freed guest memory costs a host fault per
+  // page: receiving a 198 MB push spent ~0.4 s of system time copying into
+  // fresh pages (perf: _copy_to_iter). Blocks up to 8 MiB (gRPC's largest
+  // messages) come from the arenas, and an arena keeps up to 16 MiB free at
+  // its top. Measured (198 MB push, 2-core VM): server CPU 1.4 -> 0.7 s
+  // until the durable ack, 2.9 -> 2.2 s for a whole push; peak RSS 94-99
+  // MiB (it was 78-104); 32 MiB of trim threshold gave 104-183 MiB.
+  mallopt(M_MMAP_THRESHOLD, 8 << 20);
+  mallopt(M_TRIM_THRESHOLD, 16 << 20);
   auto [config, exit] = cairn::ParseArgs(argc, argv);
   if (!config.has_value()) return exit.code;
   return cairn::Run(*config);
