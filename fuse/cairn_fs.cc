@@ -487,6 +487,13 @@ void OpInit(void* userdata, fuse_conn_info* conn) {
   if ((conn->capable & FUSE_CAP_SPLICE_WRITE) != 0) {
     conn->want |= FUSE_CAP_SPLICE_WRITE;
   }
+  // File content never changes, so the kernel need not compare attributes
+  // to decide whether cached pages are stale (auto_inval_data, on by
+  // default, checks at every read); caches are only dropped explicitly.
+  conn->want &= ~FUSE_CAP_AUTO_INVAL_DATA;
+  if ((conn->capable & FUSE_CAP_EXPLICIT_INVAL_DATA) != 0) {
+    conn->want |= FUSE_CAP_EXPLICIT_INVAL_DATA;
+  }
   // Every symlink target is immutable (ref symlinks are pinned: a moved
   // ref is a new inode), so the kernel may keep it in its page cache.
   if ((conn->capable & FUSE_CAP_CACHE_SYMLINKS) != 0) {
