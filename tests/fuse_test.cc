@@ -320,6 +320,25 @@ TEST_F(FuseTest, SigtermUnmountsWhileFilesAreOpen) {
   close(fd);
 }
 
+TEST_F(FuseTest, StaleMountOfAKilledDaemonIsClearedAtRestart) {
+  // SIGKILL: nothing unmounts, the kernel keeps a dead mount (ENOTCONN).
+  ASSERT_TRUE(daemon_->Kill().ok());
+  struct stat st;
+  EXPECT_EQ(stat(mnt_.c_str(), &st), -1);
+  EXPECT_EQ(errno, ENOTCONN);
+
+  // The next start on the same directory detaches it and mounts afresh.
+  absl::Status restarted = daemon_->Restart({"--mount", mnt_});
+  ASSERT_TRUE(restarted.ok()) << restarted;
+  EXPECT_THAT(daemon_->Logs(), HasSubstr("stale FUSE mount"));
+  absl::StatusOr<std::string> a = ReadFile(Tool() + "/share/a.txt");
+  ASSERT_TRUE(a.ok()) << a.status();
+  EXPECT_EQ(*a, "version one\n");
+  absl::StatusOr<CommandResult> r = RunCommand({Tool() + "/bin/true"});
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->exit_code, 0) << r->Describe();
+}
+
 TEST_F(FuseTest, NamespacedRefsAreDirectories) {
   PackAndPush(tree_, "team/tool@x");
   EXPECT_THAT(ReadDirNames(mnt_),
