@@ -35,6 +35,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/string_view.h"
 #include "absl/synchronization/mutex.h"
+#include "absl/time/clock.h"
 #include "fuse/errno.h"
 #include "proto/store_records.pb.h"
 #include "spdlog/spdlog.h"
@@ -52,7 +53,8 @@ constexpr double kImmutableTimeout = 86400.0;
 // path walk sees a moved ref at once while repeated walks through the same
 // ref (an exec, a build reading many files) cost no request. The timeout
 // only bounds how long a missed invalidation could last. The listings of
-// "/" and namespaces are never cached (their attributes are: AttrTimeout).
+// "/", namespaces and /by-digest are cached by the kernel and invalidated
+// when they change (InvalidateRef, InvalidateByDigest).
 constexpr double kRefTimeout = 1.0;
 constexpr size_t kMaxIo = 1 << 20;  // 1 MiB reads and readahead requests.
 // Readahead window of the mount's BDI (KiB). The kernel caps a FUSE mount's
@@ -124,6 +126,7 @@ struct CairnFs::State {
   // The connection's number in /sys/fs/fuse/connections (the mount's minor
   // device number); 0 if unknown.
   unsigned conn_id = 0;
+  dev_t dev = 0;  // The mount's st_dev; 0 if unknown.
 
   mutable absl::Mutex mu;
   // Inode numbers are never reused or forgotten (FORGET is ignored): the
@@ -156,6 +159,19 @@ struct CairnFs::State {
   absl::flat_hash_map<fuse_ino_t, std::shared_ptr<const Listing>> listings
       ABSL_GUARDED_BY(listings_mu);
   std::deque<fuse_ino_t> listing_order ABSL_GUARDED_BY(listings_mu);
+  // When refs (the listings of "/" and namespaces) and the servable
+  // artefacts (/by-digest) last changed, in ns since the epoch: those
+  // directories' mtime. The kernel drops a cached listing whose directory
+  // mtime changed since it was cached, which closes the window in which a
+  // listing built just before a change is cached just after the change's
+  // invalidation (the invalidation also expires the attributes, so the
+  // next access fetches the new mtime).
+  std::atomic<int64_t> refs_mtime_ns{0};
+  std::atomic<int64_t> artefacts_mtime_ns{0};
+  // Blobs whose bytes did not match their digest: every READ of them
+  // fails at once (EIO) instead of hashing the whole blob again. Cleared
+  // only by a restart.
+  absl::flat_hash_set<Digest> corrupt ABSL_GUARDED_BY(mu);
   // RefStore change listener (RefStore::AddChangeListener) and Store
   // artefact listener (Store::AddArtefactListener).
   uint64_t ref_listener_id = 0;
@@ -307,7 +323,16 @@ int Attr(State& s, fuse_ino_t ino, const Node& n, struct stat* st) {
   switch (n.kind) {
     case Kind::kRoot:
     case Kind::kNamespace:
-    case Kind::kByDigest:
+    case Kind::kByDigest: {
+      const int64_t ns = n.kind == Kind::kByDigest ? s.artefacts_mtime_ns.load()
+                                                   : s.refs_mtime_ns.load();
+      st->st_mtim.tv_sec = ns / 1000000000;
+      st->st_mtim.tv_nsec = ns % 1000000000;
+      st->st_ctim = st->st_mtim;
+      st->st_mode = S_IFDIR | 0555;
+      st->st_nlink = 2;
+      return 0;
+    }
     case Kind::kArtefact:
       st->st_mode = S_IFDIR | 0555;
       st->st_nlink = 2;
@@ -849,11 +874,17 @@ int EnsureVerified(State& s, const Node& n, const Digest& digest, int fd) {
   absl::MutexLock stripe(
       &s.verify_mu[absl::Hash<Digest>()(digest) % State::kVerifyStripes]);
   if (verified()) return 0;  // Another READ verified it meanwhile.
+  {
+    absl::MutexLock lock(&s.mu);
+    if (s.corrupt.contains(digest)) return EIO;  // Logged when found.
+  }
   if (VerifyBlob(fd, digest) != 0) {
     spdlog::error(
         "fuse: {} of artefact {}: stored bytes do not match their digest "
-        "{}; returning EIO",
+        "{}; returning EIO (for every read of that content until restart)",
         n.path, n.artefact.ToString(), digest.ToString());
+    absl::MutexLock lock(&s.mu);
+    s.corrupt.insert(digest);
     return EIO;
   }
   absl::MutexLock lock(&s.mu);
@@ -1124,8 +1155,10 @@ void InvalidateEntry(State& s, fuse_ino_t parent, const std::string& name) {
   }
 }
 
-// Drops the kernel's cached listing (and attributes) of directory `ino`.
+// Drops the kernel's cached listing (and attributes) of directory `ino`,
+// and the listing a READDIR of it may be reading from.
 void InvalidateListing(State& s, fuse_ino_t ino) {
+  DoneListing(s, ino);
   const int rc = fuse_lowlevel_notify_inval_inode(s.session, ino, 0, 0);
   if (rc != 0 && rc != -ENOENT) {
     spdlog::warn("fuse: cannot invalidate the listing of inode {} in {}: {}",
@@ -1142,6 +1175,7 @@ void InvalidateListing(State& s, fuse_ino_t ino) {
 // directory's lock, which a path walk waiting for a LOOKUP reply may hold,
 // and LOOKUP never waits for ref updates.
 void InvalidateRef(State& s, const RefName& ref) {
+  s.refs_mtime_ns.store(absl::GetCurrentTimeNanos());
   const std::string text = ref.ToString();
   const bool gone = absl::IsNotFound(s.refs->Get(ref).status());
   // "team/sub/tool@main": entry "tool@main" of namespace "team/sub/",
@@ -1172,6 +1206,7 @@ void InvalidateRef(State& s, const RefName& ref) {
 // `artefact` (Store artefact listener; same threading as InvalidateRef).
 void InvalidateByDigest(State& s, const Digest& artefact) {
   (void)artefact;
+  s.artefacts_mtime_ns.store(absl::GetCurrentTimeNanos());
   InvalidateListing(s, kByDigestIno);
 }
 
@@ -1189,6 +1224,8 @@ absl::StatusOr<std::unique_ptr<CairnFs>> CairnFs::Mount(
   state->mountpoint = mountpoint;
   state->options = options;
   state->slot = options.slot.empty() ? HostSlot() : options.slot;
+  state->refs_mtime_ns = absl::GetCurrentTimeNanos();
+  state->artefacts_mtime_ns = state->refs_mtime_ns.load();
   {
     absl::MutexLock lock(&state->mu);
     Node root;
@@ -1237,6 +1274,7 @@ absl::StatusOr<std::unique_ptr<CairnFs>> CairnFs::Mount(
   struct stat root_st;
   if (stat(mountpoint.c_str(), &root_st) == 0) {
     state->conn_id = minor(root_st.st_dev);
+    state->dev = root_st.st_dev;
     SetReadahead(root_st.st_dev);
   }
   State* raw = state.get();
@@ -1298,8 +1336,16 @@ void CairnFs::Unmount() {
   }
   if (aborted) {
     state_->loop.join();
-    // libfuse skips the unmount of an aborted connection: detach it here.
-    if (umount2(state_->mountpoint.c_str(), MNT_DETACH) != 0 &&
+    // libfuse skips the unmount of an aborted connection: detach it here,
+    // if it is still there (the path shows this mount's device, from the
+    // kernel's cache, or ENOTCONN; after a successful forced unmount it
+    // shows what is underneath, which must not be detached).
+    struct stat st;
+    const bool still_mounted =
+        stat(state_->mountpoint.c_str(), &st) != 0
+            ? errno == ENOTCONN
+            : state_->dev == 0 || st.st_dev == state_->dev;
+    if (still_mounted && umount2(state_->mountpoint.c_str(), MNT_DETACH) != 0 &&
         errno != EINVAL) {
       spdlog::warn("fuse: umount2({}) failed: {}", state_->mountpoint,
                    strerror(errno));

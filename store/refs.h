@@ -311,7 +311,10 @@ class RefStore {
   // change is durable and before the update method returns, with the ref's
   // update lock held, so changes of one ref are notified in commit order.
   // A listener must be quick and must not update refs (that would deadlock
-  // on the ref's lock); reading refs is fine.
+  // on the ref's lock); reading refs is fine. While it runs, updates of
+  // refs sharing its lock stripe and Add/RemoveChangeListener wait (the FUSE
+  // mount's listener may wait in the kernel for a directory lock held by a
+  // lookup the mount is answering: usually microseconds).
   using ChangeListener = std::function<void(const RefName& ref)>;
 
   // Registers `listener`; returns the id RemoveChangeListener takes.

@@ -577,7 +577,8 @@ class IndexJob : public ByteSource {
   }
 
   // Whether indexing already failed (an unsafe archive can be refused before
-  // its last byte arrives).
+  // its last byte arrives; never for an after_last_byte job, which has not
+  // started reading by then).
   bool failed() const { return failed_.load(); }
 
   // Waits until the archive is indexed; returns the indexer's result.
@@ -1046,9 +1047,11 @@ class UploadImpl : public ArtefactUpload {
     if (absl::Status s = writer_->Append(data); !s.ok()) return s;
     job_->Advance(data.size());
     if (job_->failed() && !options_.expected_digest.has_value()) {
-      // Fail fast on an unsafe or malformed archive. With an expected
-      // digest, keep reading: a digest mismatch (DataLoss) is the better
-      // diagnosis if the bytes were damaged in transit.
+      // Fail fast on an unsafe or malformed archive (uploads acknowledged
+      // before their index never do: their indexer starts after the last
+      // byte). With an expected digest, keep reading: a digest mismatch
+      // (DataLoss) is the better diagnosis if the bytes were damaged in
+      // transit.
       return IndexError();
     }
     return absl::OkStatus();
