@@ -31,6 +31,7 @@
 #include "store/testing/test_dirs.h"
 #include "tests/daemon.h"
 #include "tests/e2e_util.h"
+#include "tests/mounted_daemon.h"
 
 namespace cairn::testing {
 namespace {
@@ -77,21 +78,13 @@ std::vector<std::string> XattrNames(const std::string& path,
   return names;
 }
 
-class FuseTest : public ::testing::Test {
+class FuseTest : public MountedDaemonTest {
  protected:
-  void SetUp() override {
-    if (access("/dev/fuse", R_OK | W_OK) != 0) {
-      GTEST_SKIP() << "/dev/fuse is not usable here";
-    }
-    work_ = NewTempDir("fuse");
-    mnt_ = work_ + "/mnt";
-    ASSERT_EQ(mkdir(mnt_.c_str(), 0755), 0) << strerror(errno);
-    DaemonOptions options;
-    options.extra_args = {"--mount", mnt_};
-    absl::StatusOr<std::unique_ptr<Daemon>> daemon = Daemon::Start(options);
-    ASSERT_TRUE(daemon.ok()) << daemon.status();
-    daemon_ = *std::move(daemon);
+  FuseTest() : MountedDaemonTest("fuse-test") {}
 
+  void SetUp() override {
+    MountedDaemonTest::SetUp();
+    if (IsSkipped() || HasFatalFailure()) return;
     // The tree: two real ELF binaries, a symlink, a hardlink, a nested dir.
     tree_ = work_ + "/tree";
     fs::create_directories(tree_ + "/bin");
@@ -105,49 +98,12 @@ class FuseTest : public ::testing::Test {
     ASSERT_TRUE(WriteFile(tree_ + "/share/a.txt", "version one\n").ok());
     ASSERT_TRUE(WriteFile(tree_ + "/share/doc/b.txt", "b\n").ok());
     fs::permissions(tree_ + "/share/a.txt", fs::perms(0644));
-    digest_ = PackAndPush(tree_, "tool@main");
-  }
-
-  void TearDown() override {
-    if (daemon_ != nullptr && daemon_->running()) {
-      absl::Status stopped = daemon_->Stop();
-      EXPECT_TRUE(stopped.ok()) << stopped;
-      EXPECT_THAT(daemon_->Logs(), HasSubstr("fuse: unmounted"));
-    }
-    if (HasFailure() && daemon_ != nullptr) {
-      std::fprintf(stderr, "cairnd logs:\n%s\n", daemon_->AllLogs().c_str());
-    }
-  }
-
-  CommandResult Cli(std::vector<std::string> args) {
-    std::vector<std::string> argv = {"--server", daemon_->address(), "--actor",
-                                     "fuse-test"};
-    argv.insert(argv.end(), args.begin(), args.end());
-    absl::StatusOr<CommandResult> r = RunCli(argv);
-    if (!r.ok()) {
-      ADD_FAILURE() << "running cairn: " << r.status();
-      return CommandResult{};
-    }
-    return *std::move(r);
-  }
-
-  // Packs `tree` and pushes it to `ref` (noarch). Returns its digest.
-  std::string PackAndPush(const std::string& tree, const std::string& ref) {
-    const std::string tarball = absl::StrCat(tree, "-", ++packs_, ".tar.gz");
-    CommandResult r = Cli({"pack", tree, "-o", tarball});
-    EXPECT_EQ(r.exit_code, 0) << r.Describe();
-    absl::StatusOr<std::string> bytes = ReadFile(tarball);
-    EXPECT_TRUE(bytes.ok()) << bytes.status();
-    r = Cli({"push", tarball, "--ref", ref, "--arch", "noarch"});
-    EXPECT_EQ(r.exit_code, 0) << r.Describe();
-    return bytes.ok() ? DigestOf(*bytes) : "";
+    digest_ = PackAndPush(tree_, "tool@main", "noarch");
   }
 
   std::string Tool() const { return mnt_ + "/tool@main"; }
 
-  std::string work_, mnt_, tree_, digest_;
-  int packs_ = 0;
-  std::unique_ptr<Daemon> daemon_;
+  std::string tree_, digest_;
 };
 
 TEST_F(FuseTest, ExecutesBinariesFromTheMount) {
@@ -251,7 +207,7 @@ TEST_F(FuseTest, MovedRefShowsNewDigestWhileOpenFilesKeepOldContent) {
   ASSERT_GE(old_fd, 0) << strerror(errno);
 
   ASSERT_TRUE(WriteFile(tree_ + "/share/a.txt", "version two, longer\n").ok());
-  const std::string next = PackAndPush(tree_, "tool@main");
+  const std::string next = PackAndPush(tree_, "tool@main", "noarch");
   ASSERT_NE(next, digest_);
 
   EXPECT_EQ(ReadLink(Tool()), "by-digest/" + next);
@@ -348,7 +304,7 @@ TEST_F(FuseTest, StaleMountOfAKilledDaemonIsClearedAtRestart) {
 }
 
 TEST_F(FuseTest, NamespacedRefsAreDirectories) {
-  PackAndPush(tree_, "team/tool@x");
+  PackAndPush(tree_, "team/tool@x", "noarch");
   EXPECT_THAT(ReadDirNames(mnt_),
               ElementsAre("by-digest", "team", "tool@main"));
   EXPECT_THAT(ReadDirNames(mnt_ + "/team"), ElementsAre("tool@x"));
@@ -377,13 +333,13 @@ TEST_F(FuseTest, RefSymlinkTellsRefSlotDigestAndGeneration) {
 
   // The attributes follow the ref when it moves.
   ASSERT_TRUE(WriteFile(tree_ + "/share/a.txt", "version two\n").ok());
-  const std::string next = PackAndPush(tree_, "tool@main");
+  const std::string next = PackAndPush(tree_, "tool@main", "noarch");
   ASSERT_NE(next, digest_);
   EXPECT_EQ(Xattr(Tool(), "cairn.digest", false), next);
   EXPECT_EQ(Xattr(Tool(), "cairn.generation", false), "2");
   EXPECT_EQ(Xattr(Tool(), "user.cairn.digest"), next);
 
-  PackAndPush(tree_, "team/tool@x");
+  PackAndPush(tree_, "team/tool@x", "noarch");
   EXPECT_EQ(Xattr(mnt_ + "/team/tool@x", "cairn.ref", false), "team/tool@x");
   EXPECT_EQ(Xattr(mnt_ + "/team/tool@x", "cairn.digest", false), next);
   // A ref that does not exist has no attributes to read.
@@ -477,7 +433,7 @@ TEST_F(FuseTest, XattrSizeProbeErangeAndErofs) {
 TEST_F(FuseTest, ByDigestListingShowsEveryPush) {
   EXPECT_THAT(ReadDirNames(mnt_ + "/by-digest"), ElementsAre(digest_));
   ASSERT_TRUE(WriteFile(tree_ + "/share/a.txt", "version three\n").ok());
-  const std::string next = PackAndPush(tree_, "tool@next");
+  const std::string next = PackAndPush(tree_, "tool@next", "noarch");
   std::vector<std::string> expected = {digest_, next};
   std::sort(expected.begin(), expected.end());
   // Not a stale listing cached by the kernel.

@@ -31,6 +31,7 @@
 #include "store/testing/tar_builder.h"
 #include "tests/daemon.h"
 #include "tests/e2e_util.h"
+#include "tests/mounted_daemon.h"
 
 namespace cairn::testing {
 namespace {
@@ -40,9 +41,9 @@ using ::testing::HasSubstr;
 
 // What lstat (and readlink) tell of one entry.
 struct EntryInfo {
-  char type = '?';  // 'f', 'd' or 'l'.
-  int mode = 0;     // Permission bits.
-  uint64_t size = 0;  // Regular files and symlinks.
+  char type = '?';     // 'f', 'd' or 'l'.
+  int mode = 0;        // Permission bits.
+  uint64_t size = 0;   // Regular files and symlinks.
   std::string target;  // Symlinks.
 
   friend bool operator==(const EntryInfo& a, const EntryInfo& b) {
@@ -145,47 +146,9 @@ std::string Quote(const std::string& s) {
   return q + "'";
 }
 
-class FuseTreeTest : public ::testing::Test {
+class FuseTreeTest : public MountedDaemonTest {
  protected:
-  void SetUp() override {
-    if (access("/dev/fuse", R_OK | W_OK) != 0) {
-      GTEST_SKIP() << "/dev/fuse is not usable here";
-    }
-    work_ = NewTempDir("fuse_tree");
-    mnt_ = work_ + "/mnt";
-    ASSERT_EQ(mkdir(mnt_.c_str(), 0755), 0) << strerror(errno);
-    DaemonOptions options;
-    options.extra_args = {"--mount", mnt_};
-    absl::StatusOr<std::unique_ptr<Daemon>> daemon = Daemon::Start(options);
-    ASSERT_TRUE(daemon.ok()) << daemon.status();
-    daemon_ = *std::move(daemon);
-  }
-
-  void TearDown() override {
-    if (daemon_ != nullptr && daemon_->running()) {
-      absl::Status stopped = daemon_->Stop();
-      EXPECT_TRUE(stopped.ok()) << stopped;
-      EXPECT_THAT(daemon_->Logs(), HasSubstr("fuse: unmounted"));
-    }
-    if (HasFailure() && daemon_ != nullptr) {
-      const std::string logs = daemon_->AllLogs();
-      std::fprintf(stderr, "cairnd logs (last 20000 bytes):\n%s\n",
-                   logs.substr(logs.size() > 20000 ? logs.size() - 20000 : 0)
-                       .c_str());
-    }
-  }
-
-  CommandResult Cli(std::vector<std::string> args) {
-    std::vector<std::string> argv = {"--server", daemon_->address(), "--actor",
-                                     "fuse-tree-test"};
-    argv.insert(argv.end(), args.begin(), args.end());
-    absl::StatusOr<CommandResult> r = RunCli(argv, absl::Seconds(120));
-    if (!r.ok()) {
-      ADD_FAILURE() << "running cairn: " << r.status();
-      return CommandResult{};
-    }
-    return *std::move(r);
-  }
+  FuseTreeTest() : MountedDaemonTest("fuse-tree-test") {}
 
   // Pushes the tarball at `path` to `ref` (noarch).
   void Push(const std::string& path, const std::string& ref) {
@@ -206,9 +169,6 @@ class FuseTreeTest : public ::testing::Test {
     EXPECT_EQ(r->stderr_text, "") << script;
     return r->stdout_text;
   }
-
-  std::string work_, mnt_;
-  std::unique_ptr<Daemon> daemon_;
 };
 
 TEST_F(FuseTreeTest, FiftyThousandFilesListAndStatCompletely) {
@@ -231,8 +191,10 @@ TEST_F(FuseTreeTest, FiftyThousandFilesListAndStatCompletely) {
       entries.push_back({sub + "/", TarEntry::kDir, dir_mode, ""});
       want[sub] = {'d', dir_mode, 0, ""};
       for (int f = 0; f < kFiles; ++f, ++i) {
-        const std::string path = absl::StrFormat(
-            "%s/f%03d%s", sub, f, f % 4 == 0 ? ".txt" : f % 4 == 1 ? ".so" : "");
+        const std::string path = absl::StrFormat("%s/f%03d%s", sub, f,
+                                                 f % 4 == 0   ? ".txt"
+                                                 : f % 4 == 1 ? ".so"
+                                                              : "");
         std::string bytes;
         if (i % 500 == 0) {
           bytes = RandomBytes(2000 + i % 3000, i);
@@ -244,7 +206,8 @@ TEST_F(FuseTreeTest, FiftyThousandFilesListAndStatCompletely) {
         if (i % 500 == 0 || i % 4999 == 1) contents[path] = bytes;
         entries.push_back({path, TarEntry::kFile, mode, std::move(bytes)});
       }
-      entries.push_back({sub + "/latest", TarEntry::kSymlink, 0777, "f000.txt"});
+      entries.push_back(
+          {sub + "/latest", TarEntry::kSymlink, 0777, "f000.txt"});
       want[sub + "/latest"] = {'l', 0777, 8, "f000.txt"};
     }
     const std::string target = top + "/s0/f001.so";
@@ -286,8 +249,8 @@ TEST_F(FuseTreeTest, FiftyThousandFilesListAndStatCompletely) {
     ASSERT_TRUE(read.ok()) << path << ": " << read.status();
     EXPECT_TRUE(*read == bytes) << path;
     char digest[128];
-    const ssize_t n = getxattr((root + "/" + path).c_str(),
-                               "user.cairn.digest", digest, sizeof(digest));
+    const ssize_t n = getxattr((root + "/" + path).c_str(), "user.cairn.digest",
+                               digest, sizeof(digest));
     ASSERT_GT(n, 0) << path << ": " << strerror(errno);
     EXPECT_EQ(std::string(digest, n), DigestOf(bytes)) << path;
   }
@@ -317,7 +280,8 @@ TEST_F(FuseTreeTest, FindCatAndSha256sumAgreeWithTheOriginalTree) {
   ASSERT_TRUE(WriteFile(extra + "/empty", "").ok());
   ASSERT_TRUE(WriteFile(extra + "/name with spaces", "spaces\n").ok());
   // 5 MiB + 1: reads cross the 1 MiB request size.
-  ASSERT_TRUE(WriteFile(extra + "/big.bin", RandomBytes((5 << 20) + 1, 42)).ok());
+  ASSERT_TRUE(
+      WriteFile(extra + "/big.bin", RandomBytes((5 << 20) + 1, 42)).ok());
   fs::create_hard_link(extra + "/big.bin", extra + "/big-hardlink.bin");
   fs::create_symlink("bin", extra + "/bin-link");
   fs::create_symlink("does/not/exist", extra + "/dangling");

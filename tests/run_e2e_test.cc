@@ -23,6 +23,7 @@
 #include "gtest/gtest.h"
 #include "tests/daemon.h"
 #include "tests/e2e_util.h"
+#include "tests/mounted_daemon.h"
 
 namespace cairn::testing {
 namespace {
@@ -42,37 +43,22 @@ constexpr char kScript[] =
     "for a in \"$@\"; do echo \"[$a]\"; done\n"
     "exit 7\n";
 
-class RunE2eTest : public ::testing::Test {
+class RunE2eTest : public MountedDaemonTest {
  protected:
-  void SetUp() override {
-    if (access("/dev/fuse", R_OK | W_OK) != 0) {
-      GTEST_SKIP() << "/dev/fuse is not usable here";
-    }
-    // Mount points are compared after realpath.
-    work_ = fs::canonical(NewTempDir("run_e2e")).string();
-    mnt_ = work_ + "/mnt";
+  RunE2eTest() : MountedDaemonTest("run-e2e") {}
+
+  std::vector<std::string> ExtraDaemonArgs() override {
     root_ = work_ + "/mounts";
-    for (const std::string& d : {mnt_, root_}) {
-      ASSERT_EQ(mkdir(d.c_str(), 0755), 0) << d << ": " << strerror(errno);
-    }
-    DaemonOptions options;
-    options.extra_args = {"--mount", mnt_, "--mount-root", root_};
-    absl::StatusOr<std::unique_ptr<Daemon>> daemon = Daemon::Start(options);
-    ASSERT_TRUE(daemon.ok()) << daemon.status();
-    daemon_ = *std::move(daemon);
-    digest_ = PackAndPush(MakeTree("one", /*entrypoint=*/"bin/tool.sh"),
-                          "tool@main");
+    EXPECT_EQ(mkdir(root_.c_str(), 0755), 0)
+        << root_ << ": " << strerror(errno);
+    return {"--mount-root", root_};
   }
 
-  void TearDown() override {
-    if (daemon_ != nullptr && daemon_->running()) {
-      absl::Status stopped = daemon_->Stop();
-      EXPECT_TRUE(stopped.ok()) << stopped;
-      EXPECT_THAT(daemon_->Logs(), HasSubstr("fuse: unmounted " + mnt_));
-    }
-    if (HasFailure() && daemon_ != nullptr) {
-      std::fprintf(stderr, "cairnd logs:\n%s\n", daemon_->AllLogs().c_str());
-    }
+  void SetUp() override {
+    MountedDaemonTest::SetUp();
+    if (IsSkipped() || HasFatalFailure()) return;
+    digest_ = PackAndPush(MakeTree("one", /*entrypoint=*/"bin/tool.sh"),
+                          "tool@main", "");
   }
 
   // A tree with two real ELF binaries (bin/true, bin/echo) and the script
@@ -92,8 +78,8 @@ class RunE2eTest : public ::testing::Test {
       fs::permissions(tree + f, fs::perms(0755));
     }
     fs::permissions(tree + "/README", fs::perms(0644));
-    std::string json = absl::StrCat(R"({"name":"tool","version":")", version,
-                                    R"(")");
+    std::string json =
+        absl::StrCat(R"({"name":"tool","version":")", version, R"(")");
     if (!entrypoint.empty()) {
       absl::StrAppend(&json, R"(,"entrypoint":")", entrypoint, R"(")");
     }
@@ -101,46 +87,12 @@ class RunE2eTest : public ::testing::Test {
     return tree;
   }
 
-  CommandResult Cli(std::vector<std::string> args,
-                    const Daemon* daemon = nullptr) {
-    if (daemon == nullptr) daemon = daemon_.get();
-    std::vector<std::string> argv = {"--server", daemon->address(), "--actor",
-                                     "run-e2e"};
-    argv.insert(argv.end(), args.begin(), args.end());
-    absl::StatusOr<CommandResult> r = RunCli(argv);
-    if (!r.ok()) {
-      ADD_FAILURE() << "running cairn: " << r.status();
-      return CommandResult{};
-    }
-    return *std::move(r);
-  }
-
-  // Packs `tree` and pushes it to `ref` (this host's slot unless `arch`).
-  // Returns its digest.
-  std::string PackAndPush(const std::string& tree, const std::string& ref,
-                          const std::string& arch = "",
-                          const Daemon* daemon = nullptr) {
-    const std::string tarball = tree + ".tar.gz";
-    CommandResult r = Cli({"pack", tree, "-o", tarball}, daemon);
-    EXPECT_EQ(r.exit_code, 0) << r.Describe();
-    std::vector<std::string> push = {"-q", "push", tarball, "--ref", ref};
-    if (!arch.empty()) push.insert(push.end(), {"--arch", arch});
-    r = Cli(push, daemon);
-    EXPECT_EQ(r.exit_code, 0) << r.Describe();
-    absl::StatusOr<std::string> bytes = ReadFile(tarball);
-    EXPECT_TRUE(bytes.ok()) << bytes.status();
-    const std::string digest = bytes.ok() ? DigestOf(*bytes) : "";
-    EXPECT_EQ(r.stdout_text, digest + "\n");
-    return digest;
-  }
-
   std::string PinnedPath(const std::string& digest, const std::string& entry) {
     return absl::StrCat(mnt_, "/by-digest/", digest, "/", entry);
   }
 
-  std::string work_, mnt_, root_, digest_;
+  std::string root_, digest_;
   int trees_ = 0;
-  std::unique_ptr<Daemon> daemon_;
 };
 
 TEST_F(RunE2eTest, RunsTheEntrypointFromTheMountWithArgsAndExitCode) {
@@ -215,7 +167,7 @@ TEST_F(RunE2eTest, RunFollowsTheBranchToItsNewDigest) {
   EXPECT_THAT(r.stdout_text, HasSubstr("\none\n"));
 
   const std::string two =
-      PackAndPush(MakeTree("two", "bin/tool.sh"), "tool@main");
+      PackAndPush(MakeTree("two", "bin/tool.sh"), "tool@main", "");
   ASSERT_NE(two, digest_);
   r = Cli({"run", "tool@main", "--", "z"});
   EXPECT_EQ(r.exit_code, 7) << r.Describe();
