@@ -97,43 +97,17 @@ bench::log "baselines: igzip ${T_IGZIP[*]}; gzip ${T_GZIP[*]}; sha256sum ${T_SHA
 registry_run() {
   bench::wait_quiet; BUSY_REG+=("$BENCH_BUSY")
   bench::fresh_memory
-  local dir port pid cfg log
+  local dir port pid log
   bench::tmpdir dir registry
   bench::pick_port port
-  cfg=$dir/config.yml log=$dir/registry.log
-  cat >"$cfg" <<EOF
-version: 0.1
-log:
-  level: error
-  accesslog:
-    disabled: true
-storage:
-  filesystem:
-    rootdirectory: $dir/data
-  delete:
-    enabled: true
-  maintenance:
-    uploadpurging:
-      enabled: false
-http:
-  addr: 127.0.0.1:$port
-EOF
+  log=$dir/registry.log
+  bench::start_registry pid "$dir" "$port"
   local base="http://127.0.0.1:$port/v2"
-  bench::start_daemon pid "$log" "curl -fsS -o /dev/null $base/" 30 docker-registry serve "$cfg"
-
-  registry_push() {
-    local loc code
-    loc=$(curl -fsS -X POST -D - -o /dev/null "$base/bench/blobs/uploads/" |
-      tr -d '\r' | awk -F': ' 'tolower($1) == "location" {print $2}')
-    [[ -n "$loc" ]] || return 1
-    code=$(curl -sS -X PUT -H 'Expect:' -H 'Content-Type: application/octet-stream' \
-      -T "$INPUT" -o /dev/null -w '%{http_code}' "$loc&digest=$DIGEST")
-    [[ "$code" == 201 ]] || { echo "registry PUT answered $code" >&2; return 1; }
-  }
   local c0 c1 t
   bench::settle "$INPUT"
   bench::cpu_ticks c0 "$pid"
-  bench::time t registry_push || bench::die "registry push failed (log: $log)"
+  bench::time t bench::registry_push "$base" "$INPUT" "$DIGEST" ||
+    bench::die "registry push failed (log: $log)"
   T_REG_PUSH+=("$t")
   bench::cpu_ticks c1 "$pid"
   REG_CPU+=("$(bench::py "($c1 - $c0) / $BENCH_CLK_TCK")")

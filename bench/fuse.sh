@@ -581,37 +581,16 @@ cairn_p2e() {
 registry_p2e() {
   bench::wait_quiet; BUSY_P2E+=("r$BENCH_BUSY")
   bench::fresh_memory
-  local dir port pid cfg t0 t1 t
+  local dir port pid t0 t1 t
   fuse::tmpdir dir fuse-reg
   bench::pick_port port
-  cfg=$dir/config.yml
-  cat >"$cfg" <<EOF
-version: 0.1
-log:
-  level: error
-  accesslog:
-    disabled: true
-storage:
-  filesystem:
-    rootdirectory: $dir/data
-  maintenance:
-    uploadpurging:
-      enabled: false
-http:
-  addr: 127.0.0.1:$port
-EOF
+  bench::start_registry pid "$dir" "$port"
   local base="http://127.0.0.1:$port/v2" digest="sha256:$USRLIB_HEX"
-  bench::start_daemon pid "$dir/registry.log" "curl -fsS -o /dev/null $base/" 30 docker-registry serve "$cfg"
   fuse::track "$pid"
   bench::settle "$BENCH_INPUT"
   t0=$EPOCHREALTIME
-  local loc code
-  loc=$(curl -fsS -X POST -D - -o /dev/null "$base/bench/blobs/uploads/" |
-    tr -d '\r' | awk -F': ' 'tolower($1) == "location" {print $2}')
-  [[ -n "$loc" ]] || bench::die "registry POST gave no location"
-  code=$(curl -sS -X PUT -H 'Expect:' -H 'Content-Type: application/octet-stream' \
-    -T "$BENCH_INPUT" -o /dev/null -w '%{http_code}' "$loc&digest=$digest")
-  [[ "$code" == 201 ]] || bench::die "registry PUT answered $code"
+  bench::registry_push "$base" "$BENCH_INPUT" "$digest" ||
+    bench::die "registry push failed (log: $dir/registry.log)"
   t1=$EPOCHREALTIME; bench::since t "$t0"; P_R_PUSH+=("$t")
   curl -fsS -o "$dir/get.tar.gz" "$base/bench/blobs/$digest" || bench::die "registry GET failed"
   bench::since t "$t1"; P_R_GET+=("$t"); t1=$EPOCHREALTIME

@@ -360,6 +360,47 @@ bench::start_cairnd() {
     "$CAIRND" --data-dir "$data" --listen "127.0.0.1:$port" "$@"
 }
 
+# bench::start_registry OUTPID DIR PORT: writes DIR/config.yml (blobs under
+# DIR/data, quiet logs, no upload purging) and starts Debian's
+# docker-registry on 127.0.0.1:PORT (log DIR/registry.log), waiting until
+# its /v2/ answers.
+bench::start_registry() {
+  local -n _rpid=$1
+  local dir=$2 port=$3
+  cat >"$dir/config.yml" <<EOF
+version: 0.1
+log:
+  level: error
+  accesslog:
+    disabled: true
+storage:
+  filesystem:
+    rootdirectory: $dir/data
+  maintenance:
+    uploadpurging:
+      enabled: false
+http:
+  addr: 127.0.0.1:$port
+EOF
+  bench::start_daemon _rpid "$dir/registry.log" \
+    "curl -fsS -o /dev/null http://127.0.0.1:$port/v2/" 30 \
+    docker-registry serve "$dir/config.yml"
+}
+
+# bench::registry_push BASE FILE DIGEST: a monolithic blob upload to the
+# registry at BASE (http://HOST:PORT/v2), repository "bench": POST, then one
+# streamed PUT of FILE with its digest, until it answers 201. Returns 1 (with
+# a message) on failure.
+bench::registry_push() {
+  local base=$1 file=$2 digest=$3 loc code
+  loc=$(curl -fsS -X POST -D - -o /dev/null "$base/bench/blobs/uploads/" |
+    tr -d '\r' | awk -F': ' 'tolower($1) == "location" {print $2}')
+  [[ -n "$loc" ]] || { echo "registry POST gave no location" >&2; return 1; }
+  code=$(curl -sS -X PUT -H 'Expect:' -H 'Content-Type: application/octet-stream' \
+    -T "$file" -o /dev/null -w '%{http_code}' "$loc&digest=$digest")
+  [[ "$code" == 201 ]] || { echo "registry PUT answered $code" >&2; return 1; }
+}
+
 # ---------------------------------------------------------------- input
 
 # The realistic input: a subset of /usr/lib/x86_64-linux-gnu (real shared
