@@ -28,12 +28,21 @@
 namespace cairn {
 
 struct CairnFsOptions {
-  // Worker threads kept idle by the multithreaded loop at most.
-  int max_idle_threads = 10;
+  // Threads serving READ requests and first verifications; the session
+  // loop's own thread answers everything else.
+  int workers = 4;
   // Adds the allow_other mount option (root, or user_allow_other).
   bool allow_other = false;
   // Slot used to resolve refs; empty: HostSlot().
   std::string slot;
+  // FUSE passthrough (docs/fuse.md, "Passthrough"): every open of a file
+  // hands the kernel the file's blob, which then serves read, mmap and
+  // exec from the blob's own page cache at native speed, without READ
+  // requests. Costs one OPEN (and one RELEASE) request per open instead
+  // of none. Needs Linux >= 6.9 with CONFIG_FUSE_PASSTHROUGH, root, and a
+  // data directory on a file system that stacks on nothing (ext4, xfs);
+  // where the kernel does not offer it the mount works as without it.
+  bool passthrough = false;
 };
 
 // Counters of one mount since it was mounted (for tests and benchmarks).
@@ -47,6 +56,14 @@ struct CairnFsStats {
   // opendir: the first, answered ENOSYS) and READDIR(PLUS) requests.
   uint64_t opendirs = 0;
   uint64_t readdirs = 0;
+  uint64_t reads = 0;  // READ requests (none for passthrough files).
+  // Whether files are opened with passthrough: asked for, offered by the
+  // kernel at INIT, and no backing file refused since.
+  bool passthrough = false;
+  uint64_t passthrough_opens = 0;  // Opens handed a backing file.
+  // Blobs registered as backing files now (those with passthrough opens
+  // not yet released).
+  uint64_t backing_files = 0;
   uint64_t inodes = 0;  // Inodes allocated (never freed: docs/fuse.md).
 };
 

@@ -4,7 +4,10 @@
 // cairnd started with --mount, artefacts pushed with the real CLI, and the
 // mount inspected with plain system calls. Needs /dev/fuse and root (CI).
 // No sleeps: ref symlinks have a 0 s entry/attr timeout, so every path walk
-// resolves the ref afresh. Extended attributes are read with getxattr,
+// resolves the ref afresh. Every test runs twice: on a default mount and on
+// one with --fuse-passthrough (skipped where the kernel lacks it), whose
+// files of 1 MiB and more (bin/ls-big, share/big.bin) the kernel reads from
+// their blobs. Extended attributes are read with getxattr,
 // lgetxattr and listxattr (docs/fuse.md, "Extended attributes").
 
 #include <dirent.h>
@@ -78,13 +81,37 @@ std::vector<std::string> XattrNames(const std::string& path,
   return names;
 }
 
-class FuseTest : public MountedDaemonTest {
+// Pseudo-random bytes (a fixed LCG).
+std::string Pattern(size_t n) {
+  std::string bytes(n, '\0');
+  uint32_t x = 2026;
+  for (char& c : bytes) {
+    x = x * 1103515245u + 12345u;
+    c = static_cast<char>(x >> 24);
+  }
+  return bytes;
+}
+
+// Param: whether cairnd runs with --fuse-passthrough.
+class FuseTest : public MountedDaemonTest,
+                 public ::testing::WithParamInterface<bool> {
  protected:
   FuseTest() : MountedDaemonTest("fuse-test") {}
+
+  std::vector<std::string> ExtraDaemonArgs() override {
+    if (!GetParam()) return {};
+    return {"--fuse-passthrough"};
+  }
 
   void SetUp() override {
     MountedDaemonTest::SetUp();
     if (IsSkipped() || HasFatalFailure()) return;
+    if (GetParam() &&
+        daemon_->Logs().find("passthrough: files read by the kernel") ==
+            std::string::npos) {
+      GTEST_SKIP() << "this kernel does not offer FUSE passthrough: "
+                   << daemon_->Logs();
+    }
     // The tree: two real ELF binaries, a symlink, a hardlink, a nested dir.
     tree_ = work_ + "/tree";
     fs::create_directories(tree_ + "/bin");
@@ -95,8 +122,18 @@ class FuseTest : public MountedDaemonTest {
     fs::permissions(tree_ + "/bin/ls", fs::perms(0755));
     fs::create_symlink("true", tree_ + "/bin/t");
     fs::create_hard_link(tree_ + "/bin/ls", tree_ + "/bin/ls-hard");
+    // ls padded past 1 MiB (the loader ignores bytes after the segments):
+    // executed through passthrough in that mode.
+    absl::StatusOr<std::string> ls = ReadFile("/bin/ls");
+    ASSERT_TRUE(ls.ok()) << ls.status();
+    ASSERT_TRUE(
+        WriteFile(tree_ + "/bin/ls-big", *ls + std::string((1 << 20) + 1, '\0'))
+            .ok());
+    fs::permissions(tree_ + "/bin/ls-big", fs::perms(0755));
     ASSERT_TRUE(WriteFile(tree_ + "/share/a.txt", "version one\n").ok());
     ASSERT_TRUE(WriteFile(tree_ + "/share/doc/b.txt", "b\n").ok());
+    ASSERT_TRUE(
+        WriteFile(tree_ + "/share/big.bin", Pattern((1 << 20) + 4097)).ok());
     fs::permissions(tree_ + "/share/a.txt", fs::perms(0644));
     digest_ = PackAndPush(tree_, "tool@main", "noarch");
   }
@@ -106,15 +143,17 @@ class FuseTest : public MountedDaemonTest {
   std::string tree_, digest_;
 };
 
-TEST_F(FuseTest, ExecutesBinariesFromTheMount) {
+TEST_P(FuseTest, ExecutesBinariesFromTheMount) {
   absl::StatusOr<CommandResult> r = RunCommand({Tool() + "/bin/true"});
   ASSERT_TRUE(r.ok()) << r.status();
   EXPECT_EQ(r->exit_code, 0) << r->Describe();
 
-  r = RunCommand({Tool() + "/bin/ls", "--version"});
-  ASSERT_TRUE(r.ok()) << r.status();
-  EXPECT_EQ(r->exit_code, 0) << r->Describe();
-  EXPECT_THAT(r->stdout_text, HasSubstr("ls"));
+  for (const char* ls : {"/bin/ls", "/bin/ls-big"}) {
+    r = RunCommand({Tool() + ls, "--version"});
+    ASSERT_TRUE(r.ok()) << r.status();
+    EXPECT_EQ(r->exit_code, 0) << r->Describe();
+    EXPECT_THAT(r->stdout_text, HasSubstr("ls"));
+  }
 
   // Through the symlink, and by digest.
   r = RunCommand({absl::StrCat(mnt_, "/by-digest/", digest_, "/bin/t")});
@@ -122,7 +161,7 @@ TEST_F(FuseTest, ExecutesBinariesFromTheMount) {
   EXPECT_EQ(r->exit_code, 0) << r->Describe();
 }
 
-TEST_F(FuseTest, ShowsTypesModesLinksAndSortedListings) {
+TEST_P(FuseTest, ShowsTypesModesLinksAndSortedListings) {
   EXPECT_EQ(ReadLink(Tool()), "by-digest/" + digest_);
   EXPECT_THAT(ReadDirNames(mnt_), ElementsAre("by-digest", "tool@main"));
 
@@ -150,8 +189,9 @@ TEST_F(FuseTest, ShowsTypesModesLinksAndSortedListings) {
   const std::string root = absl::StrCat(mnt_, "/by-digest/", digest_);
   EXPECT_THAT(ReadDirNames(root), ElementsAre("bin", "share"));
   EXPECT_THAT(ReadDirNames(root + "/bin"),
-              ElementsAre("ls", "ls-hard", "t", "true"));
-  EXPECT_THAT(ReadDirNames(root + "/share"), ElementsAre("a.txt", "doc"));
+              ElementsAre("ls", "ls-big", "ls-hard", "t", "true"));
+  EXPECT_THAT(ReadDirNames(root + "/share"),
+              ElementsAre("a.txt", "big.bin", "doc"));
   EXPECT_THAT(ReadDirNames(mnt_ + "/by-digest"), ElementsAre(digest_));
 
   // Mounted read-only, nosuid, nodev.
@@ -168,7 +208,7 @@ TEST_F(FuseTest, ShowsTypesModesLinksAndSortedListings) {
   EXPECT_EQ(errno, ENOENT);
 }
 
-TEST_F(FuseTest, WritesFailWithErofs) {
+TEST_P(FuseTest, WritesFailWithErofs) {
   const std::string file = Tool() + "/share/a.txt";
   EXPECT_EQ(open(file.c_str(), O_WRONLY), -1);
   EXPECT_EQ(errno, EROFS);
@@ -187,7 +227,7 @@ TEST_F(FuseTest, WritesFailWithErofs) {
   EXPECT_EQ(errno, EROFS);
 }
 
-TEST_F(FuseTest, EveryFileReadsBackItsOriginalBytes) {
+TEST_P(FuseTest, EveryFileReadsBackItsOriginalBytes) {
   int files = 0;
   for (const fs::directory_entry& e : fs::recursive_directory_iterator(tree_)) {
     if (!e.is_regular_file() || e.is_symlink()) continue;
@@ -199,10 +239,10 @@ TEST_F(FuseTest, EveryFileReadsBackItsOriginalBytes) {
     EXPECT_EQ(Sha256Hex(*mounted), Sha256Hex(*original)) << rel;
     ++files;
   }
-  EXPECT_EQ(files, 5);
+  EXPECT_EQ(files, 7);
 }
 
-TEST_F(FuseTest, MovedRefShowsNewDigestWhileOpenFilesKeepOldContent) {
+TEST_P(FuseTest, MovedRefShowsNewDigestWhileOpenFilesKeepOldContent) {
   const int old_fd = open((Tool() + "/share/a.txt").c_str(), O_RDONLY);
   ASSERT_GE(old_fd, 0) << strerror(errno);
 
@@ -227,7 +267,7 @@ TEST_F(FuseTest, MovedRefShowsNewDigestWhileOpenFilesKeepOldContent) {
   EXPECT_EQ(ReadDirNames(mnt_ + "/by-digest"), expected);
 }
 
-TEST_F(FuseTest, CorruptBlobFailsReadsWithEio) {
+TEST_P(FuseTest, CorruptBlobFailsReadsWithEio) {
   // Damage the stored blob of share/doc/b.txt ("b\n") before its first read.
   const std::string hex = Sha256Hex("b\n");
   const std::string blob = absl::StrCat(daemon_->data_dir(), "/blobs/sha256/",
@@ -268,7 +308,38 @@ TEST_F(FuseTest, CorruptBlobFailsReadsWithEio) {
   EXPECT_EQ(*a, "version one\n");
 }
 
-TEST_F(FuseTest, SigtermUnmountsWhileFilesAreOpen) {
+TEST_P(FuseTest, CorruptLargeBlobIsNeverServed) {
+  const std::string hex = Sha256Hex(Pattern((1 << 20) + 4097));
+  const std::string blob = absl::StrCat(daemon_->data_dir(), "/blobs/sha256/",
+                                        hex.substr(0, 2), "/", hex);
+  ASSERT_TRUE(fs::exists(blob)) << blob;
+  fs::permissions(blob, fs::perms::owner_write, fs::perm_options::add);
+  absl::StatusOr<std::string> bytes = ReadFile(blob);
+  ASSERT_TRUE(bytes.ok()) << bytes.status();
+  (*bytes)[(1 << 20) + 5] ^= 1;
+  ASSERT_TRUE(WriteFile(blob, *bytes).ok());
+
+  const std::string path = Tool() + "/share/big.bin";
+  const int fd = open(path.c_str(), O_RDONLY);
+  char buf[16];
+  if (GetParam()) {
+    // Checked before the kernel is handed the blob: the open fails.
+    EXPECT_EQ(fd, -1);
+    EXPECT_EQ(errno, EIO);
+  } else {
+    // Checked at the first READ: the open succeeds, reads fail.
+    ASSERT_GE(fd, 0) << strerror(errno);
+    EXPECT_EQ(pread(fd, buf, sizeof(buf), 0), -1);
+    EXPECT_EQ(errno, EIO);
+    close(fd);
+  }
+  absl::StatusOr<CommandResult> cat = RunCommand({"/bin/cat", path});
+  ASSERT_TRUE(cat.ok()) << cat.status();
+  EXPECT_NE(cat->exit_code, 0);
+  EXPECT_THAT(cat->stderr_text, HasSubstr("Input/output error"));
+}
+
+TEST_P(FuseTest, SigtermUnmountsWhileFilesAreOpen) {
   // A file held open in the mount (by this process, which also waits for
   // cairnd to exit) must not keep cairnd from stopping: the connection is
   // aborted and the mount detached.
@@ -276,15 +347,20 @@ TEST_F(FuseTest, SigtermUnmountsWhileFilesAreOpen) {
   ASSERT_GE(fd, 0) << strerror(errno);
   char buf[64];
   ASSERT_EQ(pread(fd, buf, sizeof(buf), 0), 12);
+  // And one with a passthrough backing file, in that mode.
+  const int big = open((Tool() + "/share/big.bin").c_str(), O_RDONLY);
+  ASSERT_GE(big, 0) << strerror(errno);
+  ASSERT_EQ(pread(big, buf, sizeof(buf), 0), 64);
   absl::Status stopped = daemon_->Stop();
   EXPECT_TRUE(stopped.ok()) << stopped;
   EXPECT_THAT(daemon_->Logs(), HasSubstr("fuse: unmounted"));
   // Not mounted any more: the mount point is the empty directory again.
   EXPECT_THAT(ReadDirNames(mnt_), ::testing::IsEmpty());
   close(fd);
+  close(big);
 }
 
-TEST_F(FuseTest, StaleMountOfAKilledDaemonIsClearedAtRestart) {
+TEST_P(FuseTest, StaleMountOfAKilledDaemonIsClearedAtRestart) {
   // SIGKILL: nothing unmounts, the kernel keeps a dead mount (ENOTCONN).
   ASSERT_TRUE(daemon_->Kill().ok());
   struct stat st;
@@ -292,7 +368,9 @@ TEST_F(FuseTest, StaleMountOfAKilledDaemonIsClearedAtRestart) {
   EXPECT_EQ(errno, ENOTCONN);
 
   // The next start on the same directory detaches it and mounts afresh.
-  absl::Status restarted = daemon_->Restart({"--mount", mnt_});
+  std::vector<std::string> args = {"--mount", mnt_};
+  for (std::string& a : ExtraDaemonArgs()) args.push_back(std::move(a));
+  absl::Status restarted = daemon_->Restart(args);
   ASSERT_TRUE(restarted.ok()) << restarted;
   EXPECT_THAT(daemon_->Logs(), HasSubstr("stale FUSE mount"));
   absl::StatusOr<std::string> a = ReadFile(Tool() + "/share/a.txt");
@@ -303,7 +381,7 @@ TEST_F(FuseTest, StaleMountOfAKilledDaemonIsClearedAtRestart) {
   EXPECT_EQ(r->exit_code, 0) << r->Describe();
 }
 
-TEST_F(FuseTest, NamespacedRefsAreDirectories) {
+TEST_P(FuseTest, NamespacedRefsAreDirectories) {
   PackAndPush(tree_, "team/tool@x", "noarch");
   EXPECT_THAT(ReadDirNames(mnt_),
               ElementsAre("by-digest", "team", "tool@main"));
@@ -315,7 +393,7 @@ TEST_F(FuseTest, NamespacedRefsAreDirectories) {
   EXPECT_EQ(r->exit_code, 0) << r->Describe();
 }
 
-TEST_F(FuseTest, RefSymlinkTellsRefSlotDigestAndGeneration) {
+TEST_P(FuseTest, RefSymlinkTellsRefSlotDigestAndGeneration) {
   // A ref symlink's attributes are in the cairn.* namespace: Linux refuses
   // user.* on symlinks (ENODATA) without asking the file system.
   EXPECT_THAT(XattrNames(Tool(), /*follow=*/false),
@@ -346,7 +424,7 @@ TEST_F(FuseTest, RefSymlinkTellsRefSlotDigestAndGeneration) {
   EXPECT_EQ(Xattr(mnt_ + "/tool@nope", "cairn.ref", false), "<ENOENT>");
 }
 
-TEST_F(FuseTest, EveryFileIsTracedToItsContentDigest) {
+TEST_P(FuseTest, EveryFileIsTracedToItsContentDigest) {
   int regular = 0, dirs = 0, links = 0;
   for (const fs::directory_entry& e : fs::recursive_directory_iterator(tree_)) {
     // Lexically: fs::relative would resolve the symlink bin/t.
@@ -373,7 +451,7 @@ TEST_F(FuseTest, EveryFileIsTracedToItsContentDigest) {
       ++regular;
     }
   }
-  EXPECT_EQ(regular, 5);  // The hardlink included.
+  EXPECT_EQ(regular, 7);  // The hardlink included.
   EXPECT_EQ(dirs, 3);
   EXPECT_EQ(links, 1);
 
@@ -394,7 +472,7 @@ TEST_F(FuseTest, EveryFileIsTracedToItsContentDigest) {
   EXPECT_EQ(Xattr(file, "trusted.cairn.digest"), "<ENODATA>");
 }
 
-TEST_F(FuseTest, XattrSizeProbeErangeAndErofs) {
+TEST_P(FuseTest, XattrSizeProbeErangeAndErofs) {
   const std::string file = Tool() + "/share/a.txt";
   const std::string want = DigestOf("version one\n");
   // Size 0 asks for the value's length.
@@ -430,7 +508,7 @@ TEST_F(FuseTest, XattrSizeProbeErangeAndErofs) {
   EXPECT_EQ(errno, EROFS);
 }
 
-TEST_F(FuseTest, ByDigestListingShowsEveryPush) {
+TEST_P(FuseTest, ByDigestListingShowsEveryPush) {
   EXPECT_THAT(ReadDirNames(mnt_ + "/by-digest"), ElementsAre(digest_));
   ASSERT_TRUE(WriteFile(tree_ + "/share/a.txt", "version three\n").ok());
   const std::string next = PackAndPush(tree_, "tool@next", "noarch");
@@ -439,6 +517,11 @@ TEST_F(FuseTest, ByDigestListingShowsEveryPush) {
   // Not a stale listing cached by the kernel.
   EXPECT_EQ(ReadDirNames(mnt_ + "/by-digest"), expected);
 }
+
+INSTANTIATE_TEST_SUITE_P(Modes, FuseTest, ::testing::Bool(),
+                         [](const ::testing::TestParamInfo<bool>& info) {
+                           return info.param ? "Passthrough" : "Default";
+                         });
 
 }  // namespace
 }  // namespace cairn::testing

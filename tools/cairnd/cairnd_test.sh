@@ -71,6 +71,11 @@ expect_exit 2 "config mount_allow_other type" -- --data-dir "$tmp/d" \
   --config "$tmp/badallow.toml"
 grep -q "mount_allow_other must be true or false" "$tmp/err" ||
   fail "mount_allow_other message: $(cat "$tmp/err")"
+printf 'fuse_passthrough = 1\n' >"$tmp/badpassthrough.toml"
+expect_exit 2 "config fuse_passthrough type" -- --data-dir "$tmp/d" \
+  --config "$tmp/badpassthrough.toml"
+grep -q "fuse_passthrough must be true or false" "$tmp/err" ||
+  fail "fuse_passthrough message: $(cat "$tmp/err")"
 expect_exit 2 "allow-other without mount" -- --data-dir "$tmp/d" \
   --mount-allow-other
 grep -q -- "--mount-allow-other needs --mount" "$tmp/err" ||
@@ -78,6 +83,7 @@ grep -q -- "--mount-allow-other needs --mount" "$tmp/err" ||
 expect_exit 0 "help" -- --help
 grep -q -- "--data-dir" "$tmp/out" || fail "--help does not list --data-dir"
 grep -q -- "--mount-root" "$tmp/out" || fail "--help does not list --mount-root"
+grep -q -- "--fuse-passthrough" "$tmp/out" || fail "--help does not list --fuse-passthrough"
 
 # Starts cairnd in the background with ARGS; sets pid and port.
 start() {

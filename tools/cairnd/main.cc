@@ -5,6 +5,7 @@
 //
 //   cairnd --data-dir DIR [--listen ADDR] [--config FILE] [--log-level L]
 //          [--mount DIR] [--mount-allow-other] [--mount-root DIR]
+//          [--fuse-passthrough]
 //
 // Startup: parse flags and the optional TOML config (flags win), block
 // SIGINT/SIGTERM in every thread, open the store (re-deriving indexes a
@@ -81,6 +82,9 @@ struct Config {
   std::string mount;
   // --mount-allow-other: the --mount mount gets allow_other.
   bool mount_allow_other = false;
+  // --fuse-passthrough: every mount serves files with FUSE passthrough
+  // (CairnFsOptions::passthrough).
+  bool fuse_passthrough = false;
   // --mount-root: Mount RPCs may mount strictly inside it; "" none (refused).
   // A realpath once ParseArgs validated it.
   std::string mount_root;
@@ -162,12 +166,14 @@ std::string ReadConfigFile(const std::string& path, Config* config) {
       error = get_string(node, k, &config->mount);
     } else if (k == "mount_root") {
       error = get_string(node, k, &config->mount_root);
-    } else if (k == "mount_allow_other") {
+    } else if (k == "mount_allow_other" || k == "fuse_passthrough") {
       std::optional<bool> v = node.value<bool>();
       if (!node.is_boolean() || !v.has_value()) {
         error = where(k) + " must be true or false";
       } else {
-        config->mount_allow_other = *v;
+        bool& field = k == "fuse_passthrough" ? config->fuse_passthrough
+                                              : config->mount_allow_other;
+        field = *v;
       }
     } else if (k == "limits") {
       const toml::table* limits = node.as_table();
@@ -220,9 +226,10 @@ std::string ReadConfigFile(const std::string& path, Config* config) {
         if (!error.empty()) return error;
       }
     } else {
-      error = where(k) +
-              " is not a known key (data_dir, listen, log_level, mount, "
-              "mount_root, mount_allow_other, [limits], [grpc])";
+      error =
+          where(k) +
+          " is not a known key (data_dir, listen, log_level, mount, "
+          "mount_root, mount_allow_other, fuse_passthrough, [limits], [grpc])";
     }
     if (!error.empty()) return error;
   }
@@ -248,7 +255,8 @@ std::pair<std::optional<Config>, ParseExit> ParseArgs(int argc, char** argv) {
                    kDefaultListen, ")"));
   app.add_option("--config", config_path,
                  "TOML config file: data_dir, listen, log_level, mount, "
-                 "mount_root, mount_allow_other, [limits], [grpc]; flags "
+                 "mount_root, mount_allow_other, fuse_passthrough, [limits], "
+                 "[grpc]; flags "
                  "override it")
       ->check(CLI::ExistingFile);
   std::string mount, mount_root;
@@ -261,6 +269,12 @@ std::pair<std::optional<Config>, ParseExit> ParseArgs(int argc, char** argv) {
       app.add_flag("--mount-allow-other", mount_allow_other,
                    "Let every user (not only cairnd's) see the --mount mount "
                    "(FUSE allow_other)");
+  bool fuse_passthrough = false;
+  CLI::Option* fuse_passthrough_opt = app.add_flag(
+      "--fuse-passthrough", fuse_passthrough,
+      "Mounts hand each opened file's blob to the kernel (FUSE passthrough, "
+      "Linux >= 6.9): native read speed, one request per open "
+      "(docs/fuse.md, \"Passthrough\")");
   CLI::Option* mount_root_opt = app.add_option(
       "--mount-root", mount_root,
       "Allow clients to mount (cairn mount) on empty directories strictly "
@@ -302,6 +316,9 @@ std::pair<std::optional<Config>, ParseExit> ParseArgs(int argc, char** argv) {
     config.mount_allow_other = mount_allow_other;
   }
   if (mount_root_opt->count() > 0) config.mount_root = mount_root;
+  if (fuse_passthrough_opt->count() > 0) {
+    config.fuse_passthrough = fuse_passthrough;
+  }
 
   if (config.data_dir.empty()) {
     UsageError("--data-dir is required (or data_dir in --config)");
@@ -377,7 +394,7 @@ int Run(const Config& config) {
       "starting: data dir {}, listen {}, limits max_entries={} "
       "max_path_bytes={} max_unpacked_bytes={}; grpc bdp_probe={} "
       "stream_window_bytes={} max_concurrent_streams={} max_threads={}; "
-      "mount {}{}, mount root {}",
+      "mount {}{}, mount root {}, fuse passthrough {}",
       config.data_dir, config.listen, config.limits.max_entries,
       config.limits.max_path_bytes, config.limits.max_unpacked_bytes,
       config.server.bdp_probe, config.server.stream_lookahead_bytes,
@@ -385,7 +402,8 @@ int Run(const Config& config) {
       config.mount.empty() ? "none" : config.mount,
       config.mount_allow_other ? " (allow_other)" : "",
       config.mount_root.empty() ? "none (Mount RPCs refused)"
-                                : config.mount_root);
+                                : config.mount_root,
+      config.fuse_passthrough ? "on" : "off");
 
   const absl::Time open_start = absl::Now();
   StoreOptions store_options;
@@ -414,6 +432,7 @@ int Run(const Config& config) {
 
   MountServiceOptions mount_options;
   mount_options.mount_root = config.mount_root;
+  mount_options.fs.passthrough = config.fuse_passthrough;
   absl::StatusOr<std::unique_ptr<MountService>> mounts_created =
       MountService::Create(store.get(), refs.get(), mount_options);
   if (!mounts_created.ok()) {
