@@ -406,20 +406,23 @@ bench::pick_port PORT
 ADDR=127.0.0.1:$PORT
 CAIRND_PID=""
 CAIRND_STARTS=0
+# fuse::start_main [FLAG...]: cairnd on $W/data mounted on $MNT, with FLAGs
+# (--fuse-passthrough for the passthrough rows).
 fuse::start_main() {
   CAIRND_STARTS=$((CAIRND_STARTS + 1))
-  bench::start_cairnd CAIRND_PID "$W/data" "$PORT" "$W/cairnd.$CAIRND_STARTS.log" --mount "$MNT"
+  bench::start_cairnd CAIRND_PID "$W/data" "$PORT" "$W/cairnd.$CAIRND_STARTS.log" --mount "$MNT" "$@"
   fuse::track "$CAIRND_PID"
   fuse::wait_mount "$MNT" 30 "$CAIRND_PID" || bench::die "cairnd did not mount $MNT (log: $W/cairnd.$CAIRND_STARTS.log)"
 }
-# A fresh cairnd on the same data dir: its verified-blob set is empty and
-# the kernel's caches of the old mount (pages, dentries) went with it.
+# fuse::restart_main [FLAG...]: a fresh cairnd on the same data dir: its
+# verified-blob set is empty and the kernel's caches of the old mount
+# (pages, dentries) went with it.
 fuse::restart_main() {
   bench::stop_daemon "$CAIRND_PID" || NOTES+=("cairnd exited non-zero after SIGTERM")
   local i
   for ((i = 0; i < 100; i++)); do mountpoint -q "$MNT" || break; sleep 0.05; done
   mountpoint -q "$MNT" && bench::die "$MNT still mounted after cairnd exited"
-  fuse::start_main
+  fuse::start_main "$@"
 }
 fuse::start_main
 
@@ -452,6 +455,9 @@ declare -a T_READ_FIRST=() T_READ_C_COLD=() T_READ_S_COLD=() T_READ_N_COLD=()
 declare -a T_READ_C_WARM=() T_READ_S_WARM=() T_READ_N_WARM=()
 declare -a CPU_READ_FIRST=() CPU_READ_COLD=() CPU_READ_WARM=() T_WALK_CD_WARM=() T_READ_CD_WARM=()
 declare -a X_N=() X_C=() X_CD=() X_S=()
+# The same on a mount with --fuse-passthrough (P_*: context rows).
+declare -a P_SEQ_FIRST=() P_SEQ_COLD=() P_SEQ_WARM=() P_WALK_WARM=() P_READ_WARM=() P_READ_COLD=() P_WALK_COLD=()
+declare -a P_X_C=() P_X_N=() CPU_P_READ_WARM=()
 declare -a BUSY=() BUSY_P2E=()
 
 # The first open of the 1 GiB file right after its push, in the daemon
@@ -516,6 +522,29 @@ import json, sys
 r = json.load(open(sys.argv[1]))["results"]
 print(" ".join("%.4f" % (x["median"] * 1e3) for x in r))' "$W/hyperfine.$r.json")
   X_N+=("$xn"); X_C+=("$xc"); X_CD+=("$xcd"); X_S+=("$xs")
+
+  bench::log "run $r/$RUNS: the same on a --fuse-passthrough mount"
+  # (P) Files of 1 MiB and more served by the kernel from their blobs, one
+  # OPEN (and RELEASE) request per open (docs/fuse.md, "Passthrough").
+  fuse::restart_main --fuse-passthrough
+  grep -q 'passthrough: files read by the kernel' "$W/cairnd.$CAIRND_STARTS.log" ||
+    bench::die "cairnd did not mount with passthrough (log: $W/cairnd.$CAIRND_STARTS.log)"
+  fuse::drop; fuse::timed P_SEQ_FIRST "" fuse::dd "$C_BIG"
+  fuse::drop; fuse::timed P_SEQ_COLD "" fuse::dd "$C_BIG"
+  fuse::dd "$C_BIG"; fuse::timed P_SEQ_WARM "" fuse::dd "$C_BIG"
+  fuse::readall "$C_SMALL"
+  fuse::timed P_WALK_WARM "" fuse::walk "$C_SMALL"
+  fuse::timed P_READ_WARM CPU_P_READ_WARM fuse::readall "$C_SMALL"
+  fuse::drop; fuse::timed P_WALK_COLD "" fuse::walk "$C_SMALL"
+  fuse::drop; fuse::timed P_READ_COLD "" fuse::readall "$C_SMALL"
+  hyperfine -N --warmup 3 --style none --export-json "$W/hyperfine-p.$r.json" \
+    "$N_EXE --version" "$C_EXE --version" >/dev/null 2>"$W/hyperfine-p.$r.err" ||
+    { cat "$W/hyperfine-p.$r.err" >&2; bench::die "hyperfine (passthrough) failed"; }
+  read -r xn xc < <("$BENCH_PY" -c '
+import json, sys
+r = json.load(open(sys.argv[1]))["results"]
+print(" ".join("%.4f" % (x["median"] * 1e3) for x in r))' "$W/hyperfine-p.$r.json")
+  P_X_N+=("$xn"); P_X_C+=("$xc")
   bench::log "run $r: seq cold first-open ${T_SEQ_FIRST[-1]}s later ${T_SEQ_C_COLD[-1]}s sq ${T_SEQ_S_COLD[-1]}s native ${T_SEQ_N_COLD[-1]}s;" \
     "walk cold ${T_WALK_C_COLD[-1]}/${T_WALK_S_COLD[-1]}/${T_WALK_N_COLD[-1]}s; read-all cold ${T_READ_C_COLD[-1]}/${T_READ_S_COLD[-1]}/${T_READ_N_COLD[-1]}s;" \
     "exec ${xc}/${xn} ms"
@@ -719,7 +748,8 @@ for a in T_SEQ_FIRST T_SEQ_C_COLD T_SEQ_S_COLD T_SEQ_N_COLD T_SEQ_C_WARM T_SEQ_S
   T_WALK_FRESH T_WALK_C_COLD T_WALK_S_COLD T_WALK_N_COLD T_WALK_C_WARM T_WALK_S_WARM T_WALK_N_WARM \
   T_READ_FIRST T_READ_C_COLD T_READ_S_COLD T_READ_N_COLD T_READ_C_WARM T_READ_S_WARM T_READ_N_WARM \
   T_WALK_CD_WARM T_READ_CD_WARM T_SEQ_AFTER_PUSH \
-  X_N X_C X_CD X_S P_C_TOTAL P_C_PUSH P_C_EXEC P_R_TOTAL P_R_PUSH P_R_GET P_R_SHA P_R_TAR P_R_EXEC; do
+  X_N X_C X_CD X_S P_C_TOTAL P_C_PUSH P_C_EXEC P_R_TOTAL P_R_PUSH P_R_GET P_R_SHA P_R_TAR P_R_EXEC \
+  P_SEQ_FIRST P_SEQ_COLD P_SEQ_WARM P_WALK_WARM P_READ_WARM P_READ_COLD P_WALK_COLD P_X_C P_X_N; do
   declare -n arr=$a
   med "m_$a" "${arr[@]}"
   unset -n arr
@@ -727,6 +757,11 @@ done
 # Throughputs (MB/s) from the median times.
 for a in SEQ_AFTER_PUSH SEQ_FIRST SEQ_C_COLD SEQ_S_COLD SEQ_N_COLD SEQ_C_WARM SEQ_S_WARM SEQ_N_WARM; do
   declare -n tm=m_T_$a
+  fuse::mbps "mb_$a" "$GIB" "$tm"
+  unset -n tm
+done
+for a in P_SEQ_FIRST P_SEQ_COLD P_SEQ_WARM; do
+  declare -n tm=m_$a
   fuse::mbps "mb_$a" "$GIB" "$tm"
   unset -n tm
 done
@@ -781,6 +816,19 @@ bench::row "ctx 3 exec via by-digest path (ms)" "$(f "$m_X_CD" 2)" "$(f "$m_X_N"
 bench::row "ctx 3 exec from squashfuse (ms)" "$(f "$m_X_C" 2)" "$(f "$m_X_S" 2)" "$(x "$(ratio "$m_X_C" "$m_X_S")")" "-" "-"
 bench::row "ctx 4 cairn: push / exec after push (s)" "$(f "$m_P_C_PUSH" 3) / $(f "$m_P_C_EXEC" 3)" "-" "-" "-" "-"
 bench::row "ctx 4 registry: push/GET/sha256/untar/exec" "-" "$(f "$m_P_R_PUSH" 3)/$(f "$m_P_R_GET" 3)/$(f "$m_P_R_SHA" 3)/$(f "$m_P_R_TAR" 3)/$(f "$m_P_R_EXEC" 3)" "-" "-" "-"
+bench::row "--"
+# ctxp LABEL CAIRN PEER RATIO OP TARGET LIMIT: a passthrough context row.
+ctxp() { bench::row "$1" "$2" "$3" "$(x "$4")" "($6)" "$(ctx_ "$4" "$5" "$7")"; }
+ctxp "P 1 seq cold (MB/s)" "$(f "$mb_P_SEQ_COLD" 0)" "$(f "$mb_SEQ_S_COLD" 0)" "$(ratio "$mb_P_SEQ_COLD" "$mb_SEQ_S_COLD")" ">=" ">= 1.0x squashfuse" 1.0
+ctxp "P 1 seq cold (MB/s)" "$(f "$mb_P_SEQ_COLD" 0)" "$(f "$mb_SEQ_N_COLD" 0)" "$(ratio "$mb_P_SEQ_COLD" "$mb_SEQ_N_COLD")" ">=" ">= 0.6x native" 0.6
+ctxp "P 1 seq warm (MB/s)" "$(f "$mb_P_SEQ_WARM" 0)" "$(f "$mb_SEQ_N_WARM" 0)" "$(ratio "$mb_P_SEQ_WARM" "$mb_SEQ_N_WARM")" ">=" ">= 0.9x native" 0.9
+ctxp "P 2 tree walk, warm (s)" "$(f "$m_P_WALK_WARM" 3)" "$(f "$m_T_WALK_N_WARM" 3)" "$(ratio "$m_P_WALK_WARM" "$m_T_WALK_N_WARM")" "<=" "<= 1.3x native" 1.3
+ctxp "P 2 read every file, warm (s)" "$(f "$m_P_READ_WARM" 3)" "$(f "$m_T_READ_N_WARM" 3)" "$(ratio "$m_P_READ_WARM" "$m_T_READ_N_WARM")" "<=" "<= 1.3x native" 1.3
+ctxp "P 2 tree walk, cold (s)" "$(f "$m_P_WALK_COLD" 3)" "$(f "$m_T_WALK_S_COLD" 3)" "$(ratio "$m_P_WALK_COLD" "$m_T_WALK_S_COLD")" "<=" "<= 1.0x squashfuse" 1.0
+ctxp "P 2 read every file, cold (s)" "$(f "$m_P_READ_COLD" 3)" "$(f "$m_T_READ_S_COLD" 3)" "$(ratio "$m_P_READ_COLD" "$m_T_READ_S_COLD")" "<=" "<= 1.0x squashfuse" 1.0
+ctxp "P 3 exec via ref (ms)" "$(f "$m_P_X_C" 2)" "$(f "$m_P_X_N" 2)" "$(ratio "$m_P_X_C" "$m_P_X_N")" "<=" "<= 1.2x native" 1.2
+ctxp "P 1 seq cold, 1st open in fresh cairnd" "$(f "$mb_P_SEQ_FIRST" 0)" "$(f "$mb_SEQ_S_COLD" 0)" "$(ratio "$mb_P_SEQ_FIRST" "$mb_SEQ_S_COLD")" ">=" ">= 1.0x squashfuse" 1.0
+bench::row "--"
 bench::row "ctx setup: push 1 GiB artefact / small tree (s)" "$(f "$T_SETUP_SEQ" 2) / $(f "$T_SETUP_SMALL" 2)" "-" "-" "-" "-"
 
 echo
@@ -815,6 +863,9 @@ echo "  once:        fresh cairnd: walk cold ${T_WALK_FRESH[*]}, read-all cold $
 echo "               squashfuse warm: walk ${T_WALK_S_WARM[*]}, read-all ${T_READ_S_WARM[*]};" \
   "cairn by-digest warm: walk ${T_WALK_CD_WARM[*]}, read-all ${T_READ_CD_WARM[*]}"
 echo "  exec ms (hyperfine medians): native ${X_N[*]}; cairn ref ${X_C[*]}; cairn by-digest ${X_CD[*]}; squashfuse ${X_S[*]}"
+echo "  passthrough: seq s 1st open ${P_SEQ_FIRST[*]}; cold ${P_SEQ_COLD[*]}; warm ${P_SEQ_WARM[*]}"
+echo "               walk s warm ${P_WALK_WARM[*]}; cold ${P_WALK_COLD[*]}; read-all s warm ${P_READ_WARM[*]} (cairnd CPU ${CPU_P_READ_WARM[*]} s); cold ${P_READ_COLD[*]}"
+echo "               exec ms native ${P_X_N[*]}; cairn ref ${P_X_C[*]}"
 echo "  push-to-exec s: cairn ${P_C_TOTAL[*]} (push ${P_C_PUSH[*]}; exec attempts before success ${P_C_TRIES[*]})"
 echo "                  registry ${P_R_TOTAL[*]} (push ${P_R_PUSH[*]}; GET ${P_R_GET[*]}; sha256sum ${P_R_SHA[*]}; tar xzf ${P_R_TAR[*]}; exec ${P_R_EXEC[*]})"
 if ((${#TRACE_LINES[@]})); then
@@ -843,6 +894,9 @@ echo "    beforehand, untimed: no client hashing timed) to the first successful 
 echo "    MNT/usrlib@main/$P2E_EXE (retried every 5 ms). Registry: POST + PUT with the digest (computed"
 echo "    untimed), GET to a file, sha256sum -c of it, tar xzf into a new dir, exec of $P2E_EXE."
 echo "    Fresh server, data dir and mount per run; input in the page cache; nothing fsynced on the host."
+echo "  - P rows: the same steps on a cairnd restarted with --fuse-passthrough (files of 1 MiB and more"
+echo "    read by the kernel from their blobs; one OPEN + RELEASE request per open), against the default"
+echo "    mount's peers of the same run; judged against the targets for information only."
 if [[ -n "$DO_AM" ]]; then
   echo "  - archivemount: once, each step capped at ${AM_CAP}s ('>' = hit the cap); the 1 GiB read rate is"
   echo "    over what dd copied before the cap."
