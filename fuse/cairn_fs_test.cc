@@ -13,6 +13,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <sys/mman.h>
+#include <sys/mount.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
 #include <sys/sysmacros.h>
@@ -26,6 +27,7 @@
 #include <string>
 #include <vector>
 
+#include "absl/cleanup/cleanup.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/str_cat.h"
@@ -553,6 +555,65 @@ TEST_F(CairnFsTest, PassthroughOpenOfACorruptBlobFailsWithEio) {
     EXPECT_EQ(errno, EIO);
   }
   EXPECT_EQ(fs_->stats().backing_files, 0u);
+}
+
+// Where the kernel refuses a blob as backing file (here: blobs on
+// overlayfs, which stacks on another file system, so the blob's stack depth
+// reaches the mount's max_stack_depth of 1: ELOOP), passthrough mounts fall
+// back to serving the file through the daemon, and stop asking.
+TEST_F(CairnFsTest, RefusedPassthroughFallsBackToReadsThroughTheDaemon) {
+  const std::string ovl = dir_ + "/ovl";
+  for (const char* d : {"/lower", "/upper", "/work", "/merged"}) {
+    std::filesystem::create_directories(ovl + d);
+  }
+  const std::string merged = ovl + "/merged";
+  const std::string opts =
+      absl::StrCat("lowerdir=", ovl, "/lower,upperdir=", ovl,
+                   "/upper,workdir=", ovl, "/work");
+  if (mount("overlay", merged.c_str(), "overlay", 0, opts.c_str()) != 0) {
+    GTEST_SKIP() << "cannot mount overlayfs: " << strerror(errno);
+  }
+  // The store on the overlay; closed (mount first) before the overlay goes.
+  auto unmount_all = absl::MakeCleanup([&] {
+    if (fs_ != nullptr) fs_->Unmount();
+    fs_.reset();
+    refs_.reset();
+    store_.reset();
+    EXPECT_EQ(umount2(merged.c_str(), MNT_DETACH), 0) << strerror(errno);
+  });
+  refs_.reset();
+  store_.reset();
+  StoreOptions store_options;
+  store_options.data_dir = merged + "/data";
+  absl::StatusOr<std::unique_ptr<Store>> store = Store::Open(store_options);
+  ASSERT_TRUE(store.ok()) << store.status();
+  store_ = *std::move(store);
+  absl::StatusOr<std::unique_ptr<RefStore>> refs =
+      RefStore::Create(&store_->mutable_metadata());
+  ASSERT_TRUE(refs.ok()) << refs.status();
+  refs_ = *std::move(refs);
+
+  const std::string big = Pattern((1 << 20) + 3, 5);
+  const Digest d = Push({{"big", TarEntry::kFile, 0644, big}});
+  CairnFsOptions options;
+  options.passthrough = true;
+  Mount(options);
+  struct statvfs vfs;
+  ASSERT_EQ(statvfs(mnt_.c_str(), &vfs), 0);
+  if (!fs_->stats().passthrough) {
+    GTEST_SKIP() << "this kernel does not offer FUSE passthrough";
+  }
+  for (int i = 0; i < 2; ++i) {
+    const int fd = open((ByDigest(d) + "/big").c_str(), O_RDONLY);
+    ASSERT_GE(fd, 0) << strerror(errno);
+    EXPECT_TRUE(ReadAll(fd) == big);
+    close(fd);
+  }
+  const CairnFsStats st = fs_->stats();
+  EXPECT_FALSE(st.passthrough);
+  EXPECT_EQ(st.passthrough_opens, 0u);
+  EXPECT_EQ(st.backing_files, 0u);
+  EXPECT_GE(st.reads, 2u);
 }
 
 }  // namespace
