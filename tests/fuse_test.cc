@@ -518,6 +518,17 @@ TEST_P(FuseTest, ByDigestListingShowsEveryPush) {
   EXPECT_EQ(ReadDirNames(mnt_ + "/by-digest"), expected);
 }
 
+TEST_P(FuseTest, MountListTellsWhetherFilesUsePassthrough) {
+  const CommandResult r = Cli({"mounts"});
+  ASSERT_EQ(r.exit_code, 0) << r.Describe();
+  EXPECT_THAT(r.stdout_text, HasSubstr(mnt_ + " flag "));
+  if (GetParam()) {
+    EXPECT_THAT(r.stdout_text, HasSubstr(" passthrough"));
+  } else {
+    EXPECT_THAT(r.stdout_text, ::testing::Not(HasSubstr("passthrough")));
+  }
+}
+
 INSTANTIATE_TEST_SUITE_P(Modes, FuseTest, ::testing::Bool(),
                          [](const ::testing::TestParamInfo<bool>& info) {
                            return info.param ? "Passthrough" : "Default";

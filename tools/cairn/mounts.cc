@@ -140,6 +140,7 @@ nlohmann::ordered_json MountInfoToJson(const v1::MountInfo& info) {
   j["path"] = info.path();
   j["origin"] = MountOriginName(info.origin());
   j["allow_other"] = info.allow_other();
+  j["passthrough"] = info.passthrough();
   j["slot"] = info.slot();
   j["mounted_at_micros"] = info.mounted_at_micros();
   j["mounted_at"] = FormatMicros(info.mounted_at_micros());
@@ -152,6 +153,7 @@ std::string FormatMountLine(const v1::MountInfo& info) {
       absl::StrCat(info.path(), " ", MountOriginName(info.origin()), " ",
                    info.slot(), " ", FormatMicros(info.mounted_at_micros()));
   if (info.allow_other()) absl::StrAppend(&line, " allow_other");
+  if (info.passthrough()) absl::StrAppend(&line, " passthrough");
   if (!info.requested_by().empty()) {
     absl::StrAppend(&line, " by ", info.requested_by());
   }

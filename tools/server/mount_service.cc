@@ -44,8 +44,9 @@ absl::StatusOr<std::string> RealPath(const std::string& path) {
     const int err = errno;
     if (err == ENOENT) {
       return absl::NotFoundError(
-          absl::StrCat(path, " does not exist (create an empty directory "
-                             "there first)"));
+          absl::StrCat(path,
+                       " does not exist (create an empty directory "
+                       "there first)"));
     }
     return absl::ErrnoToStatus(err, absl::StrCat("realpath ", path));
   }
@@ -85,14 +86,14 @@ absl::Status CheckTrustedDirectory(const std::string& dir) {
         absl::StrCat(dir, " is not a directory"));
   }
   if (st.st_uid != 0 && st.st_uid != geteuid()) {
-    return absl::PermissionDeniedError(
-        absl::StrCat(dir, " is owned by uid ", st.st_uid,
-                     ", not by root or cairnd's user"));
+    return absl::PermissionDeniedError(absl::StrCat(
+        dir, " is owned by uid ", st.st_uid, ", not by root or cairnd's user"));
   }
   if ((st.st_mode & (S_IWGRP | S_IWOTH)) != 0) {
     return absl::PermissionDeniedError(absl::StrCat(
         dir, " is writable by group or others (mode ",
-        absl::StrFormat("%04o", st.st_mode & 07777), "); mounts need every directory from "
+        absl::StrFormat("%04o", st.st_mode & 07777),
+        "); mounts need every directory from "
         "the mount root down to the mount point's parent to be writable by "
         "root or cairnd's user only (chmod go-w)"));
   }
@@ -137,9 +138,9 @@ absl::Status CheckEmptyDirectory(const std::string& dir) {
   const int err = errno;
   closedir(d);
   if (!first.empty()) {
-    return absl::FailedPreconditionError(absl::StrCat(
-        dir, " is not empty (it holds \"", first,
-        "\"); mounts go on empty directories only"));
+    return absl::FailedPreconditionError(
+        absl::StrCat(dir, " is not empty (it holds \"", first,
+                     "\"); mounts go on empty directories only"));
   }
   if (err != 0) return absl::ErrnoToStatus(err, absl::StrCat("readdir ", dir));
   return absl::OkStatus();
@@ -167,8 +168,8 @@ absl::Status ClearStaleMount(const std::string& dir) {
   std::string prog = "fusermount3", u = "-u", z = "-z", d = dir;
   char* argv[] = {prog.data(), u.data(), z.data(), d.data(), nullptr};
   pid_t pid = 0;
-  if (int err = posix_spawnp(&pid, "fusermount3", nullptr, nullptr, argv,
-                             environ);
+  if (int err =
+          posix_spawnp(&pid, "fusermount3", nullptr, nullptr, argv, environ);
       err != 0) {
     return absl::ErrnoToStatus(
         err, absl::StrCat("cannot unmount the stale mount ", dir,
@@ -180,8 +181,7 @@ absl::Status ClearStaleMount(const std::string& dir) {
   if (!WIFEXITED(wstatus) || WEXITSTATUS(wstatus) != 0) {
     return absl::InternalError(
         absl::StrCat("cannot unmount the stale mount ", dir,
-                     ": fusermount3 -u -z failed (wait status ", wstatus,
-                     ")"));
+                     ": fusermount3 -u -z failed (wait status ", wstatus, ")"));
   }
   return absl::OkStatus();
 }
@@ -196,8 +196,7 @@ absl::StatusOr<std::string> ValidateMountRoot(const std::string& dir) {
     return real.status();
   }
   if (absl::Status s = CheckTrustedDirectory(*real); !s.ok()) {
-    return absl::Status(s.code(),
-                        absl::StrCat("mount root: ", s.message()));
+    return absl::Status(s.code(), absl::StrCat("mount root: ", s.message()));
   }
   return real;
 }
@@ -237,6 +236,7 @@ absl::StatusOr<v1::MountInfo> MountService::MountLocked(
   entry.info.set_slot(fs_options.slot.empty() ? HostSlot() : fs_options.slot);
   entry.info.set_mounted_at_micros(absl::ToUnixMicros(absl::Now()));
   entry.info.set_requested_by(peer);
+  entry.info.set_passthrough((*fs)->stats().passthrough);
   entry.fs = *std::move(fs);
   v1::MountInfo info = entry.info;
   mounts_.emplace(real, std::move(entry));
@@ -268,8 +268,8 @@ absl::StatusOr<std::string> MountService::CheckRemotePath(
   // the root (NOT_FOUND against PERMISSION_DENIED).
   const std::string normal = Normalise(path);
   if (!StrictlyInside(normal, root)) {
-    return absl::PermissionDeniedError(absl::StrCat(
-        path, " is not strictly inside the mount root ", root));
+    return absl::PermissionDeniedError(
+        absl::StrCat(path, " is not strictly inside the mount root ", root));
   }
   // The parent resolved, the last component as given: where a stale mount
   // of an earlier daemon would be.
@@ -297,8 +297,8 @@ absl::StatusOr<std::string> MountService::CheckRemotePath(
   }
   for (const auto& [mounted, entry] : mounts_) {
     if (StrictlyInside(*real, mounted)) {
-      return absl::FailedPreconditionError(absl::StrCat(
-          *real, " is inside this cairnd's mount ", mounted));
+      return absl::FailedPreconditionError(
+          absl::StrCat(*real, " is inside this cairnd's mount ", mounted));
     }
   }
   // Root, then every directory below it down to the parent.
@@ -380,7 +380,10 @@ v1::ListMountsResponse MountService::ListMounts() const {
   response.set_mount_root(options_.mount_root);
   absl::MutexLock lock(&mu_);
   for (const auto& [path, entry] : mounts_) {
-    *response.add_mounts() = entry.info;
+    v1::MountInfo* info = response.add_mounts();
+    *info = entry.info;
+    // A refused backing file turns passthrough off after the mount.
+    info->set_passthrough(entry.fs->stats().passthrough);
   }
   return response;
 }
