@@ -18,7 +18,6 @@
 #include <cstdint>
 #include <cstring>
 #include <deque>
-#include <functional>
 #include <map>
 #include <memory>
 #include <optional>
@@ -40,6 +39,7 @@
 #include "absl/time/clock.h"
 #include "fuse/errno.h"
 #include "fuse/passthrough.h"
+#include "fuse/workers.h"
 #include "proto/store_records.pb.h"
 #include "spdlog/spdlog.h"
 #include "store/digest.h"
@@ -121,55 +121,6 @@ struct DirEntry {
 };
 // A directory's listing, in READDIR offset order (entry i has offset i+1).
 using Listing = std::vector<DirEntry>;
-
-// Threads that serve the requests which may take long (READ, a first
-// verification at OPEN), so the session loop's single thread keeps
-// answering the rest at once. FIFO; Stop() runs what is queued, then joins.
-class Workers {
- public:
-  explicit Workers(int n) {
-    for (int i = 0; i < n; ++i) threads_.emplace_back([this] { Work(); });
-  }
-  ~Workers() { Stop(); }
-
-  void Run(std::function<void()> task) {
-    absl::MutexLock lock(&mu_);
-    tasks_.push_back(std::move(task));
-  }
-
-  void Stop() {
-    {
-      absl::MutexLock lock(&mu_);
-      stopping_ = true;
-    }
-    for (std::thread& t : threads_) t.join();
-    threads_.clear();
-  }
-
- private:
-  void Work() {
-    for (;;) {
-      std::function<void()> task;
-      {
-        absl::MutexLock lock(&mu_);
-        mu_.Await(absl::Condition(this, &Workers::Ready));
-        if (tasks_.empty()) return;  // Stopping, and nothing left.
-        task = std::move(tasks_.front());
-        tasks_.pop_front();
-      }
-      task();
-    }
-  }
-
-  bool Ready() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-    return stopping_ || !tasks_.empty();
-  }
-
-  absl::Mutex mu_;
-  std::deque<std::function<void()>> tasks_ ABSL_GUARDED_BY(mu_);
-  bool stopping_ ABSL_GUARDED_BY(mu_) = false;
-  std::vector<std::thread> threads_;
-};
 
 }  // namespace
 
@@ -1463,7 +1414,7 @@ absl::StatusOr<std::unique_ptr<CairnFs>> CairnFs::Mount(
   }
   state->session = se;
   state->mounted = true;
-  state->workers = std::make_unique<Workers>(std::max(1, options.workers));
+  state->workers = std::make_unique<Workers>(options.workers);
   state->loop = std::thread([se] {
     if (int err = fuse_session_loop(se); err != 0) {
       spdlog::error("fuse: session loop ended with error {}", err);
