@@ -70,7 +70,8 @@ struct CairnFsStats {
 class CairnFs {
  public:
   // Creates the FUSE session, mounts it on `mountpoint` (ro, nosuid, nodev)
-  // and runs the multithreaded loop on its own thread. `store` and `refs`
+  // and runs the session loop on its own thread (one thread; READs and
+  // passthrough opens on CairnFsOptions::workers threads). `store` and `refs`
   // are not owned and must outlive the CairnFs. Errors: InvalidArgument for
   // a null store/refs; Internal when the session or the mount fails.
   static absl::StatusOr<std::unique_ptr<CairnFs>> Mount(
