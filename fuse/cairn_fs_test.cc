@@ -107,8 +107,15 @@ class CairnFsTest : public ::testing::Test {
     dir_ = FreshTestDir("cairn_fs_test");
     mnt_ = dir_ + "/mnt";
     std::filesystem::create_directories(mnt_);
+    OpenStore(dir_ + "/data");
+  }
+
+  // (Re)opens store_ and refs_ on `data_dir`, closing the ones open.
+  void OpenStore(const std::string& data_dir) {
+    refs_.reset();
+    store_.reset();
     StoreOptions options;
-    options.data_dir = dir_ + "/data";
+    options.data_dir = data_dir;
     absl::StatusOr<std::unique_ptr<Store>> store = Store::Open(options);
     ASSERT_TRUE(store.ok()) << store.status();
     store_ = *std::move(store);
@@ -123,6 +130,18 @@ class CairnFsTest : public ::testing::Test {
         CairnFs::Mount(store_.get(), refs_.get(), mnt_, options);
     ASSERT_TRUE(fs.ok()) << fs.status();
     fs_ = *std::move(fs);
+  }
+
+  // Mounts with CairnFsOptions::passthrough and waits for INIT (a STATFS
+  // answered); *offered: whether the kernel offered passthrough.
+  void MountWithPassthrough(bool* offered) {
+    CairnFsOptions options;
+    options.passthrough = true;
+    Mount(options);
+    ASSERT_NE(fs_, nullptr);
+    struct statvfs vfs;
+    ASSERT_EQ(statvfs(mnt_.c_str(), &vfs), 0) << strerror(errno);
+    *offered = fs_->stats().passthrough;
   }
 
   void TearDown() override {
@@ -478,14 +497,9 @@ TEST_F(CairnFsTest, PassthroughServesLargeFilesFromTheirBlobs) {
   const Digest d = Push({{"big", TarEntry::kFile, 0644, big},
                          {"copy", TarEntry::kFile, 0644, big},
                          {"small", TarEntry::kFile, 0644, "small\n"}});
-  CairnFsOptions options;
-  options.passthrough = true;
-  Mount(options);
-  struct statvfs vfs;
-  ASSERT_EQ(statvfs(mnt_.c_str(), &vfs), 0);  // INIT is done.
-  if (!fs_->stats().passthrough) {
-    GTEST_SKIP() << "this kernel does not offer FUSE passthrough";
-  }
+  bool offered = false;
+  ASSERT_NO_FATAL_FAILURE(MountWithPassthrough(&offered));
+  if (!offered) GTEST_SKIP() << "this kernel does not offer FUSE passthrough";
 
   const int fd = open((ByDigest(d) + "/big").c_str(), O_RDONLY);
   ASSERT_GE(fd, 0) << strerror(errno);
@@ -517,6 +531,7 @@ TEST_F(CairnFsTest, PassthroughServesLargeFilesFromTheirBlobs) {
   // RELEASE is sent in the background at close; the session loop handles
   // requests in order on one thread, so once STATFS (never cached) is
   // answered, the RELEASEs queued before it were.
+  struct statvfs vfs;
   ASSERT_EQ(statvfs(mnt_.c_str(), &vfs), 0);
   EXPECT_EQ(fs_->stats().backing_files, 0u);
   // Opened again: a new backing file, same bytes.
@@ -541,14 +556,9 @@ TEST_F(CairnFsTest, PassthroughOpenOfACorruptBlobFailsWithEio) {
   ASSERT_GE(w, 0) << strerror(errno);
   ASSERT_EQ(pwrite(w, "X", 1, 4096), 1);
   close(w);
-  CairnFsOptions options;
-  options.passthrough = true;
-  Mount(options);
-  struct statvfs vfs;
-  ASSERT_EQ(statvfs(mnt_.c_str(), &vfs), 0);
-  if (!fs_->stats().passthrough) {
-    GTEST_SKIP() << "this kernel does not offer FUSE passthrough";
-  }
+  bool offered = false;
+  ASSERT_NO_FATAL_FAILURE(MountWithPassthrough(&offered));
+  if (!offered) GTEST_SKIP() << "this kernel does not offer FUSE passthrough";
   for (int i = 0; i < 2; ++i) {
     errno = 0;
     EXPECT_EQ(open((ByDigest(d) + "/big").c_str(), O_RDONLY), -1);
@@ -581,28 +591,13 @@ TEST_F(CairnFsTest, RefusedPassthroughFallsBackToReadsThroughTheDaemon) {
     store_.reset();
     EXPECT_EQ(umount2(merged.c_str(), MNT_DETACH), 0) << strerror(errno);
   });
-  refs_.reset();
-  store_.reset();
-  StoreOptions store_options;
-  store_options.data_dir = merged + "/data";
-  absl::StatusOr<std::unique_ptr<Store>> store = Store::Open(store_options);
-  ASSERT_TRUE(store.ok()) << store.status();
-  store_ = *std::move(store);
-  absl::StatusOr<std::unique_ptr<RefStore>> refs =
-      RefStore::Create(&store_->mutable_metadata());
-  ASSERT_TRUE(refs.ok()) << refs.status();
-  refs_ = *std::move(refs);
+  ASSERT_NO_FATAL_FAILURE(OpenStore(merged + "/data"));
 
   const std::string big = Pattern((1 << 20) + 3, 5);
   const Digest d = Push({{"big", TarEntry::kFile, 0644, big}});
-  CairnFsOptions options;
-  options.passthrough = true;
-  Mount(options);
-  struct statvfs vfs;
-  ASSERT_EQ(statvfs(mnt_.c_str(), &vfs), 0);
-  if (!fs_->stats().passthrough) {
-    GTEST_SKIP() << "this kernel does not offer FUSE passthrough";
-  }
+  bool offered = false;
+  ASSERT_NO_FATAL_FAILURE(MountWithPassthrough(&offered));
+  if (!offered) GTEST_SKIP() << "this kernel does not offer FUSE passthrough";
   for (int i = 0; i < 2; ++i) {
     const int fd = open((ByDigest(d) + "/big").c_str(), O_RDONLY);
     ASSERT_GE(fd, 0) << strerror(errno);
