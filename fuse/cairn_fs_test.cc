@@ -47,6 +47,7 @@ namespace {
 
 using ::cairn::testing::BuildTar;
 using ::cairn::testing::FreshTestDir;
+using ::cairn::testing::PatternBytes;
 using ::cairn::testing::ReadDirNames;
 using ::cairn::testing::TarEntry;
 using ::testing::ElementsAre;
@@ -301,12 +302,7 @@ TEST_F(CairnFsTest, TreeWalkNeedsNoLookupPerEntry) {
 // READ replies are spliced from the blob's fd: the bytes must come back
 // whole, at any offset, and short at the end of the file.
 TEST_F(CairnFsTest, LargeFileReadsBackWithRaisedReadahead) {
-  std::string content(5 * (1 << 20) + 123, '\0');
-  uint32_t x = 12345;
-  for (char& c : content) {
-    x = x * 1103515245u + 12345u;
-    c = static_cast<char>(x >> 24);
-  }
+  const std::string content = PatternBytes(5 * (1 << 20) + 123, 12345);
   const Digest d = Push({{"big", TarEntry::kFile, 0644, content}});
   Mount();
   struct stat mst;
@@ -463,16 +459,6 @@ TEST_F(CairnFsTest, RefXattrsTellTheSlotServed) {
   EXPECT_GE(fs_->stats().getxattrs, 4u);
 }
 
-// Pseudo-random bytes (a fixed LCG), so no two 4 KiB pages are equal.
-std::string Pattern(size_t n, uint32_t seed) {
-  std::string bytes(n, '\0');
-  for (char& c : bytes) {
-    seed = seed * 1103515245u + 12345u;
-    c = static_cast<char>(seed >> 24);
-  }
-  return bytes;
-}
-
 // All of file `fd` from offset 0 by read(2) in 1 MiB calls.
 std::string ReadAll(int fd) {
   std::string got;
@@ -493,7 +479,7 @@ std::string ReadAll(int fd) {
 // daemon. One backing file per blob while any of its files is open, gone
 // once the last is released; smaller files are read through the daemon.
 TEST_F(CairnFsTest, PassthroughServesLargeFilesFromTheirBlobs) {
-  const std::string big = Pattern((1 << 20) + 4097, 7);
+  const std::string big = PatternBytes((1 << 20) + 4097, 7);
   const Digest d = Push({{"big", TarEntry::kFile, 0644, big},
                          {"copy", TarEntry::kFile, 0644, big},
                          {"small", TarEntry::kFile, 0644, "small\n"}});
@@ -546,7 +532,7 @@ TEST_F(CairnFsTest, PassthroughServesLargeFilesFromTheirBlobs) {
 // in passthrough mode: its bytes are checked before the kernel is handed
 // the blob.
 TEST_F(CairnFsTest, PassthroughOpenOfACorruptBlobFailsWithEio) {
-  const std::string big = Pattern((1 << 20) + 1, 11);
+  const std::string big = PatternBytes((1 << 20) + 1, 11);
   const Digest d = Push({{"big", TarEntry::kFile, 0644, big}});
   const std::string hex = Sha256Of(big).ToString().substr(7);
   const std::string blob =
@@ -593,7 +579,7 @@ TEST_F(CairnFsTest, RefusedPassthroughFallsBackToReadsThroughTheDaemon) {
   });
   ASSERT_NO_FATAL_FAILURE(OpenStore(merged + "/data"));
 
-  const std::string big = Pattern((1 << 20) + 3, 5);
+  const std::string big = PatternBytes((1 << 20) + 3, 5);
   const Digest d = Push({{"big", TarEntry::kFile, 0644, big}});
   bool offered = false;
   ASSERT_NO_FATAL_FAILURE(MountWithPassthrough(&offered));

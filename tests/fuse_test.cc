@@ -31,6 +31,7 @@
 #include "absl/strings/str_cat.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "store/testing/tar_builder.h"
 #include "store/testing/test_dirs.h"
 #include "tests/daemon.h"
 #include "tests/e2e_util.h"
@@ -81,16 +82,8 @@ std::vector<std::string> XattrNames(const std::string& path,
   return names;
 }
 
-// Pseudo-random bytes (a fixed LCG).
-std::string Pattern(size_t n) {
-  std::string bytes(n, '\0');
-  uint32_t x = 2026;
-  for (char& c : bytes) {
-    x = x * 1103515245u + 12345u;
-    c = static_cast<char>(x >> 24);
-  }
-  return bytes;
-}
+// The content of share/big.bin.
+std::string BigBin() { return PatternBytes((1 << 20) + 4097, 2026); }
 
 // Param: whether cairnd runs with --fuse-passthrough.
 class FuseTest : public MountedDaemonTest,
@@ -132,8 +125,7 @@ class FuseTest : public MountedDaemonTest,
     fs::permissions(tree_ + "/bin/ls-big", fs::perms(0755));
     ASSERT_TRUE(WriteFile(tree_ + "/share/a.txt", "version one\n").ok());
     ASSERT_TRUE(WriteFile(tree_ + "/share/doc/b.txt", "b\n").ok());
-    ASSERT_TRUE(
-        WriteFile(tree_ + "/share/big.bin", Pattern((1 << 20) + 4097)).ok());
+    ASSERT_TRUE(WriteFile(tree_ + "/share/big.bin", BigBin()).ok());
     fs::permissions(tree_ + "/share/a.txt", fs::perms(0644));
     digest_ = PackAndPush(tree_, "tool@main", "noarch");
   }
@@ -309,7 +301,7 @@ TEST_P(FuseTest, CorruptBlobFailsReadsWithEio) {
 }
 
 TEST_P(FuseTest, CorruptLargeBlobIsNeverServed) {
-  const std::string hex = Sha256Hex(Pattern((1 << 20) + 4097));
+  const std::string hex = Sha256Hex(BigBin());
   const std::string blob = absl::StrCat(daemon_->data_dir(), "/blobs/sha256/",
                                         hex.substr(0, 2), "/", hex);
   ASSERT_TRUE(fs::exists(blob)) << blob;

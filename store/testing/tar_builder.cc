@@ -90,4 +90,13 @@ std::string BuildTar(const std::vector<TarEntry>& entries,
   return out;
 }
 
+std::string PatternBytes(size_t n, uint32_t seed) {
+  std::string bytes(n, '\0');
+  for (char& c : bytes) {
+    seed = seed * 1103515245u + 12345u;
+    c = static_cast<char>(seed >> 24);
+  }
+  return bytes;
+}
+
 }  // namespace cairn::testing

@@ -5,6 +5,8 @@
 #ifndef CAIRN_STORE_TESTING_TAR_BUILDER_H_
 #define CAIRN_STORE_TESTING_TAR_BUILDER_H_
 
+#include <cstddef>
+#include <cstdint>
 #include <string>
 #include <vector>
 
@@ -24,6 +26,11 @@ enum class TarCompression { kNone, kGzip, kZstd };
 // binary on a libarchive error: callers pass well-formed entries.
 std::string BuildTar(const std::vector<TarEntry>& entries,
                      TarCompression compression = TarCompression::kGzip);
+
+// `n` pseudo-random bytes for file contents (the high byte of the LCG
+// x = x * 1103515245 + 12345 from `seed`): the same for the same seed, and
+// no two 4 KiB pages equal.
+std::string PatternBytes(size_t n, uint32_t seed);
 
 }  // namespace cairn::testing
 
