@@ -191,6 +191,21 @@ READALL=(find -H DIR -type f -exec cat -- {} +)
 fuse::walk() { "${WALK[@]/#DIR/$1}" >/dev/null; }
 fuse::readall() { "${READALL[@]/#DIR/$1}" >/dev/null; }
 
+# fuse::exec_medians OUTVAR NAME CMD...: hyperfine -N --warmup 3 of the
+# CMDs (results in $W/NAME.json); OUTVAR = their medians in ms, space-
+# separated, in CMD order.
+fuse::exec_medians() {
+  local -n _m=$1
+  local name=$2
+  shift 2
+  hyperfine -N --warmup 3 --style none --export-json "$W/$name.json" "$@" \
+    >/dev/null 2>"$W/$name.err" || { cat "$W/$name.err" >&2; bench::die "hyperfine failed ($name)"; }
+  _m=$("$BENCH_PY" -c '
+import json, sys
+r = json.load(open(sys.argv[1]))["results"]
+print(" ".join("%.4f" % (x["median"] * 1e3) for x in r))' "$W/$name.json")
+}
+
 # fuse::mbps OUTVAR BYTES SECONDS
 fuse::mbps() { local -n _o=$1; _o=$(bench::py "$2 / 1e6 / $3"); }
 
@@ -514,13 +529,9 @@ for ((r = 1; r <= RUNS; r++)); do
 
   bench::log "run $r/$RUNS: exec-in-place (hyperfine)"
   # (3) warm: hyperfine's warm-up runs, then its timed runs (median).
-  hyperfine -N --warmup 3 --style none --export-json "$W/hyperfine.$r.json" \
-    "$N_EXE --version" "$C_EXE --version" "$C_EXE_D --version" "$S_EXE --version" >/dev/null 2>"$W/hyperfine.$r.err" ||
-    { cat "$W/hyperfine.$r.err" >&2; bench::die "hyperfine failed"; }
-  read -r xn xc xcd xs < <("$BENCH_PY" -c '
-import json, sys
-r = json.load(open(sys.argv[1]))["results"]
-print(" ".join("%.4f" % (x["median"] * 1e3) for x in r))' "$W/hyperfine.$r.json")
+  fuse::exec_medians xm "hyperfine.$r" \
+    "$N_EXE --version" "$C_EXE --version" "$C_EXE_D --version" "$S_EXE --version"
+  read -r xn xc xcd xs <<<"$xm"
   X_N+=("$xn"); X_C+=("$xc"); X_CD+=("$xcd"); X_S+=("$xs")
 
   bench::log "run $r/$RUNS: the same on a --fuse-passthrough mount"
@@ -537,13 +548,8 @@ print(" ".join("%.4f" % (x["median"] * 1e3) for x in r))' "$W/hyperfine.$r.json"
   fuse::timed P_READ_WARM CPU_P_READ_WARM fuse::readall "$C_SMALL"
   fuse::drop; fuse::timed P_WALK_COLD "" fuse::walk "$C_SMALL"
   fuse::drop; fuse::timed P_READ_COLD "" fuse::readall "$C_SMALL"
-  hyperfine -N --warmup 3 --style none --export-json "$W/hyperfine-p.$r.json" \
-    "$N_EXE --version" "$C_EXE --version" >/dev/null 2>"$W/hyperfine-p.$r.err" ||
-    { cat "$W/hyperfine-p.$r.err" >&2; bench::die "hyperfine (passthrough) failed"; }
-  read -r xn xc < <("$BENCH_PY" -c '
-import json, sys
-r = json.load(open(sys.argv[1]))["results"]
-print(" ".join("%.4f" % (x["median"] * 1e3) for x in r))' "$W/hyperfine-p.$r.json")
+  fuse::exec_medians xm "hyperfine-p.$r" "$N_EXE --version" "$C_EXE --version"
+  read -r xn xc <<<"$xm"
   P_X_N+=("$xn"); P_X_C+=("$xc")
   bench::log "run $r: seq cold first-open ${T_SEQ_FIRST[-1]}s later ${T_SEQ_C_COLD[-1]}s sq ${T_SEQ_S_COLD[-1]}s native ${T_SEQ_N_COLD[-1]}s;" \
     "walk cold ${T_WALK_C_COLD[-1]}/${T_WALK_S_COLD[-1]}/${T_WALK_N_COLD[-1]}s; read-all cold ${T_READ_C_COLD[-1]}/${T_READ_S_COLD[-1]}/${T_READ_N_COLD[-1]}s;" \
