@@ -39,6 +39,7 @@
 #include "store/ref_name.h"
 #include "store/refs.h"
 #include "store/store.h"
+#include "store/testing/opened_store.h"
 #include "store/testing/tar_builder.h"
 #include "store/testing/test_dirs.h"
 
@@ -47,6 +48,8 @@ namespace {
 
 using ::cairn::testing::BuildTar;
 using ::cairn::testing::FreshTestDir;
+using ::cairn::testing::OpenedStore;
+using ::cairn::testing::OpenStoreWithRefs;
 using ::cairn::testing::PatternBytes;
 using ::cairn::testing::ReadDirNames;
 using ::cairn::testing::TarEntry;
@@ -115,15 +118,10 @@ class CairnFsTest : public ::testing::Test {
   void OpenStore(const std::string& data_dir) {
     refs_.reset();
     store_.reset();
-    StoreOptions options;
-    options.data_dir = data_dir;
-    absl::StatusOr<std::unique_ptr<Store>> store = Store::Open(options);
-    ASSERT_TRUE(store.ok()) << store.status();
-    store_ = *std::move(store);
-    absl::StatusOr<std::unique_ptr<RefStore>> refs =
-        RefStore::Create(&store_->mutable_metadata());
-    ASSERT_TRUE(refs.ok()) << refs.status();
-    refs_ = *std::move(refs);
+    absl::StatusOr<OpenedStore> opened = OpenStoreWithRefs(data_dir);
+    ASSERT_TRUE(opened.ok()) << opened.status();
+    store_ = std::move(opened->store);
+    refs_ = std::move(opened->refs);
   }
 
   void Mount(const CairnFsOptions& options = {}) {

@@ -25,6 +25,7 @@
 #include "store/metadata.h"
 #include "store/ref_name.h"
 #include "store/store.h"
+#include "store/testing/opened_store.h"
 #include "store/testing/tar_builder.h"
 #include "store/testing/test_dirs.h"
 
@@ -38,6 +39,8 @@ namespace {
 
 using ::cairn::testing::BuildTar;
 using ::cairn::testing::FreshTestDir;
+using ::cairn::testing::OpenedStore;
+using ::cairn::testing::OpenStoreWithRefs;
 using ::cairn::testing::TarEntry;
 using ::testing::ElementsAre;
 using ::testing::HasSubstr;
@@ -60,15 +63,10 @@ class RefsTest : public ::testing::Test {
   void Reopen() {
     refs_.reset();
     store_.reset();
-    StoreOptions options;
-    options.data_dir = dir_;
-    absl::StatusOr<std::unique_ptr<Store>> s = Store::Open(options);
-    ASSERT_TRUE(s.ok()) << s.status();
-    store_ = *std::move(s);
-    absl::StatusOr<std::unique_ptr<RefStore>> r =
-        RefStore::Create(&store_->mutable_metadata());
-    ASSERT_TRUE(r.ok()) << r.status();
-    refs_ = *std::move(r);
+    absl::StatusOr<OpenedStore> opened = OpenStoreWithRefs(dir_);
+    ASSERT_TRUE(opened.ok()) << opened.status();
+    store_ = std::move(opened->store);
+    refs_ = std::move(opened->refs);
   }
 
   // An artefact record written directly (no bytes), marked DURABLE so the

@@ -23,6 +23,7 @@
 #include "proto/mount.grpc.pb.h"
 #include "store/refs.h"
 #include "store/store.h"
+#include "store/testing/opened_store.h"
 #include "store/testing/tar_builder.h"
 #include "store/testing/test_dirs.h"
 #include "tools/server/cas_service.h"
@@ -33,6 +34,8 @@ namespace {
 namespace fs = std::filesystem;
 using ::cairn::testing::BuildTar;
 using ::cairn::testing::FreshTestDir;
+using ::cairn::testing::OpenedStore;
+using ::cairn::testing::OpenStoreWithRefs;
 using ::cairn::testing::TarEntry;
 using ::testing::HasSubstr;
 using ::testing::IsEmpty;
@@ -46,15 +49,10 @@ class MountServiceTest : public ::testing::Test {
     fs::create_directories(fresh);
     // Mount roots and mount points are compared after realpath.
     dir_ = fs::canonical(fresh).string();
-    StoreOptions store_options;
-    store_options.data_dir = dir_ + "/data";
-    absl::StatusOr<std::unique_ptr<Store>> store = Store::Open(store_options);
-    ASSERT_TRUE(store.ok()) << store.status();
-    store_ = *std::move(store);
-    absl::StatusOr<std::unique_ptr<RefStore>> refs =
-        RefStore::Create(&store_->mutable_metadata());
-    ASSERT_TRUE(refs.ok()) << refs.status();
-    refs_ = *std::move(refs);
+    absl::StatusOr<OpenedStore> opened = OpenStoreWithRefs(dir_ + "/data");
+    ASSERT_TRUE(opened.ok()) << opened.status();
+    store_ = std::move(opened->store);
+    refs_ = std::move(opened->refs);
 
     // <dir>/root is the mount root; <dir>/outside is not inside it.
     root_ = dir_ + "/root";

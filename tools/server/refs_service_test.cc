@@ -23,6 +23,7 @@
 #include "store/ref_name.h"
 #include "store/refs.h"
 #include "store/store.h"
+#include "store/testing/opened_store.h"
 #include "store/testing/tar_builder.h"
 #include "store/testing/test_dirs.h"
 #include "tools/server/cas_service.h"
@@ -33,6 +34,8 @@ namespace {
 
 using ::cairn::testing::BuildTar;
 using ::cairn::testing::FreshTestDir;
+using ::cairn::testing::OpenedStore;
+using ::cairn::testing::OpenStoreWithRefs;
 using ::cairn::testing::TarEntry;
 using ::testing::ElementsAre;
 using ::testing::HasSubstr;
@@ -42,15 +45,10 @@ class RefsServiceTest : public ::testing::Test {
  protected:
   void SetUp() override {
     dir_ = FreshTestDir("refs_service_test");
-    StoreOptions store_options;
-    store_options.data_dir = dir_;
-    absl::StatusOr<std::unique_ptr<Store>> store = Store::Open(store_options);
-    ASSERT_TRUE(store.ok()) << store.status();
-    store_ = *std::move(store);
-    absl::StatusOr<std::unique_ptr<RefStore>> refs =
-        RefStore::Create(&store_->mutable_metadata());
-    ASSERT_TRUE(refs.ok()) << refs.status();
-    refs_ = *std::move(refs);
+    absl::StatusOr<OpenedStore> opened = OpenStoreWithRefs(dir_);
+    ASSERT_TRUE(opened.ok()) << opened.status();
+    store_ = std::move(opened->store);
+    refs_ = std::move(opened->refs);
     cas_service_ = std::make_unique<CasService>(*store_);
     refs_service_ = std::make_unique<RefsService>(*refs_);
 
