@@ -42,11 +42,13 @@ std::string BuildTar(const std::vector<TarEntry>& entries,
       Check(archive_write_add_filter_zstd(a), a, "filter");
       break;
   }
-  // Big enough for any test archive; archive_write_open_memory needs a
-  // fixed buffer.
-  std::string out(64 << 20, '\0');
-  size_t used = 0;
-  Check(archive_write_open_memory(a, out.data(), out.size(), &used), a, "open");
+  // Exactly the archive's bytes; the final block is not padded (as
+  // `tar czf` writes it).
+  Check(archive_write_set_bytes_in_last_block(a, 1), a, "last block");
+  std::string out;
+  Check(archive_write_open(a, &out, /*opener=*/nullptr, AppendToString,
+                           /*closer=*/nullptr),
+        a, "open");
   for (const TarEntry& e : entries) {
     archive_entry* entry = archive_entry_new();
     archive_entry_set_pathname(entry, e.path.c_str());
