@@ -18,6 +18,7 @@
 #include <vector>
 
 #include "absl/container/flat_hash_map.h"
+#include "absl/strings/cord.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/escaping.h"
@@ -60,6 +61,20 @@ std::string Quote(absl::string_view name) {
   return absl::StrCat("\"", absl::CHexEscape(name), "\"");
 }
 
+// Payloads marking IndexArchive's errors (IsArchiveRejection).
+constexpr absl::string_view kRejectionPayload =
+    "type.cairn.dev/cairn.ArchiveRejection";
+constexpr absl::string_view kNotArchivePayload =
+    "type.cairn.dev/cairn.NotTheArchive";
+
+// `s`, marked as a failure of something other than the archive's content
+// (the ByteSource, the FileContentSink, memory), which IndexArchive then
+// never reports as a rejection.
+absl::Status NotTheArchive(absl::Status s) {
+  if (!s.ok()) s.SetPayload(kNotArchivePayload, absl::Cord());
+  return s;
+}
+
 absl::Status Unsafe(absl::string_view name, absl::string_view why) {
   return absl::InvalidArgumentError(
       absl::StrCat("unsafe archive: entry ", Quote(name), " ", why));
@@ -77,7 +92,7 @@ class Input {
   absl::StatusOr<absl::string_view> Peek(size_t n) {
     while (head_.size() < n && !eof_) {
       absl::StatusOr<absl::string_view> chunk = source_.Next();
-      if (!chunk.ok()) return chunk.status();
+      if (!chunk.ok()) return NotTheArchive(chunk.status());
       if (chunk->empty()) {
         eof_ = true;
       } else if (head_.empty() && chunk->size() >= n) {
@@ -103,7 +118,7 @@ class Input {
     }
     if (eof_) return absl::string_view();
     absl::StatusOr<absl::string_view> chunk = source_.Next();
-    if (!chunk.ok()) return chunk.status();
+    if (!chunk.ok()) return NotTheArchive(chunk.status());
     if (chunk->empty()) eof_ = true;
     return chunk;
   }
@@ -267,7 +282,9 @@ class ZstdDecoder : public Decoder {
         out_(std::make_unique<char[]>(kOutBufferSize)) {}
 
   absl::Status Init() {
-    if (ctx_ == nullptr) return absl::ResourceExhaustedError("ZSTD_createDCtx");
+    if (ctx_ == nullptr) {
+      return NotTheArchive(absl::ResourceExhaustedError("ZSTD_createDCtx"));
+    }
     const size_t r = ZSTD_DCtx_setParameter(ctx_.get(), ZSTD_d_windowLogMax,
                                             kZstdWindowLogMax);
     if (ZSTD_isError(r)) {
@@ -729,7 +746,7 @@ class Indexer {
 
     if (sink_ != nullptr) {
       absl::Status s = sink_->BeginFile(path, size);
-      if (!s.ok()) return s;
+      if (!s.ok()) return NotTheArchive(std::move(s));
     }
     if (hash_) sha_.Reset();
     uint64_t streamed = 0;
@@ -770,7 +787,7 @@ class Indexer {
     const Digest digest = hash_ ? sha_.Finish() : Digest();
     if (sink_ != nullptr) {
       absl::Status s = sink_->EndFile(digest);
-      if (!s.ok()) return s;
+      if (!s.ok()) return NotTheArchive(std::move(s));
     }
     rec->set_size(size);
     if (hash_) rec->set_content_digest(std::string(digest.raw()));
@@ -783,7 +800,7 @@ class Indexer {
     if (data.empty()) return absl::OkStatus();
     if (hash_) sha_.Update(data);
     if (md != nullptr) md->content.append(data.data(), data.size());
-    if (sink_ != nullptr) return sink_->Append(data);
+    if (sink_ != nullptr) return NotTheArchive(sink_->Append(data));
     return absl::OkStatus();
   }
 
@@ -816,9 +833,11 @@ class Indexer {
 
 }  // namespace
 
-absl::StatusOr<ArchiveIndex> IndexArchive(ByteSource& source,
-                                          const ArchiveLimits& limits,
-                                          FileContentSink* sink) {
+namespace {
+
+absl::StatusOr<ArchiveIndex> Index(ByteSource& source,
+                                   const ArchiveLimits& limits,
+                                   FileContentSink* sink) {
   ArchiveIndex index;
   Input input(source);
   absl::StatusOr<absl::string_view> head = input.Peek(4);
@@ -844,7 +863,9 @@ absl::StatusOr<ArchiveIndex> IndexArchive(ByteSource& source,
 
   ReadContext ctx{decoder.get(), absl::OkStatus()};
   std::unique_ptr<struct archive, ArchiveDeleter> a(archive_read_new());
-  if (a == nullptr) return absl::ResourceExhaustedError("archive_read_new");
+  if (a == nullptr) {
+    return NotTheArchive(absl::ResourceExhaustedError("archive_read_new"));
+  }
   if (archive_read_support_filter_none(a.get()) != ARCHIVE_OK ||
       archive_read_support_format_tar(a.get()) != ARCHIVE_OK) {
     return absl::InternalError(
@@ -869,6 +890,27 @@ absl::StatusOr<ArchiveIndex> IndexArchive(ByteSource& source,
     if (rest->empty()) break;
   }
   return index;
+}
+
+}  // namespace
+
+absl::StatusOr<ArchiveIndex> IndexArchive(ByteSource& source,
+                                          const ArchiveLimits& limits,
+                                          FileContentSink* sink) {
+  absl::StatusOr<ArchiveIndex> index = Index(source, limits, sink);
+  if (index.ok()) return index;
+  absl::Status s = index.status();
+  if (s.GetPayload(kNotArchivePayload).has_value()) {
+    s.ErasePayload(kNotArchivePayload);
+  } else if (absl::IsInvalidArgument(s) || absl::IsResourceExhausted(s) ||
+             absl::IsOutOfRange(s)) {
+    s.SetPayload(kRejectionPayload, absl::Cord());
+  }
+  return s;
+}
+
+bool IsArchiveRejection(const absl::Status& status) {
+  return status.GetPayload(kRejectionPayload).has_value();
 }
 
 absl::Status FillContentDigests(const std::vector<Digest>& digests,

@@ -99,6 +99,15 @@ absl::StatusOr<ArchiveIndex> IndexArchive(ByteSource& source,
                                           const ArchiveLimits& limits,
                                           FileContentSink* sink);
 
+// Whether `status`, an error IndexArchive returned, refuses the archive
+// itself: unsafe, malformed or over `limits` (InvalidArgument,
+// ResourceExhausted or OutOfRange, marked with a status payload). False for
+// every other status, including failures of the ByteSource, of the
+// FileContentSink (a full disk is ResourceExhausted too) and of memory,
+// which say nothing about the archive. Statuses rebuilt from IndexArchive's
+// keep the mark only if they copy its payloads.
+bool IsArchiveRejection(const absl::Status& status);
+
 // Sets content_digest of the index's regular files from `digests` (one per
 // regular file, in entry order) and of each hardlink from its target. For
 // indexes made with a sink that HashesContent(). Errors: InvalidArgument

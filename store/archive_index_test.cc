@@ -218,7 +218,7 @@ class CollectingSink : public FileContentSink {
   }
   absl::Status Append(absl::string_view data) override {
     EXPECT_TRUE(open_);
-    if (current_ == fail_path_) return absl::DataLossError("disk on fire");
+    if (current_ == fail_path_) return fail_with_;
     files_[current_].append(data.data(), data.size());
     return absl::OkStatus();
   }
@@ -229,7 +229,11 @@ class CollectingSink : public FileContentSink {
     return absl::OkStatus();
   }
 
-  void FailOn(std::string path) { fail_path_ = std::move(path); }
+  // Append fails with `error` from file `path` on.
+  void FailOn(std::string path, absl::Status error) {
+    fail_path_ = std::move(path);
+    fail_with_ = std::move(error);
+  }
 
   std::map<std::string, std::string> files_;
   std::map<std::string, uint64_t> declared_;
@@ -240,6 +244,7 @@ class CollectingSink : public FileContentSink {
   bool open_ = false;
   std::string current_;
   std::string fail_path_;
+  absl::Status fail_with_;
 };
 
 absl::StatusOr<ArchiveIndex> Index(std::string data, size_t chunk = 1 << 16,
@@ -284,6 +289,7 @@ void ExpectRejected(const std::vector<TestEntry>& entries,
   ASSERT_FALSE(index.ok());
   EXPECT_EQ(index.status().code(), code) << index.status();
   EXPECT_THAT(index.status().message(), HasSubstr(needle));
+  EXPECT_TRUE(IsArchiveRejection(index.status())) << index.status();
 }
 
 // A tree exercising every entry type.
@@ -828,13 +834,21 @@ TEST(ArchiveIndexTest, GarbageRejected) {
   EXPECT_THAT(index.status().message(), HasSubstr("not a tar archive"));
 }
 
+// The sink's and the source's errors come back as they are, and are not
+// the archive's rejection, even with a rejection's code (a full disk is
+// ResourceExhausted, as an archive over its limits is).
 TEST(ArchiveIndexTest, SinkErrorPropagates) {
-  CollectingSink sink;
-  sink.FailOn("share/doc/README");
-  absl::StatusOr<ArchiveIndex> index =
-      Index(MakeTar(SampleTree(), Filter::kGzip), 1 << 16, &sink);
-  ASSERT_FALSE(index.ok());
-  EXPECT_EQ(index.status(), absl::DataLossError("disk on fire"));
+  for (const absl::Status& error :
+       {absl::DataLossError("disk on fire"),
+        absl::ResourceExhaustedError("No space left on device")}) {
+    CollectingSink sink;
+    sink.FailOn("share/doc/README", error);
+    absl::StatusOr<ArchiveIndex> index =
+        Index(MakeTar(SampleTree(), Filter::kGzip), 1 << 16, &sink);
+    ASSERT_FALSE(index.ok());
+    EXPECT_EQ(index.status(), error);
+    EXPECT_FALSE(IsArchiveRejection(index.status()));
+  }
 }
 
 TEST(ArchiveIndexTest, SourceErrorPropagates) {
@@ -842,12 +856,13 @@ TEST(ArchiveIndexTest, SourceErrorPropagates) {
     std::string data = MakeTar({File("r.bin", RandomBytes(200000, 8))}, f);
     for (size_t at : {size_t{0}, size_t{2}, data.size() / 2}) {
       StringSource source(data, 100);
-      source.FailAt(at, absl::CancelledError("upload abandoned"));
+      source.FailAt(at, absl::ResourceExhaustedError("out of memory"));
       absl::StatusOr<ArchiveIndex> index =
           IndexArchive(source, ArchiveLimits(), nullptr);
       ASSERT_FALSE(index.ok());
-      EXPECT_EQ(index.status(), absl::CancelledError("upload abandoned"))
+      EXPECT_EQ(index.status(), absl::ResourceExhaustedError("out of memory"))
           << static_cast<int>(f) << " at " << at;
+      EXPECT_FALSE(IsArchiveRejection(index.status()));
     }
   }
 }

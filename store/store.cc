@@ -753,13 +753,6 @@ void StoreImpl::Adopt(std::shared_ptr<IndexJob> job, const Digest& digest,
 }
 
 namespace {
-// Whether an indexing error means the archive itself is refused (unsafe,
-// malformed or over limits), as opposed to an I/O or internal failure.
-bool IsArchiveRejection(const absl::Status& s) {
-  return absl::IsInvalidArgument(s) || absl::IsResourceExhausted(s) ||
-         absl::IsOutOfRange(s);
-}
-
 absl::Status Rejected(const absl::Status& why) {
   return absl::Status(why.code(), absl::StrCat("artefact rejected, nothing "
                                                "stored: ",
@@ -794,7 +787,8 @@ void StoreImpl::CompleteIndex(const Digest& digest, uint64_t size,
 void StoreImpl::Reject(const Digest& digest, const absl::Status& why) {
   spdlog::warn(
       "artefact {} rejected after it was acknowledged: {}; deleting it",
-      digest.ToString(), why.ToString());
+      digest.ToString(),
+      why.ToString(absl::StatusToStringMode::kWithNoExtraData));
   absl::Status s;
   {
     absl::MutexLock lock(&CommitMutex(digest));
@@ -1112,12 +1106,17 @@ class UploadImpl : public ArtefactUpload {
   }
 
  private:
-  // The indexer's error, once it finished, as a rejection; OK otherwise
-  // (waits for the indexer).
+  // The indexer's error once it finished (waits for it): the archive's
+  // rejection, or the failure (I/O, memory) that stopped it; OK otherwise.
+  // Nothing is stored either way.
   absl::Status IndexError() {
     absl::StatusOr<ArchiveIndex>& index = job_->WaitIndexed();
-    if (!index.ok()) return Rejected(index.status());
-    return absl::OkStatus();
+    if (index.ok()) return absl::OkStatus();
+    if (IsArchiveRejection(index.status())) return Rejected(index.status());
+    return absl::Status(index.status().code(),
+                        absl::StrCat("indexing the archive failed, nothing "
+                                     "stored: ",
+                                     index.status().message()));
   }
 
   // Commits the durable tarball with an INDEXING record and leaves the

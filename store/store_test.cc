@@ -4,10 +4,13 @@
 
 #include <dirent.h>
 #include <fcntl.h>
+#include <sys/mount.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <string>
@@ -30,6 +33,7 @@ using ::cairn::testing::TarCompression;
 using ::cairn::testing::TarEntry;
 using ::testing::ElementsAre;
 using ::testing::HasSubstr;
+using ::testing::Not;
 
 std::string ReadWholeFile(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
@@ -507,6 +511,63 @@ TEST_F(StoreTest, UnsafeArchiveAcknowledgedEarlyIsRejectedAndDeleted) {
   std::string out;
   ASSERT_TRUE(store_->ReadBlob(Sha256Of(good), 0, good.size(), &out).ok());
   EXPECT_EQ(out, good);
+}
+
+// A full disk while an acknowledged upload is indexed is no reason to
+// delete it (ENOSPC is ResourceExhausted, as an archive over its limits
+// is): it stays INDEXING and is indexed at the next start with room.
+TEST_F(StoreTest, FullDiskDuringBackgroundIndexKeepsTheArtefact) {
+  store_.reset();
+  std::filesystem::create_directories(dir_);
+  if (mount("cairn-store-test", dir_.c_str(), "tmpfs", 0, "size=48m") != 0) {
+    GTEST_SKIP() << "cannot mount a tmpfs (needs root): " << strerror(errno);
+  }
+  struct Unmount {
+    std::string dir;
+    ~Unmount() { umount2(dir.c_str(), MNT_DETACH); }
+  } unmount{dir_};
+  StoreOptions options;
+  options.data_dir = dir_;
+  options.testing_indexer_gate = std::make_shared<absl::Notification>();
+  absl::StatusOr<std::unique_ptr<Store>> gated = Store::Open(options);
+  ASSERT_TRUE(gated.ok()) << gated.status();
+  store_ = *std::move(gated);
+
+  // 96 MiB of zeros gzip to ~100 KiB: the tarball fits, its file does not.
+  const std::string big(96 << 20, '\0');
+  const std::string tarball = BuildTar(ToolEntries(big));
+  ASSERT_LT(tarball.size(), 1u << 20);
+  const Digest digest = Sha256Of(tarball);
+  UploadOptions early;
+  early.acknowledge_before_index = true;
+  absl::StatusOr<UploadResult> r = Push(*store_, tarball, early, 64 << 10);
+  ASSERT_TRUE(r.ok()) << r.status();
+
+  options.testing_indexer_gate->Notify();
+  absl::Status outcome = store_->WaitIndexed(digest).status();
+  EXPECT_EQ(outcome.code(), absl::StatusCode::kResourceExhausted) << outcome;
+  EXPECT_THAT(outcome.message(), Not(HasSubstr("rejected")));
+  absl::StatusOr<store::ArtefactRecord> kept =
+      store_->metadata().GetArtefact(digest);
+  ASSERT_TRUE(kept.ok()) << kept.status();
+  EXPECT_EQ(kept->index_state(), store::ArtefactRecord::INDEXING);
+  std::string out;
+  ASSERT_TRUE(store_->ReadBlob(digest, 0, tarball.size(), &out).ok());
+  EXPECT_EQ(out, tarball);
+
+  // With room, the next start indexes it.
+  store_.reset();
+  ASSERT_EQ(mount(nullptr, dir_.c_str(), nullptr, MS_REMOUNT, "size=256m"), 0)
+      << strerror(errno);
+  Reopen();
+  EXPECT_EQ(store_->recovered_artefacts(), 1);
+  absl::StatusOr<store::ArtefactRecord> indexed =
+      store_->metadata().GetArtefact(digest);
+  ASSERT_TRUE(indexed.ok()) << indexed.status();
+  EXPECT_NE(indexed->index_state(), store::ArtefactRecord::INDEXING);
+  ASSERT_TRUE(store_->ReadBlob(Sha256Of(big), 0, 4096, &out).ok());
+  EXPECT_EQ(out, big.substr(0, 4096));
+  store_.reset();
 }
 
 TEST_F(StoreTest, WaitIndexedReportsUnknownAndDeadline) {
