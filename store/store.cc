@@ -1199,12 +1199,15 @@ absl::StatusOr<std::unique_ptr<Store>> Store::Open(
         absl::StrCat("cannot create data directory ", options.data_dir, ": ",
                      strerror(errno)));
   }
-  absl::StatusOr<std::unique_ptr<BlobStore>> blobs =
-      BlobStore::Open(options.data_dir);
-  if (!blobs.ok()) return blobs.status();
+  // The metadata first: its lock keeps a second store (another cairnd on
+  // the same data dir) from getting as far as BlobStore::Open, which empties
+  // tmp/ of the running one's uploads.
   absl::StatusOr<std::unique_ptr<MetadataDb>> meta =
       MetadataDb::Open(options.data_dir + "/meta");
   if (!meta.ok()) return meta.status();
+  absl::StatusOr<std::unique_ptr<BlobStore>> blobs =
+      BlobStore::Open(options.data_dir);
+  if (!blobs.ok()) return blobs.status();
   auto store =
       std::make_unique<StoreImpl>(options, *std::move(blobs), *std::move(meta));
   if (absl::Status s = store->Init(); !s.ok()) return s;

@@ -570,6 +570,30 @@ TEST_F(StoreTest, FullDiskDuringBackgroundIndexKeepsTheArtefact) {
   store_.reset();
 }
 
+// A second store on a data dir in use fails to open, and leaves the
+// running one's uploads alone (their temp files in tmp/).
+TEST_F(StoreTest, SecondOpenOfADataDirInUseHarmsNothing) {
+  const std::string tarball = BuildTar(ToolEntries("in flight"));
+  absl::StatusOr<std::unique_ptr<ArtefactUpload>> up =
+      store_->BeginUpload(UploadOptions());
+  ASSERT_TRUE(up.ok()) << up.status();
+  ASSERT_TRUE((*up)->Append(tarball.substr(0, 100)).ok());
+  ASSERT_GT(CountRegularFiles(dir_ + "/tmp"), 0);
+
+  StoreOptions options;
+  options.data_dir = dir_;
+  absl::StatusOr<std::unique_ptr<Store>> second = Store::Open(options);
+  EXPECT_FALSE(second.ok());
+  EXPECT_THAT(second.status().message(), HasSubstr("LOCK")) << second.status();
+  EXPECT_GT(CountRegularFiles(dir_ + "/tmp"), 0);
+
+  ASSERT_TRUE((*up)->Append(tarball.substr(100)).ok());
+  absl::StatusOr<UploadResult> r = (*up)->Finish();
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->digest, Sha256Of(tarball));
+  EXPECT_TRUE(store_->Stat(r->digest).ok());
+}
+
 TEST_F(StoreTest, WaitIndexedReportsUnknownAndDeadline) {
   const Digest unknown = Sha256Of("no such artefact");
   EXPECT_EQ(store_->WaitIndexed(unknown).status().code(),
