@@ -868,29 +868,9 @@ void OpReaddirplus(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
   ReplyListing<true>(req, ino, size, off);
 }
 
-// Checks the blob's bytes against `digest`. Returns 0 or EIO.
-int VerifyBlob(int fd, const Digest& digest) {
-  // Sequential: the kernel reads ahead (twice its default window) while
-  // this thread hashes.
-  posix_fadvise(fd, 0, 0, POSIX_FADV_SEQUENTIAL);
-  Sha256 hash;
-  std::vector<char> buf(kMaxIo);
-  off_t off = 0;
-  for (;;) {
-    const ssize_t n = pread(fd, buf.data(), buf.size(), off);
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      return EIO;
-    }
-    if (n == 0) break;
-    hash.Update(buf.data(), n);
-    off += n;
-  }
-  return hash.Finish() == digest ? 0 : EIO;
-}
-
 // Checks the blob `fd` of `n` against its digest unless some earlier read
-// did in this daemon's life. Returns 0 or EIO (logged).
+// did in this daemon's life. Returns 0 or EIO (logged): for wrong bytes,
+// remembered until restart; for a failed read of the blob, not.
 int EnsureVerified(State& s, const Node& n, const Digest& digest, int fd) {
   auto verified = [&] {
     absl::MutexLock lock(&s.mu);
@@ -904,7 +884,16 @@ int EnsureVerified(State& s, const Node& n, const Digest& digest, int fd) {
     absl::MutexLock lock(&s.mu);
     if (s.corrupt.contains(digest)) return EIO;  // Logged when found.
   }
-  if (VerifyBlob(fd, digest) != 0) {
+  absl::StatusOr<FileDigest> hashed = Sha256OfFd(fd);
+  if (!hashed.ok()) {
+    // Not the bytes' fault: the next read tries again.
+    spdlog::error("fuse: {} of artefact {}: cannot read blob {}: {}; "
+                  "returning EIO",
+                  n.path, n.artefact.ToString(), digest.ToString(),
+                  hashed.status().ToString());
+    return EIO;
+  }
+  if (hashed->digest != digest) {
     spdlog::error(
         "fuse: {} of artefact {}: stored bytes do not match their digest "
         "{}; returning EIO (for every read of that content until restart)",

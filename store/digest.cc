@@ -2,9 +2,13 @@
 
 #include "store/digest.h"
 
+#include <fcntl.h>
 #include <openssl/evp.h>
+#include <unistd.h>
 
+#include <cerrno>
 #include <cstring>
+#include <vector>
 
 #include "absl/status/status.h"
 #include "absl/strings/escaping.h"
@@ -99,6 +103,25 @@ Digest Sha256Of(absl::string_view data) {
   Sha256 h;
   h.Update(data);
   return h.Finish();
+}
+
+absl::StatusOr<FileDigest> Sha256OfFd(int fd) {
+  posix_fadvise(fd, 0, 0, POSIX_FADV_SEQUENTIAL);
+  Sha256 hash;
+  std::vector<char> buf(1 << 20);
+  FileDigest out;
+  for (;;) {
+    const ssize_t n = pread(fd, buf.data(), buf.size(), out.size);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return absl::ErrnoToStatus(errno, "pread");
+    }
+    if (n == 0) break;
+    hash.Update(buf.data(), static_cast<size_t>(n));
+    out.size += static_cast<uint64_t>(n);
+  }
+  out.digest = hash.Finish();
+  return out;
 }
 
 }  // namespace cairn

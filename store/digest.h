@@ -90,6 +90,19 @@ class Sha256 {
 // The SHA-256 of `data`.
 Digest Sha256Of(absl::string_view data);
 
+// A file's SHA-256 and its size in bytes.
+struct FileDigest {
+  Digest digest;
+  uint64_t size = 0;
+};
+
+// The SHA-256 of the bytes of open file `fd` from offset 0 to its end, read
+// with pread(2) in 1 MiB chunks (the fd's offset is untouched; the kernel
+// is told the reads are sequential), and their number. Errors: a failed
+// pread as absl::ErrnoToStatus (EIO is Unknown, for example), which says
+// nothing about the bytes. Thread-safe for distinct calls.
+absl::StatusOr<FileDigest> Sha256OfFd(int fd);
+
 }  // namespace cairn
 
 #endif  // CAIRN_STORE_DIGEST_H_

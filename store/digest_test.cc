@@ -2,6 +2,12 @@
 
 #include "store/digest.h"
 
+#include <fcntl.h>
+#include <stdio.h>
+#include <unistd.h>
+
+#include <string>
+
 #include "gtest/gtest.h"
 
 namespace cairn {
@@ -50,6 +56,31 @@ TEST(DigestTest, RejectsMalformed) {
               std::string::npos);
   }
   EXPECT_FALSE(Digest::FromRaw("short").ok());
+}
+
+// Sha256OfFd hashes the whole file whatever the fd's offset, which it
+// leaves alone; a read that fails is an error, not a digest.
+TEST(DigestTest, Sha256OfFd) {
+  std::string data(3 << 20, '\0');
+  for (size_t i = 0; i < data.size(); ++i) data[i] = static_cast<char>(i * 7);
+  data += "tail";
+  FILE* f = tmpfile();
+  ASSERT_NE(f, nullptr);
+  const int fd = fileno(f);
+  ASSERT_EQ(write(fd, data.data(), data.size()),
+            static_cast<ssize_t>(data.size()));
+  ASSERT_EQ(lseek(fd, 5, SEEK_SET), 5);
+  absl::StatusOr<FileDigest> hashed = Sha256OfFd(fd);
+  ASSERT_TRUE(hashed.ok()) << hashed.status();
+  EXPECT_EQ(hashed->digest, Sha256Of(data));
+  EXPECT_EQ(hashed->size, data.size());
+  EXPECT_EQ(lseek(fd, 0, SEEK_CUR), 5);
+  fclose(f);
+
+  const int dir = open("/", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  ASSERT_GE(dir, 0);
+  EXPECT_FALSE(Sha256OfFd(dir).ok());  // EISDIR
+  close(dir);
 }
 
 }  // namespace

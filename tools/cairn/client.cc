@@ -89,17 +89,13 @@ absl::StatusOr<int> OpenRegular(const std::string& path, uint64_t* size) {
 
 absl::StatusOr<std::pair<Digest, uint64_t>> HashFd(int fd,
                                                    const std::string& path) {
-  Sha256 hasher;
-  std::string buffer(kUploadChunkBytes, '\0');
-  uint64_t total = 0;
-  for (;;) {
-    absl::StatusOr<size_t> n = ReadFull(fd, buffer.data(), buffer.size(), path);
-    if (!n.ok()) return n.status();
-    if (*n == 0) break;
-    hasher.Update(buffer.data(), *n);
-    total += *n;
+  absl::StatusOr<FileDigest> hashed = Sha256OfFd(fd);
+  if (!hashed.ok()) {
+    return absl::Status(hashed.status().code(),
+                        absl::StrCat("read ", path, ": ",
+                                     hashed.status().message()));
   }
-  return std::make_pair(hasher.Finish(), total);
+  return std::make_pair(hashed->digest, hashed->size);
 }
 
 }  // namespace
