@@ -5,6 +5,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <stdio.h>  // renameat2, RENAME_NOREPLACE
 #include <sys/random.h>
 #include <sys/stat.h>
 #include <sys/types.h>
@@ -88,6 +89,25 @@ absl::Status SyncDir(const std::string& path) {
     status = ErrnoError(errno, "cannot fsync directory", path);
   close(fd);
   return status;
+}
+
+// fdatasync(2) of the file at `path`.
+absl::Status SyncFile(const std::string& path) {
+  int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return ErrnoError(errno, "cannot open", path);
+  absl::Status status;
+  if (fdatasync(fd) != 0) status = ErrnoError(errno, "cannot fdatasync", path);
+  close(fd);
+  return status;
+}
+
+// Whether the file at `path` can be read and holds bytes with `digest`.
+bool HoldsBytesOf(const std::string& path, const Digest& digest) {
+  int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return false;
+  absl::StatusOr<FileDigest> hashed = Sha256OfFd(fd);
+  close(fd);
+  return hashed.ok() && hashed->digest == digest;
 }
 
 // Creates `path` and every missing parent (mkdir -p). Each directory created
@@ -285,13 +305,34 @@ class BlobWriterImpl : public BlobWriter {
     if (!status.ok()) return Fail(std::move(status));
 
     const std::string final_path = layout_->PathFor(*digest);
-    if (rename(temp_path_.c_str(), final_path.c_str()) != 0) {
-      int err = errno;
-      return Fail(ErrnoError(
-          err, absl::StrCat("cannot rename ", temp_path_, " to"), final_path));
+    // A blob file already in place with these bytes stays: it may be durable
+    // while this one is not yet (kDeferred), and renaming over it would let
+    // a crash leave unsynced bytes under a name whose record says durable.
+    // One with other bytes (what a crash leaves of an unsynced file) is
+    // replaced.
+    int rc = renameat2(AT_FDCWD, temp_path_.c_str(), AT_FDCWD,
+                       final_path.c_str(), RENAME_NOREPLACE);
+    if (rc != 0 && errno == EEXIST && HoldsBytesOf(final_path, *digest)) {
+      RemoveTemp();
+      committed_ = true;
+      if (durable) {
+        status = SyncFile(final_path);
+        if (!status.ok()) return status;
+      }
+    } else {
+      if (rc != 0 && (errno == EEXIST || errno == EINVAL)) {
+        // EINVAL: a file system without RENAME_NOREPLACE.
+        rc = rename(temp_path_.c_str(), final_path.c_str());
+      }
+      if (rc != 0) {
+        int err = errno;
+        return Fail(
+            ErrnoError(err, absl::StrCat("cannot rename ", temp_path_, " to"),
+                       final_path));
+      }
+      // The temp name is gone; nothing is left to clean up.
+      committed_ = true;
     }
-    // The temp name is gone; nothing is left to clean up.
-    committed_ = true;
 
     if (durable) {
       status = SyncDir(shard_dir);

@@ -72,9 +72,11 @@ class BlobWriter {
 
   // Finish()es if needed, then, if `expected` is set and differs from the
   // actual digest, returns DataLoss naming both digests and removes the temp
-  // file. Otherwise moves the temp file to its final path, replacing any
-  // file there (same digest, so same bytes), with the given durability.
-  // Returns the digest.
+  // file. Otherwise moves the temp file to its final path, with the given
+  // durability, and returns the digest. A file already at the final path
+  // that holds the right bytes (hashed to check) is kept and the temp file
+  // removed (kDurable then fdatasyncs the kept file); one with other bytes
+  // (what a crash can leave of an unsynced blob) is replaced.
   virtual absl::StatusOr<Digest> Commit(
       Durability durability, const std::optional<Digest>& expected = {}) = 0;
 };

@@ -297,6 +297,57 @@ TEST(BlobStoreTest, ConcurrentWritersOfSameContent) {
               UnorderedElementsAre(hex.substr(0, 2) + "/" + hex));
 }
 
+// A committed blob file is never renamed over by a later writer of the same
+// bytes (it stays the same inode), whatever the durability; a file at the
+// final path with other bytes (a crash's unsynced leftover) is replaced.
+TEST(BlobStoreTest, CommitKeepsAnExistingBlobAndReplacesADamagedOne) {
+  std::string root = NewTempDir();
+  auto store = OpenStore(root);
+  ASSERT_NE(store, nullptr);
+  const std::string data = Pattern(300000, 4);
+  const Digest digest = Sha256Of(data);
+  auto commit = [&](Durability durability) {
+    auto writer = store->NewWriter();
+    ASSERT_TRUE(writer.ok()) << writer.status();
+    ASSERT_TRUE((*writer)->Append(data).ok());
+    auto committed = (*writer)->Commit(durability, digest);
+    ASSERT_TRUE(committed.ok()) << committed.status();
+    EXPECT_EQ(*committed, digest);
+  };
+  auto inode = [&] {
+    struct stat st;
+    EXPECT_EQ(stat(store->PathFor(digest).c_str(), &st), 0);
+    return st.st_ino;
+  };
+  commit(Durability::kDurable);
+  const ino_t first = inode();
+  // Held open, the first file's inode number cannot be reused by another.
+  const int held = open(store->PathFor(digest).c_str(), O_RDONLY | O_CLOEXEC);
+  ASSERT_GE(held, 0) << strerror(errno);
+  commit(Durability::kDeferred);
+  EXPECT_EQ(inode(), first);
+  commit(Durability::kDurable);
+  EXPECT_EQ(inode(), first);
+  EXPECT_EQ(ReadFile(store->PathFor(digest)), data);
+  EXPECT_THAT(FilesUnder(root + "/tmp"), IsEmpty());
+
+  // Damaged in place: same size, one byte off.
+  std::string damaged = data;
+  damaged[1000] ^= 1;
+  {
+    int fd = open(store->PathFor(digest).c_str(), O_WRONLY | O_CLOEXEC);
+    ASSERT_GE(fd, 0) << strerror(errno);
+    ASSERT_EQ(pwrite(fd, damaged.data(), damaged.size(), 0),
+              static_cast<ssize_t>(damaged.size()));
+    close(fd);
+  }
+  commit(Durability::kDeferred);
+  EXPECT_NE(inode(), first);
+  EXPECT_EQ(ReadFile(store->PathFor(digest)), data);
+  EXPECT_THAT(FilesUnder(root + "/tmp"), IsEmpty());
+  close(held);
+}
+
 TEST(BlobStoreTest, PreadFullyOffsetsAndEof) {
   std::string root = NewTempDir();
   auto store = OpenStore(root);
