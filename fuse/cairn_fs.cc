@@ -1489,29 +1489,43 @@ void CairnFs::Unmount() {
     aborted =
         umount2(state_->mountpoint.c_str(), MNT_FORCE) == 0 || errno == EBUSY;
   }
+  // The session's /dev/fuse fd stays open until the loop and the workers
+  // are done with it: fuse_session_unmount closes it, and a reply or
+  // passthrough ioctl still on its way would otherwise reach whatever file
+  // reused the number.
   if (aborted) {
     state_->loop.join();
+    // Runs what the loop queued (replies to an aborted connection fail).
+    state_->workers->Stop();
     // libfuse skips the unmount of an aborted connection: detach it here,
     // if it is still there (the path shows this mount's device, from the
     // kernel's cache, or ENOTCONN; after a successful forced unmount it
-    // shows what is underneath, which must not be detached).
+    // shows what is underneath, which must not be detached, nor when this
+    // mount's device is unknown).
     struct stat st;
     const bool still_mounted =
         stat(state_->mountpoint.c_str(), &st) != 0
             ? errno == ENOTCONN
-            : state_->dev == 0 || st.st_dev == state_->dev;
+            : state_->dev != 0 && st.st_dev == state_->dev;
     if (still_mounted && umount2(state_->mountpoint.c_str(), MNT_DETACH) != 0 &&
         errno != EINVAL) {
       spdlog::warn("fuse: umount2({}) failed: {}", state_->mountpoint,
                    strerror(errno));
     }
-    fuse_session_unmount(state_->session);
-  } else {
-    fuse_session_unmount(state_->session);  // MNT_DETACH.
+    fuse_session_unmount(state_->session);  // Closes the fd.
+  } else if (umount2(state_->mountpoint.c_str(), MNT_DETACH) == 0) {
+    // The connection ends, and the loop with it, once the mount is no
+    // longer in use.
     state_->loop.join();
+    state_->workers->Stop();
+    fuse_session_unmount(state_->session);  // Closes the fd.
+  } else {
+    // Not root: only fusermount3 (run by libfuse) may detach the mount,
+    // and libfuse closes the fd first.
+    fuse_session_unmount(state_->session);
+    state_->loop.join();
+    state_->workers->Stop();
   }
-  // Runs what the loop queued (replies to a closed connection fail).
-  state_->workers->Stop();
   fuse_session_destroy(state_->session);
   state_->session = nullptr;
   spdlog::info("fuse: unmounted {}", state_->mountpoint);
