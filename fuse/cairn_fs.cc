@@ -300,11 +300,11 @@ fuse_ino_t ServedArtefact(State& s, const Digest& d, int* err) {
 }
 
 // Resolves ref `text` for the mount's slot (noarch fallback) to a served
-// artefact. Returns 0 or an errno: ENOENT for a missing ref or slot, a
-// yanked release, or an artefact still INDEXING.
+// artefact. Returns 0 or an errno: ENOENT for a name that is no ref, a
+// missing ref or slot, a yanked release, or an artefact still INDEXING.
 int ResolveRef(State& s, const std::string& text, Resolved* out) {
   absl::StatusOr<RefName> ref = RefName::Parse(text);
-  if (!ref.ok()) return StatusToErrno(ref.status());
+  if (!ref.ok()) return ENOENT;  // No such entry, whatever the name.
   absl::StatusOr<Resolved> r = s.refs->Resolve(*ref, s.slot);
   if (!r.ok()) return StatusToErrno(r.status());
   int err = 0;
@@ -910,8 +910,8 @@ int EnsureVerified(State& s, const Node& n, const Digest& digest, int fd) {
 // Opens the blob of regular file `ino` and checks it against its digest
 // unless that was done before in this daemon's life (EnsureVerified).
 // Returns 0, the open blob in *fd and its digest in *digest, or an errno:
-// ENOENT, EISDIR for a directory, EINVAL for a symlink, EIO for wrong
-// bytes.
+// ENOENT, EISDIR for a directory, EINVAL for a symlink, EIO for wrong or
+// missing bytes.
 int OpenVerifiedBlob(State& s, fuse_ino_t ino, int* fd, Digest* digest) {
   std::shared_ptr<const Node> n = s.Get(ino);
   if (n == nullptr) return ENOENT;
@@ -928,7 +928,10 @@ int OpenVerifiedBlob(State& s, fuse_ino_t ino, int* fd, Digest* digest) {
   if (!blob.ok()) {
     spdlog::error("fuse: open {} of {}: {}", n->path, n->artefact.ToString(),
                   blob.status().ToString());
-    return StatusToErrno(blob.status());
+    // A blob missing under an indexed file is lost data, not a missing
+    // file (stat shows it): EIO.
+    return absl::IsNotFound(blob.status()) ? EIO
+                                           : StatusToErrno(blob.status());
   }
   if (int err = EnsureVerified(s, *n, *d, *blob); err != 0) {
     close(*blob);

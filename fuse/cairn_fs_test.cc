@@ -124,6 +124,13 @@ class CairnFsTest : public ::testing::Test {
     refs_ = std::move(opened->refs);
   }
 
+  // The blob file of content `bytes` in the store.
+  std::string BlobPath(const std::string& bytes) const {
+    const std::string hex = Sha256Of(bytes).Hex();
+    return absl::StrCat(dir_, "/data/blobs/sha256/", hex.substr(0, 2), "/",
+                        hex);
+  }
+
   void Mount(const CairnFsOptions& options = {}) {
     absl::StatusOr<std::unique_ptr<CairnFs>> fs =
         CairnFs::Mount(store_.get(), refs_.get(), mnt_, options);
@@ -223,6 +230,11 @@ TEST_F(CairnFsTest, IndexingArtefactsAndRefsToThemAreAbsent) {
     char buf[256];
     EXPECT_EQ(readlink(link.c_str(), buf, sizeof(buf)), -1) << ref;
     EXPECT_EQ(errno, ENOENT) << ref;
+  }
+  // Names that are no ref at all are absent too (not EINVAL).
+  for (const char* name : {"Tool@main", "a@b@c", "tool@", "@main"}) {
+    EXPECT_EQ(lstat(absl::StrCat(mnt_, "/", name).c_str(), &st), -1) << name;
+    EXPECT_EQ(errno, ENOENT) << name;
   }
   ASSERT_EQ(lstat((mnt_ + "/other@main/bin/tool").c_str(), &st), 0)
       << strerror(errno);
@@ -532,9 +544,7 @@ TEST_F(CairnFsTest, PassthroughServesLargeFilesFromTheirBlobs) {
 TEST_F(CairnFsTest, PassthroughOpenOfACorruptBlobFailsWithEio) {
   const std::string big = PatternBytes((1 << 20) + 1, 11);
   const Digest d = Push({{"big", TarEntry::kFile, 0644, big}});
-  const std::string hex = Sha256Of(big).ToString().substr(7);
-  const std::string blob =
-      absl::StrCat(dir_, "/data/blobs/sha256/", hex.substr(0, 2), "/", hex);
+  const std::string blob = BlobPath(big);
   ASSERT_EQ(chmod(blob.c_str(), 0644), 0) << blob << ": " << strerror(errno);
   const int w = open(blob.c_str(), O_WRONLY);
   ASSERT_GE(w, 0) << strerror(errno);
@@ -549,6 +559,25 @@ TEST_F(CairnFsTest, PassthroughOpenOfACorruptBlobFailsWithEio) {
     EXPECT_EQ(errno, EIO);
   }
   EXPECT_EQ(fs_->stats().backing_files, 0u);
+}
+
+// A file whose blob is gone from the store is still listed and stat'ed
+// (its index is intact) but cannot be read: EIO, as for wrong bytes.
+TEST_F(CairnFsTest, FileWithAMissingBlobFailsToReadWithEio) {
+  const Digest d = Push({{"lost", TarEntry::kFile, 0644, "gone\n"}});
+  ASSERT_TRUE(store_->WaitDurable().ok());
+  ASSERT_EQ(unlink(BlobPath("gone\n").c_str()), 0) << strerror(errno);
+  Mount();
+  struct stat st;
+  ASSERT_EQ(stat((ByDigest(d) + "/lost").c_str(), &st), 0) << strerror(errno);
+  EXPECT_EQ(st.st_size, 5);
+  const int fd = open((ByDigest(d) + "/lost").c_str(), O_RDONLY);
+  ASSERT_GE(fd, 0) << strerror(errno);
+  char buf[16];
+  errno = 0;
+  EXPECT_EQ(read(fd, buf, sizeof(buf)), -1);
+  EXPECT_EQ(errno, EIO);
+  close(fd);
 }
 
 // Where the kernel refuses a blob as backing file (here: blobs on
