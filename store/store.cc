@@ -267,6 +267,16 @@ class StoreImpl : public Store {
   }
   const StoreOptions& options() const { return options_; }
 
+  // Whether `digest` is stored as an artefact (it has an ArtefactRecord, in
+  // any index state). A blob that is only some artefact's file content is
+  // not one: pushing it as a tarball indexes it.
+  absl::StatusOr<bool> HasArtefact(const Digest& digest) const {
+    absl::StatusOr<store::ArtefactRecord> a = meta_->GetArtefact(digest);
+    if (a.ok()) return true;
+    if (absl::IsNotFound(a.status())) return false;
+    return a.status();
+  }
+
   // Whether a file blob with this digest is already on disk, recorded or
   // written (renamed into place) by this process.
   absl::StatusOr<bool> HaveFileBlob(const Digest& digest) {
@@ -1090,7 +1100,7 @@ class UploadImpl : public ArtefactUpload {
     }
     {
       absl::MutexLock lock(&store_->CommitMutex(result.digest));
-      absl::StatusOr<bool> have = store_->metadata().HasBlob(result.digest);
+      absl::StatusOr<bool> have = store_->HasArtefact(result.digest);
       if (!have.ok()) return have.status();
       if (!*have) {
         absl::StatusOr<store::ArtefactRecord> record = store_->CommitArtefact(
@@ -1125,7 +1135,7 @@ class UploadImpl : public ArtefactUpload {
     if (job_->failed()) return IndexError();
     {
       absl::MutexLock lock(&store_->CommitMutex(result.digest));
-      absl::StatusOr<bool> have = store_->metadata().HasBlob(result.digest);
+      absl::StatusOr<bool> have = store_->HasArtefact(result.digest);
       if (!have.ok()) return have.status();
       if (!*have) {
         absl::StatusOr<store::ArtefactRecord> record =
@@ -1168,7 +1178,7 @@ absl::StatusOr<std::unique_ptr<ArtefactUpload>> StoreImpl::BeginUpload(
     const UploadOptions& options) {
   bool already_present = false;
   if (options.expected_digest.has_value()) {
-    absl::StatusOr<bool> has = meta_->HasBlob(*options.expected_digest);
+    absl::StatusOr<bool> has = HasArtefact(*options.expected_digest);
     if (!has.ok()) return has.status();
     already_present = *has;
   }

@@ -133,9 +133,11 @@ class Store {
   virtual absl::StatusOr<std::vector<Digest>> FindMissing(
       absl::Span<const Digest> digests) const = 0;
 
-  // Starts an artefact upload. If expected_digest is already stored the
-  // upload still consumes its bytes but does no indexing and Finish()
-  // reports already_present.
+  // Starts an artefact upload. If expected_digest is already stored as an
+  // artefact the upload still consumes its bytes but does no indexing and
+  // Finish() reports already_present. Bytes stored only as some artefact's
+  // file content (FindMissing reports them present) are indexed as an
+  // artefact of their own.
   virtual absl::StatusOr<std::unique_ptr<ArtefactUpload>> BeginUpload(
       const UploadOptions& options) = 0;
 

@@ -594,6 +594,43 @@ TEST_F(StoreTest, SecondOpenOfADataDirInUseHarmsNothing) {
   EXPECT_TRUE(store_->Stat(r->digest).ok());
 }
 
+// A tarball that is already stored as a file of another artefact (a
+// bundled dependency) can be pushed as an artefact itself.
+TEST_F(StoreTest, TarballStoredAsAFileCanBePushedAsAnArtefact) {
+  const std::string dep = BuildTar(ToolEntries("dependency"));
+  const std::string bundle = BuildTar({
+      {"vendor/", TarEntry::kDir, 0755, ""},
+      {"vendor/dep.tar.gz", TarEntry::kFile, 0644, dep},
+  });
+  ASSERT_TRUE(Push(*store_, bundle).ok());
+  ASSERT_TRUE(store_->WaitDurable().ok());
+  const Digest d = Sha256Of(dep);
+  absl::StatusOr<BlobInfo> before = store_->Stat(d);
+  ASSERT_TRUE(before.ok()) << before.status();
+  EXPECT_EQ(before->blob.kind(), store::BlobRecord::FILE);
+
+  for (bool expect_digest : {false, true}) {
+    UploadOptions options;
+    if (expect_digest) options.expected_digest = d;
+    absl::StatusOr<UploadResult> r = Push(*store_, dep, options);
+    ASSERT_TRUE(r.ok()) << r.status();
+    EXPECT_EQ(r->digest, d);
+    EXPECT_EQ(r->artefact.regular_files(), 3);
+    EXPECT_EQ(r->already_present, expect_digest);  // The second is a re-push.
+  }
+  absl::StatusOr<store::FileRecord> f =
+      store_->metadata().GetFile(d, "bin/tool");
+  ASSERT_TRUE(f.ok()) << f.status();
+  // The bundle's file still reads back.
+  std::string out;
+  ASSERT_TRUE(store_->ReadBlob(d, 0, dep.size(), &out).ok());
+  EXPECT_EQ(out, dep);
+  ASSERT_TRUE(store_->WaitDurable().ok());
+  Reopen();
+  EXPECT_EQ(store_->recovered_artefacts(), 0);
+  EXPECT_EQ(store_->Stat(d)->blob.kind(), store::BlobRecord::ARTEFACT);
+}
+
 TEST_F(StoreTest, WaitIndexedReportsUnknownAndDeadline) {
   const Digest unknown = Sha256Of("no such artefact");
   EXPECT_EQ(store_->WaitIndexed(unknown).status().code(),

@@ -91,9 +91,9 @@ absl::StatusOr<std::pair<Digest, uint64_t>> HashFd(int fd,
                                                    const std::string& path) {
   absl::StatusOr<FileDigest> hashed = Sha256OfFd(fd);
   if (!hashed.ok()) {
-    return absl::Status(hashed.status().code(),
-                        absl::StrCat("read ", path, ": ",
-                                     hashed.status().message()));
+    return absl::Status(
+        hashed.status().code(),
+        absl::StrCat("read ", path, ": ", hashed.status().message()));
   }
   return std::make_pair(hashed->digest, hashed->size);
 }
@@ -370,7 +370,9 @@ absl::StatusOr<v1::WriteResponse> CasClient::Push(const std::string& path,
   if (missing->empty()) {
     absl::StatusOr<v1::StatResponse> stat =
         Stat(digest, /*wait_for_index=*/!options.no_wait);
-    if (stat.ok()) {
+    // Stored only as some artefact's file content: upload it to be indexed
+    // as an artefact of its own.
+    if (stat.ok() && stat->kind() == "artefact") {
       v1::WriteResponse response;
       response.set_digest(stat->digest());
       response.set_size(stat->size());
@@ -382,7 +384,7 @@ absl::StatusOr<v1::WriteResponse> CasClient::Push(const std::string& path,
       return response;
     }
     // Deleted in between: upload after all.
-    if (stat.status().code() != absl::StatusCode::kNotFound) {
+    if (!stat.ok() && stat.status().code() != absl::StatusCode::kNotFound) {
       return stat.status();
     }
   }

@@ -17,6 +17,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <set>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -178,7 +179,7 @@ class FakeCas final : public v1::Cas::Service {
     response->set_digest(it->first);
     response->set_size(it->second.size());
     response->set_created_unix_seconds(1700000000);
-    response->set_kind("artefact");
+    response->set_kind(file_blobs.count(it->first) != 0 ? "file" : "artefact");
     response->set_index_durable(true);
     *response->mutable_summary() = FakeSummary();
     response->mutable_summary()->set_bytes_newly_stored(it->second.size());
@@ -225,8 +226,10 @@ class FakeCas final : public v1::Cas::Service {
 
   std::mutex mu;
   std::map<std::string, std::string> blobs;  // Guarded by mu.
-  v1::WriteHeader last_header;               // Guarded by mu.
-  int last_messages = 0;                     // Guarded by mu.
+  // Digests in `blobs` that Stat reports as file content, not artefacts.
+  std::set<std::string> file_blobs;  // Guarded by mu.
+  v1::WriteHeader last_header;       // Guarded by mu.
+  int last_messages = 0;             // Guarded by mu.
   std::atomic<int> find_missing_calls{0};
   std::atomic<int> write_calls{0};
   std::atomic<bool> corrupt_reads{false};
@@ -310,6 +313,26 @@ TEST_F(ServerTest, PushUploadsInChunksThenDedups) {
   EXPECT_EQ(second->summary().metadata().name(), "demo");
   EXPECT_EQ(service_.write_calls, 1);  // No second upload.
   EXPECT_EQ(service_.find_missing_calls, 2);
+}
+
+// Bytes the server holds only as some artefact's file content are
+// uploaded, to be indexed as an artefact of their own.
+TEST_F(ServerTest, PushUploadsBytesStoredOnlyAsAFile) {
+  const std::string dir = TestDir("push-file");
+  const std::string content = Pseudorandom(3000, 2);
+  WriteFile(dir + "/dep.tar.gz", content);
+  const std::string digest = Sha256Of(content).ToString();
+  {
+    std::lock_guard<std::mutex> lock(service_.mu);
+    service_.blobs[digest] = content;
+    service_.file_blobs.insert(digest);
+  }
+  absl::StatusOr<v1::WriteResponse> r =
+      client_->Push(dir + "/dep.tar.gz", PushOptions());
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->digest(), digest);
+  EXPECT_EQ(service_.find_missing_calls, 1);
+  EXPECT_EQ(service_.write_calls, 1);
 }
 
 TEST_F(ServerTest, PushEmptyFile) {
