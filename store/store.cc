@@ -332,7 +332,6 @@ class StoreImpl : public Store {
 
  private:
   static constexpr int kCommitStripes = 64;
-  static constexpr size_t kRememberedOutcomes = 1024;
 
   absl::Status Recover();
   void FlushLoop();
@@ -343,8 +342,12 @@ class StoreImpl : public Store {
   // Deletes an INDEXING artefact whose archive proved unsafe (records, then
   // its tarball file) and remembers why for WaitIndexed.
   void Reject(const Digest& digest, const absl::Status& why);
-  // Wakes WaitIndexed callers; `failure` is remembered for `digest`.
-  void NoteIndexOutcome(const Digest& digest, const absl::Status& failure);
+  // Wakes WaitIndexed callers; `failure` is remembered for `digest`: a
+  // rejection (`rejected`) among the last options_.remembered_rejections,
+  // any other failure for the store's life (its artefact stays INDEXING, and
+  // WaitIndexed must not wait for a job that ended).
+  void NoteIndexOutcome(const Digest& digest, const absl::Status& failure,
+                        bool rejected = false);
 
   const StoreOptions options_;
   std::unique_ptr<BlobStore> blobs_;
@@ -363,10 +366,11 @@ class StoreImpl : public Store {
   // Index outcomes of background jobs, for WaitIndexed.
   absl::Mutex index_mu_;
   absl::CondVar index_cv_;
-  // Failures remembered (oldest first), at most kRememberedOutcomes.
+  // Failures remembered; `index_rejection_order_` lists the rejections
+  // among them (oldest first), at most options_.remembered_rejections.
   absl::flat_hash_map<Digest, absl::Status> index_failures_
       ABSL_GUARDED_BY(index_mu_);
-  std::deque<Digest> index_failure_order_ ABSL_GUARDED_BY(index_mu_);
+  std::deque<Digest> index_rejection_order_ ABSL_GUARDED_BY(index_mu_);
 
   absl::Mutex flush_mu_;
   absl::CondVar flush_cv_;
@@ -475,6 +479,10 @@ void FileBlobSink::Run() {
     }
     absl::Status s = Process(op);
     if (!s.ok()) {
+      // The failed file's temp file goes now, not when the sink does (a
+      // background job's sink lives until the job is reaped): after ENOSPC
+      // it is what fills the disk.
+      writer_.reset();
       absl::MutexLock lock(&mu_);
       error_ = s;
       cv_.SignalAll();
@@ -813,19 +821,19 @@ void StoreImpl::Reject(const Digest& digest, const absl::Status& why) {
     spdlog::error("deleting rejected artefact {}: {}", digest.ToString(),
                   s.ToString());
   }
-  NoteIndexOutcome(digest, Rejected(why));
+  NoteIndexOutcome(digest, Rejected(why), /*rejected=*/true);
 }
 
 void StoreImpl::NoteIndexOutcome(const Digest& digest,
-                                 const absl::Status& failure) {
+                                 const absl::Status& failure, bool rejected) {
   absl::MutexLock lock(&index_mu_);
   if (!failure.ok()) {
-    if (index_failures_.insert_or_assign(digest, failure).second) {
-      index_failure_order_.push_back(digest);
+    if (index_failures_.insert_or_assign(digest, failure).second && rejected) {
+      index_rejection_order_.push_back(digest);
     }
-    while (index_failure_order_.size() > kRememberedOutcomes) {
-      index_failures_.erase(index_failure_order_.front());
-      index_failure_order_.pop_front();
+    while (index_rejection_order_.size() > options_.remembered_rejections) {
+      index_failures_.erase(index_rejection_order_.front());
+      index_rejection_order_.pop_front();
     }
   } else {
     index_failures_.erase(digest);

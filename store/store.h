@@ -72,6 +72,12 @@ struct StoreOptions {
   // notification before reading the tarball (to reach the background
   // outcome of acknowledge_before_index deterministically).
   std::shared_ptr<absl::Notification> testing_indexer_gate;
+  // How many reasons for rejecting an acknowledged upload (deleted after its
+  // background index found it unsafe) WaitIndexed remembers, oldest
+  // forgotten first (then NotFound). Background indexes that failed for
+  // other reasons (the artefact stays INDEXING until the next start) are
+  // always remembered.
+  size_t remembered_rejections = 1024;
 };
 
 struct UploadOptions {

@@ -529,6 +529,7 @@ TEST_F(StoreTest, FullDiskDuringBackgroundIndexKeepsTheArtefact) {
   StoreOptions options;
   options.data_dir = dir_;
   options.testing_indexer_gate = std::make_shared<absl::Notification>();
+  options.remembered_rejections = 1;
   absl::StatusOr<std::unique_ptr<Store>> gated = Store::Open(options);
   ASSERT_TRUE(gated.ok()) << gated.status();
   store_ = *std::move(gated);
@@ -554,6 +555,21 @@ TEST_F(StoreTest, FullDiskDuringBackgroundIndexKeepsTheArtefact) {
   std::string out;
   ASSERT_TRUE(store_->ReadBlob(digest, 0, tarball.size(), &out).ok());
   EXPECT_EQ(out, tarball);
+  // Remembered even after more rejections than the store keeps: a push of
+  // the same bytes answers at once instead of waiting for a job that ended.
+  for (const char* evil : {"../one", "../two"}) {
+    const std::string bad = BuildTar({{evil, TarEntry::kFile, 0644, "x"}});
+    absl::StatusOr<UploadResult> pushed = Push(*store_, bad, early);
+    ASSERT_TRUE(pushed.ok()) << pushed.status();
+    EXPECT_FALSE(store_->WaitIndexed(Sha256Of(bad)).ok());
+  }
+  absl::StatusOr<store::ArtefactRecord> waited =
+      store_->WaitIndexed(digest, absl::Now() + absl::Seconds(60));
+  EXPECT_EQ(waited.status().code(), absl::StatusCode::kResourceExhausted)
+      << waited.status();
+  absl::StatusOr<UploadResult> again = Push(*store_, tarball);
+  EXPECT_EQ(again.status().code(), absl::StatusCode::kResourceExhausted)
+      << again.status();
 
   // With room, the next start indexes it.
   store_.reset();
