@@ -145,16 +145,30 @@ struct CairnFs::State {
   dev_t dev = 0;  // The mount's st_dev; 0 if unknown.
 
   mutable absl::Mutex mu;
-  // Inode numbers are never reused or forgotten (FORGET is ignored): the
-  // table grows with the distinct entries looked up or listed, which is
-  // bounded by what is looked at; see docs/fuse.md. So the lookup counts
-  // the kernel keeps (one per LOOKUP reply and per READDIRPLUS entry with
-  // attributes, returned by FORGET) need no bookkeeping here: no node the
-  // kernel may still name is ever dropped.
-  fuse_ino_t next_ino ABSL_GUARDED_BY(mu) = kByDigestIno + 1;
-  absl::flat_hash_map<fuse_ino_t, std::shared_ptr<const Node>> nodes
-      ABSL_GUARDED_BY(mu);
+  // Inodes (docs/fuse.md, "Inodes"). Root is 1, /by-digest 2. Every
+  // artefact the mount meets gets a block of 2^32 inode numbers for the
+  // daemon's life: (block << 32) is its root directory and
+  // (block << 32) + entry_id its entries (entry ids are 1-based; hardlinks
+  // carry their target's), so an entry has the same number every time it
+  // is looked up. Ref-level nodes (namespaces, ref symlinks) take a block
+  // each, found by key ("n:<prefix>", "r:<ref>", "p:<ref>\n<generation>").
+  // A node is kept while the kernel may name it: `lookups` counts what the
+  // kernel counts (one per LOOKUP reply and per READDIRPLUS entry with
+  // attributes), FORGET gives them back, and at zero the node of an
+  // artefact, an entry or a pinned ref symlink is dropped (the others are
+  // few: one per namespace and ref name listed).
+  struct Slot {
+    std::shared_ptr<const Node> node;
+    uint64_t lookups = 0;
+    std::string key;  // In by_key; empty for artefacts and entries.
+  };
+  uint64_t next_block ABSL_GUARDED_BY(mu) = 1;
+  absl::flat_hash_map<fuse_ino_t, Slot> nodes ABSL_GUARDED_BY(mu);
   absl::flat_hash_map<std::string, fuse_ino_t> by_key ABSL_GUARDED_BY(mu);
+  // Artefacts known to be served, and their blocks. An artefact is only
+  // given one once its index is committed (ServedArtefact), and index states
+  // only move forward, so this also spares ServedArtefact a database read.
+  absl::flat_hash_map<Digest, uint64_t> artefact_blocks ABSL_GUARDED_BY(mu);
   // Blob digests whose bytes were checked against their digest.
   absl::flat_hash_set<Digest> verified ABSL_GUARDED_BY(mu);
   // Serialise the verification of one blob (striped by digest), so the
@@ -210,7 +224,7 @@ struct CairnFs::State {
   std::shared_ptr<const Node> Get(fuse_ino_t ino) const {
     absl::MutexLock lock(&mu);
     auto it = nodes.find(ino);
-    return it == nodes.end() ? nullptr : it->second;
+    return it == nodes.end() ? nullptr : it->second.node;
   }
 
   // The inode of `key`, 0 if it has none yet.
@@ -224,16 +238,82 @@ struct CairnFs::State {
     fuse_ino_t ino;
     std::shared_ptr<const Node> node;
   };
-  // The inode of `key` and its node, creating it with `node` if new.
+  // The inode of ref-level `key` and its node, creating it with `node` if
+  // new.
   Interned Intern(const std::string& key, Node node) {
     absl::MutexLock lock(&mu);
     auto it = by_key.find(key);
-    if (it != by_key.end()) return {it->second, nodes.at(it->second)};
-    const fuse_ino_t ino = next_ino++;
+    if (it != by_key.end()) return {it->second, nodes.at(it->second).node};
+    const fuse_ino_t ino = next_block++ << 32;
     by_key.emplace(key, ino);
     auto shared = std::make_shared<const Node>(std::move(node));
-    nodes.emplace(ino, shared);
+    nodes[ino] = Slot{shared, 0, key};
     return {ino, std::move(shared)};
+  }
+
+  // The inode of artefact `d`'s root directory (giving it a block if new).
+  fuse_ino_t ArtefactIno(const Digest& d) {
+    absl::MutexLock lock(&mu);
+    auto [it, inserted] = artefact_blocks.try_emplace(d, 0);
+    if (inserted) it->second = next_block++;
+    return it->second << 32;
+  }
+
+  // The inode of artefact `d`'s root if it is known to be served, else 0.
+  fuse_ino_t KnownArtefactIno(const Digest& d) const {
+    absl::MutexLock lock(&mu);
+    auto it = artefact_blocks.find(d);
+    return it == artefact_blocks.end() ? 0 : it->second << 32;
+  }
+
+  // The node of `ino`, made from `node` if the table has none.
+  std::shared_ptr<const Node> Place(fuse_ino_t ino, Node node) {
+    absl::MutexLock lock(&mu);
+    Slot& slot = nodes[ino];
+    if (slot.node == nullptr) {
+      slot.node = std::make_shared<const Node>(std::move(node));
+    }
+    return slot.node;
+  }
+
+  // Counts one kernel lookup of each of `entries` (inode, node), which were
+  // just handed to the kernel; a node dropped meanwhile is put back.
+  void Remember(absl::Span<const Interned> entries) {
+    absl::MutexLock lock(&mu);
+    for (const Interned& e : entries) {
+      Slot& slot = nodes[e.ino];
+      if (slot.node == nullptr) slot.node = e.node;
+      ++slot.lookups;
+    }
+  }
+
+  // Drops `ino` if the kernel holds no lookup of it and it may go (the
+  // node of an artefact, an entry or a pinned ref symlink).
+  void DropIfUnused(fuse_ino_t ino) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
+    auto it = nodes.find(ino);
+    if (it == nodes.end() || it->second.lookups != 0) return;
+    const Node& n = *it->second.node;
+    const bool droppable = n.kind == Kind::kArtefact ||
+                           n.kind == Kind::kEntry ||
+                           (n.kind == Kind::kRefLink && n.pinned);
+    if (!droppable) return;
+    if (!it->second.key.empty()) by_key.erase(it->second.key);
+    nodes.erase(it);
+  }
+
+  // FORGET: the kernel gives back `count` lookups of `ino`.
+  void Forget(fuse_ino_t ino, uint64_t count) {
+    absl::MutexLock lock(&mu);
+    auto it = nodes.find(ino);
+    if (it == nodes.end()) return;
+    it->second.lookups -= std::min(count, it->second.lookups);
+    DropIfUnused(ino);
+  }
+
+  // Undoes the creation of `ino` by a reply the kernel never got.
+  void Unhanded(fuse_ino_t ino) {
+    absl::MutexLock lock(&mu);
+    DropIfUnused(ino);
   }
 };
 
@@ -243,11 +323,6 @@ using State = CairnFs::State;
 
 State* StateOf(fuse_req_t req) {
   return static_cast<State*>(fuse_req_userdata(req));
-}
-
-std::string ArtefactKey(const Digest& d) { return "a:" + std::string(d.raw()); }
-std::string EntryKey(const Digest& d, uint64_t entry_id) {
-  return absl::StrCat("e:", d.raw(), ":", entry_id);
 }
 
 // Nodes that never change: their entries, attributes and listings may be
@@ -271,32 +346,36 @@ bool IsServable(const store::ArtefactRecord& a) {
          a.index_state() == store::ArtefactRecord::DURABLE;
 }
 
-fuse_ino_t InternArtefact(State& s, const Digest& d) {
+Node ArtefactNode(const Digest& d) {
   Node n;
   n.kind = Kind::kArtefact;
   n.artefact = d;
-  return s.Intern(ArtefactKey(d), std::move(n)).ino;
+  return n;
 }
 
-// The inode of artefact `d` if it is served; 0 and *err set otherwise
-// (ENOENT for an unknown or INDEXING artefact). An artefact's inode is only
-// ever created here or from a listing of servable records, and an index
-// state only moves forward (INDEXING -> COMMITTED -> DURABLE; only an
-// INDEXING artefact is ever removed, when its archive is rejected: store.h),
-// so an artefact that has an inode is served and costs no
+// The inode and node of artefact `d` if it is served; ino 0 and *err set
+// otherwise (ENOENT for an unknown or INDEXING artefact). An artefact gets
+// its inode block only here or from a listing of servable records, and an
+// index state only moves forward (INDEXING -> COMMITTED -> DURABLE; only an
+// INDEXING artefact is ever removed, when its archive is rejected:
+// store.h), so an artefact that has a block is served and costs no
 // database read: the state check is paid once per artefact and daemon life.
-fuse_ino_t ServedArtefact(State& s, const Digest& d, int* err) {
-  if (const fuse_ino_t ino = s.Find(ArtefactKey(d)); ino != 0) return ino;
-  absl::StatusOr<store::ArtefactRecord> a = s.store->metadata().GetArtefact(d);
-  if (!a.ok()) {
-    *err = StatusToErrno(a.status());
-    return 0;
+State::Interned ServedArtefact(State& s, const Digest& d, int* err) {
+  fuse_ino_t ino = s.KnownArtefactIno(d);
+  if (ino == 0) {
+    absl::StatusOr<store::ArtefactRecord> a =
+        s.store->metadata().GetArtefact(d);
+    if (!a.ok()) {
+      *err = StatusToErrno(a.status());
+      return {0, nullptr};
+    }
+    if (!IsServable(*a)) {
+      *err = ENOENT;
+      return {0, nullptr};
+    }
+    ino = s.ArtefactIno(d);
   }
-  if (!IsServable(*a)) {
-    *err = ENOENT;
-    return 0;
-  }
-  return InternArtefact(s, d);
+  return {ino, s.Place(ino, ArtefactNode(d))};
 }
 
 // Resolves ref `text` for the mount's slot (noarch fallback) to a served
@@ -308,7 +387,7 @@ int ResolveRef(State& s, const std::string& text, Resolved* out) {
   absl::StatusOr<Resolved> r = s.refs->Resolve(*ref, s.slot);
   if (!r.ok()) return StatusToErrno(r.status());
   int err = 0;
-  if (ServedArtefact(s, r->digest, &err) == 0) return err;
+  if (ServedArtefact(s, r->digest, &err).ino == 0) return err;
   *out = *std::move(r);
   return 0;
 }
@@ -402,11 +481,12 @@ mode_t TypeOf(const store::FileRecord& r) {
 }
 
 // The inode and node of entry `path` of `artefact` with record `rec`,
-// following a hardlink to its target's record. Returns ino 0 and sets *err
-// on failure.
-State::Interned InternEntry(State& s, const Digest& artefact,
-                            const std::string& path, store::FileRecord rec,
-                            int* err) {
+// following a hardlink to its target's record; with `place`, the node is
+// put in the inode table (LOOKUP), else only made (listings: READDIRPLUS
+// puts the entries it hands out). Returns ino 0 and sets *err on failure.
+State::Interned EntryOf(State& s, const Digest& artefact,
+                        const std::string& path, store::FileRecord rec,
+                        bool place, int* err) {
   if (rec.type() == store::FileRecord::HARDLINK) {
     absl::StatusOr<store::FileRecord> target =
         s.store->metadata().GetFile(artefact, rec.link_target());
@@ -417,13 +497,21 @@ State::Interned InternEntry(State& s, const Digest& artefact,
     // The target's entry_id is the hardlink's: the same inode.
     rec = *std::move(target);
   }
+  const uint64_t id = rec.entry_id();
+  if (id == 0 || id > 0xffffffffu) {
+    spdlog::error("fuse: {} of artefact {} has entry id {}, outside 1..2^32-1",
+                  path, artefact.ToString(), id);
+    *err = EIO;
+    return {0, nullptr};
+  }
+  const fuse_ino_t ino = s.ArtefactIno(artefact) + id;
   Node n;
   n.kind = Kind::kEntry;
   n.artefact = artefact;
   n.path = path;
-  const uint64_t id = rec.entry_id();
   n.record = std::move(rec);
-  return s.Intern(EntryKey(artefact, id), std::move(n));
+  if (place) return {ino, s.Place(ino, std::move(n))};
+  return {ino, std::make_shared<const Node>(std::move(n))};
 }
 
 // The unpinned inode of ref `ref` (listings of "/" and namespaces).
@@ -450,12 +538,13 @@ State::Interned InternPinnedRef(State& s, const std::string& ref, int depth,
   return s.Intern(absl::StrCat("p:", ref, "\n", r.generation), std::move(n));
 }
 
-fuse_ino_t InternNamespace(State& s, const std::string& prefix, int depth) {
+State::Interned InternNamespace(State& s, const std::string& prefix,
+                                int depth) {
   Node n;
   n.kind = Kind::kNamespace;
   n.name = prefix;
   n.depth = depth;
-  return s.Intern("n:" + prefix, std::move(n)).ino;
+  return s.Intern("n:" + prefix, std::move(n));
 }
 
 // Children of "/" or a namespace: refs under `prefix`, one level. Fills
@@ -506,13 +595,19 @@ int FillEntry(State& s, fuse_ino_t ino, const Node& n, fuse_entry_param* e) {
   return 0;
 }
 
-void ReplyEntry(fuse_req_t req, State& s, fuse_ino_t ino, const Node& n) {
+// Replies to a LOOKUP with `entry`, counting the kernel's lookup of it.
+void ReplyEntry(fuse_req_t req, State& s, const State::Interned& entry) {
   fuse_entry_param e;
-  if (int err = FillEntry(s, ino, n, &e); err != 0) {
+  if (int err = FillEntry(s, entry.ino, *entry.node, &e); err != 0) {
     fuse_reply_err(req, err);
+    s.Unhanded(entry.ino);
     return;
   }
-  fuse_reply_entry(req, &e);
+  if (fuse_reply_entry(req, &e) == 0) {
+    s.Remember({&entry, 1});
+  } else {
+    s.Unhanded(entry.ino);  // Interrupted: the kernel never got it.
+  }
 }
 
 // ---- Operations ----
@@ -573,7 +668,7 @@ void OpLookup(fuse_req_t req, fuse_ino_t parent, const char* name_c) {
     case Kind::kRoot:
     case Kind::kNamespace: {
       if (p->kind == Kind::kRoot && name == kByDigest) {
-        return ReplyEntry(req, s, kByDigestIno, *s.Get(kByDigestIno));
+        return ReplyEntry(req, s, {kByDigestIno, s.Get(kByDigestIno)});
       }
       const std::string prefix = p->kind == Kind::kRoot ? "" : p->name;
       const std::string full = prefix + name;
@@ -584,7 +679,7 @@ void OpLookup(fuse_req_t req, fuse_ino_t parent, const char* name_c) {
         }
         // One resolution per LOOKUP, pinned in the inode.
         const State::Interned ref = InternPinnedRef(s, full, p->depth, r);
-        return ReplyEntry(req, s, ref.ino, *ref.node);
+        return ReplyEntry(req, s, ref);
       }
       // A namespace exists while some ref lives under it.
       ListRefsOptions options;
@@ -594,16 +689,15 @@ void OpLookup(fuse_req_t req, fuse_ino_t parent, const char* name_c) {
       if (!page.ok())
         return (void)fuse_reply_err(req, StatusToErrno(page.status()));
       if (page->refs.empty()) return (void)fuse_reply_err(req, ENOENT);
-      const fuse_ino_t ino = InternNamespace(s, full + "/", p->depth + 1);
-      return ReplyEntry(req, s, ino, *s.Get(ino));
+      return ReplyEntry(req, s, InternNamespace(s, full + "/", p->depth + 1));
     }
     case Kind::kByDigest: {
       absl::StatusOr<Digest> d = Digest::Parse(name);
       if (!d.ok()) return (void)fuse_reply_err(req, ENOENT);
       int err = 0;
-      const fuse_ino_t ino = ServedArtefact(s, *d, &err);
-      if (ino == 0) return (void)fuse_reply_err(req, err);
-      return ReplyEntry(req, s, ino, *s.Get(ino));
+      const State::Interned a = ServedArtefact(s, *d, &err);
+      if (a.ino == 0) return (void)fuse_reply_err(req, err);
+      return ReplyEntry(req, s, a);
     }
     case Kind::kArtefact:
     case Kind::kEntry: {
@@ -621,9 +715,9 @@ void OpLookup(fuse_req_t req, fuse_ino_t parent, const char* name_c) {
       }
       int err = 0;
       const State::Interned child =
-          InternEntry(s, p->artefact, path, *std::move(rec), &err);
+          EntryOf(s, p->artefact, path, *std::move(rec), /*place=*/true, &err);
       if (child.ino == 0) return (void)fuse_reply_err(req, err);
-      return ReplyEntry(req, s, child.ino, *child.node);
+      return ReplyEntry(req, s, child);
     }
     case Kind::kRefLink:
       return (void)fuse_reply_err(req, ENOTDIR);
@@ -679,7 +773,7 @@ int ListArtefactDir(State& s, const Node& n, std::vector<DirEntry>* out) {
         dirpath.empty() ? name : absl::StrCat(dirpath, "/", name);
     int err = 0;
     State::Interned child =
-        InternEntry(s, n.artefact, path, std::move(rec), &err);
+        EntryOf(s, n.artefact, path, std::move(rec), /*place=*/false, &err);
     if (child.ino == 0) return err;
     const mode_t type = TypeOf(child.node->record);
     out->push_back({std::move(name), child.ino, type, std::move(child.node)});
@@ -706,7 +800,7 @@ int BuildListing(State& s, fuse_ino_t ino, const Node& n, Listing* out) {
         sorted[kByDigest] = {kByDigest, kByDigestIno, S_IFDIR, nullptr};
       }
       for (const std::string& d : dirs) {
-        sorted[d] = {d, InternNamespace(s, prefix + d + "/", n.depth + 1),
+        sorted[d] = {d, InternNamespace(s, prefix + d + "/", n.depth + 1).ino,
                      S_IFDIR, nullptr};
       }
       // Listed without resolving (as yanked releases are): a ref that does
@@ -728,11 +822,8 @@ int BuildListing(State& s, fuse_ino_t ino, const Node& n, Listing* out) {
       // Raw digest order is the order of their hex text.
       std::sort(digests.begin(), digests.end());
       for (const Digest& d : digests) {
-        Node a;
-        a.kind = Kind::kArtefact;
-        a.artefact = d;
-        State::Interned i = s.Intern(ArtefactKey(d), std::move(a));
-        out->push_back({d.ToString(), i.ino, S_IFDIR, std::move(i.node)});
+        out->push_back({d.ToString(), s.ArtefactIno(d), S_IFDIR,
+                        std::make_shared<const Node>(ArtefactNode(d))});
       }
       return 0;
     }
@@ -820,17 +911,16 @@ void ReplyListing(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off) {
   if (listing == nullptr) return (void)fuse_reply_err(req, err);
   std::vector<char> buf(size);
   size_t used = 0;
-  uint64_t full_entries = 0;
+  std::vector<State::Interned> full_entries;  // READDIRPLUS: with attributes.
   for (size_t i = static_cast<size_t>(off); i < listing->size(); ++i) {
     const DirEntry& e = (*listing)[i];
     size_t n;
     if constexpr (kPlus) {
       // Immutable entries go with their attributes and timeouts: the kernel
-      // instantiates them as a LOOKUP would (and counts one lookup of each,
-      // later returned by FORGET, which this file system ignores: nodes
-      // live for the daemon's life). Entries without a node (".", "..",
-      // refs and namespaces) go without (ino 0): the kernel only lists
-      // them, and counts no lookup.
+      // instantiates them as a LOOKUP would, and counts one lookup of each
+      // (Remember below), later returned by FORGET. Entries without a node
+      // (".", "..", refs and namespaces) go without (ino 0): the kernel only
+      // lists them, and counts no lookup.
       fuse_entry_param p;
       if (e.node == nullptr || FillEntry(s, e.ino, *e.node, &p) != 0) {
         std::memset(&p, 0, sizeof(p));
@@ -839,7 +929,8 @@ void ReplyListing(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off) {
       }
       n = fuse_add_direntry_plus(req, buf.data() + used, size - used,
                                  e.name.c_str(), &p, i + 1);
-      if (n <= size - used && p.ino != 0) ++full_entries;
+      if (n <= size - used && p.ino != 0)
+        full_entries.push_back({e.ino, e.node});
     } else {
       struct stat st;
       std::memset(&st, 0, sizeof(st));
@@ -852,8 +943,11 @@ void ReplyListing(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off) {
     used += n;
   }
   if (used == 0) DoneListing(s, ino);  // The end of this read.
-  s.readdirplus_entries.fetch_add(full_entries, std::memory_order_relaxed);
-  fuse_reply_buf(req, buf.data(), used);
+  if (fuse_reply_buf(req, buf.data(), used) == 0 && !full_entries.empty()) {
+    s.Remember(full_entries);
+    s.readdirplus_entries.fetch_add(full_entries.size(),
+                                    std::memory_order_relaxed);
+  }
 }
 
 void OpReaddir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
@@ -887,10 +981,11 @@ int EnsureVerified(State& s, const Node& n, const Digest& digest, int fd) {
   absl::StatusOr<FileDigest> hashed = Sha256OfFd(fd);
   if (!hashed.ok()) {
     // Not the bytes' fault: the next read tries again.
-    spdlog::error("fuse: {} of artefact {}: cannot read blob {}: {}; "
-                  "returning EIO",
-                  n.path, n.artefact.ToString(), digest.ToString(),
-                  hashed.status().ToString());
+    spdlog::error(
+        "fuse: {} of artefact {}: cannot read blob {}: {}; "
+        "returning EIO",
+        n.path, n.artefact.ToString(), digest.ToString(),
+        hashed.status().ToString());
     return EIO;
   }
   if (hashed->digest != digest) {
@@ -930,8 +1025,7 @@ int OpenVerifiedBlob(State& s, fuse_ino_t ino, int* fd, Digest* digest) {
                   blob.status().ToString());
     // A blob missing under an indexed file is lost data, not a missing
     // file (stat shows it): EIO.
-    return absl::IsNotFound(blob.status()) ? EIO
-                                           : StatusToErrno(blob.status());
+    return absl::IsNotFound(blob.status()) ? EIO : StatusToErrno(blob.status());
   }
   if (int err = EnsureVerified(s, *n, *d, *blob); err != 0) {
     close(*blob);
@@ -1196,11 +1290,28 @@ void OpFallocate(fuse_req_t req, fuse_ino_t, int, off_t, off_t,
   fuse_reply_err(req, EROFS);
 }
 
+// FORGET and BATCH_FORGET: the kernel dropped inodes (State::Forget).
+void OpForget(fuse_req_t req, fuse_ino_t ino, uint64_t nlookup) {
+  StateOf(req)->Forget(ino, nlookup);
+  fuse_reply_none(req);
+}
+
+void OpForgetMulti(fuse_req_t req, size_t count,
+                   struct fuse_forget_data* forgets) {
+  State& s = *StateOf(req);
+  for (size_t i = 0; i < count; ++i) {
+    s.Forget(forgets[i].ino, forgets[i].nlookup);
+  }
+  fuse_reply_none(req);
+}
+
 fuse_lowlevel_ops MakeOps() {
   fuse_lowlevel_ops ops;
   std::memset(&ops, 0, sizeof(ops));
   ops.init = OpInit;
   ops.lookup = OpLookup;
+  ops.forget = OpForget;
+  ops.forget_multi = OpForgetMulti;
   ops.getattr = OpGetattr;
   ops.readlink = OpReadlink;
   ops.opendir = OpOpendir;
@@ -1358,10 +1469,10 @@ absl::StatusOr<std::unique_ptr<CairnFs>> CairnFs::Mount(
     absl::MutexLock lock(&state->mu);
     Node root;
     root.kind = Kind::kRoot;
-    state->nodes.emplace(FUSE_ROOT_ID, std::make_shared<const Node>(root));
+    state->nodes[FUSE_ROOT_ID].node = std::make_shared<const Node>(root);
     Node by_digest;
     by_digest.kind = Kind::kByDigest;
-    state->nodes.emplace(kByDigestIno, std::make_shared<const Node>(by_digest));
+    state->nodes[kByDigestIno].node = std::make_shared<const Node>(by_digest);
   }
 
   std::string opts = absl::StrCat(

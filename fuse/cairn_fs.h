@@ -64,7 +64,10 @@ struct CairnFsStats {
   // Blobs registered as backing files now (those with passthrough opens
   // not yet released).
   uint64_t backing_files = 0;
-  uint64_t inodes = 0;  // Inodes allocated (never freed: docs/fuse.md).
+  // Inodes in the mount's table: those the kernel holds (looked up and not
+  // yet forgotten), "/", /by-digest, and one per namespace and ref name
+  // listed (docs/fuse.md, "Inodes").
+  uint64_t inodes = 0;
 };
 
 class CairnFs {

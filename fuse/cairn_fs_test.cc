@@ -23,6 +23,8 @@
 #include <algorithm>
 #include <cstring>
 #include <filesystem>
+#include <fstream>
+#include <map>
 #include <memory>
 #include <string>
 #include <vector>
@@ -100,6 +102,35 @@ int WalkAndStat(const std::string& dir) {
   closedir(d);
   for (const std::string& sub : subdirs) n += WalkAndStat(sub);
   return n;
+}
+
+// Inode number of every entry below `dir` by relative path (lstat), after
+// checking each listing's d_ino agrees with it.
+void CollectInodes(const std::string& dir, const std::string& prefix,
+                   std::map<std::string, ino_t>* out) {
+  DIR* d = opendir(dir.c_str());
+  if (d == nullptr) {
+    ADD_FAILURE() << "opendir " << dir << ": " << strerror(errno);
+    return;
+  }
+  std::vector<std::string> subdirs;
+  while (dirent* e = readdir(d)) {
+    const std::string name = e->d_name;
+    if (name == "." || name == "..") continue;
+    struct stat st;
+    if (fstatat(dirfd(d), e->d_name, &st, AT_SYMLINK_NOFOLLOW) != 0) {
+      ADD_FAILURE() << "lstat " << dir << "/" << name << ": "
+                    << strerror(errno);
+      continue;
+    }
+    EXPECT_EQ(e->d_ino, st.st_ino) << dir << "/" << name;
+    (*out)[prefix + name] = st.st_ino;
+    if (S_ISDIR(st.st_mode)) subdirs.push_back(name);
+  }
+  closedir(d);
+  for (const std::string& sub : subdirs) {
+    CollectInodes(dir + "/" + sub, prefix + sub + "/", out);
+  }
 }
 
 class CairnFsTest : public ::testing::Test {
@@ -305,6 +336,56 @@ TEST_F(CairnFsTest, TreeWalkNeedsNoLookupPerEntry) {
   EXPECT_EQ(warm.readdirs, again.readdirs);
   // The first walk listed each directory once (one read, a few chunks).
   EXPECT_GE(again.readdirs - before.readdirs, static_cast<uint64_t>(kDirs));
+}
+
+// The mount keeps an entry's node only while the kernel holds its inode:
+// once the kernel drops its caches (and sends FORGET), the table shrinks
+// back, and a new walk finds the same inode numbers (a hardlink still its
+// target's), as `ls -i` of the listings does.
+TEST_F(CairnFsTest, ForgottenInodesAreDroppedAndKeepTheirNumbers) {
+  std::vector<TarEntry> entries;
+  constexpr int kDirs = 10, kFilesPerDir = 50;
+  for (int d = 0; d < kDirs; ++d) {
+    const std::string dir = absl::StrCat("d", d);
+    entries.push_back({dir + "/", TarEntry::kDir, 0755, ""});
+    for (int f = 0; f < kFilesPerDir; ++f) {
+      entries.push_back({absl::StrCat(dir, "/f", f), TarEntry::kFile, 0644,
+                         absl::StrCat(d, "/", f, "\n")});
+    }
+  }
+  entries.push_back({"d0/hard", TarEntry::kHardlink, 0644, "d0/f1"});
+  entries.push_back({"d0/soft", TarEntry::kSymlink, 0777, "f1"});
+  const Digest d = Push(entries);
+  Mount();
+  const uint64_t idle = fs_->stats().inodes;
+
+  std::map<std::string, ino_t> first;
+  CollectInodes(ByDigest(d), "", &first);
+  ASSERT_EQ(first.size(), static_cast<size_t>(kDirs * (kFilesPerDir + 1) + 2));
+  EXPECT_EQ(first["d0/hard"], first["d0/f1"]);
+  EXPECT_NE(first["d0/soft"], first["d0/f1"]);
+  EXPECT_GE(fs_->stats().inodes, idle + first.size() - 1);
+
+  const int drop = open("/proc/sys/vm/drop_caches", O_WRONLY | O_CLOEXEC);
+  if (drop < 0) GTEST_SKIP() << "cannot drop the kernel's caches (needs root)";
+  ASSERT_EQ(write(drop, "2", 1), 1) << strerror(errno);  // Dentries, inodes.
+  close(drop);
+  // The kernel queued its FORGETs; the session loop reads them between
+  // requests, so a few round trips (GETXATTR is never cached) see them
+  // through.
+  for (int i = 0; i < 1000 && fs_->stats().inodes > idle + 2; ++i) {
+    char value[8];
+    getxattr(mnt_.c_str(), "user.cairn.nothing", value, sizeof(value));
+  }
+  EXPECT_LE(fs_->stats().inodes, idle + 2);
+
+  std::map<std::string, ino_t> second;
+  CollectInodes(ByDigest(d), "", &second);
+  EXPECT_EQ(second, first);
+  std::ifstream in(ByDigest(d) + "/d3/f7");
+  std::string line;
+  std::getline(in, line);
+  EXPECT_EQ(line, "3/7");
 }
 
 // Sequential reads arrive as 1 MiB requests with several in flight only if
