@@ -463,6 +463,8 @@ int Attr(State& s, fuse_ino_t ino, const Node& n, struct stat* st) {
     default:  // REGULAR; HARDLINK nodes carry their target's record.
       st->st_mode = S_IFREG | perm;
       st->st_size = n.record.size();
+      // 0 in indexes older than the field.
+      st->st_nlink = std::max<uint32_t>(1, n.record.nlink());
       break;
   }
   st->st_blocks = (st->st_size + 511) / 512;

@@ -363,6 +363,11 @@ TEST_F(CairnFsTest, ForgottenInodesAreDroppedAndKeepTheirNumbers) {
   CollectInodes(ByDigest(d), "", &first);
   ASSERT_EQ(first.size(), static_cast<size_t>(kDirs * (kFilesPerDir + 1) + 2));
   EXPECT_EQ(first["d0/hard"], first["d0/f1"]);
+  struct stat st;
+  ASSERT_EQ(stat((ByDigest(d) + "/d0/hard").c_str(), &st), 0);
+  EXPECT_EQ(st.st_nlink, 2u);  // As du, tar and rsync -H expect.
+  ASSERT_EQ(stat((ByDigest(d) + "/d0/f2").c_str(), &st), 0);
+  EXPECT_EQ(st.st_nlink, 1u);
   EXPECT_NE(first["d0/soft"], first["d0/f1"]);
   EXPECT_GE(fs_->stats().inodes, idle + first.size() - 1);
 

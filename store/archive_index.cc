@@ -639,7 +639,7 @@ class Indexer {
           return Unsafe(raw, absl::StrCat("is a hardlink to ", Quote(hardlink),
                                           ", which is not an earlier entry"));
         }
-        const FileRecord& tr = index_->entries[t->second.index].record;
+        FileRecord& tr = index_->entries[t->second.index].record;
         if (tr.type() != FileRecord::REGULAR) {
           return Unsafe(raw, absl::StrCat("is a hardlink to ", Quote(hardlink),
                                           ", which is not a regular file"));
@@ -649,10 +649,12 @@ class Indexer {
         rec.set_content_digest(tr.content_digest());
         rec.set_link_target(*target);
         rec.set_entry_id(tr.entry_id());
+        tr.set_nlink(tr.nlink() + 1);
         break;
       }
       case FileRecord::REGULAR: {
         rec.set_mode(Mode(entry, *path));
+        rec.set_nlink(1);
         s = ReadFile(entry, raw, *path, &rec);
         if (!s.ok()) return s;
         break;

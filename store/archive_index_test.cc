@@ -356,6 +356,9 @@ TEST(ArchiveIndexTest, IndexesAllEntryTypes) {
   EXPECT_EQ(tool2.entry_id(), tool.entry_id());
   EXPECT_EQ(tool2.size(), tool.size());
   EXPECT_EQ(tool2.content_digest(), tool.content_digest());
+  // bin/tool and bin/tool2 are one inode with two names.
+  EXPECT_EQ(tool.nlink(), 2u);
+  EXPECT_EQ(Find(*index, "share/doc/README")->record.nlink(), 1u);
 
   const FileRecord& empty = Find(*index, "empty")->record;
   EXPECT_EQ(empty.size(), 0u);
