@@ -695,6 +695,13 @@ class Indexer {
           absl::StrCat("archive exceeds max_entries (", limits_.max_entries,
                        ") at entry ", Quote(raw)));
     }
+    path_bytes_ += e.path.size() + e.record.link_target().size();
+    if (path_bytes_ > limits_.max_total_path_bytes) {
+      return absl::ResourceExhaustedError(
+          absl::StrCat("archive exceeds max_total_path_bytes (",
+                       limits_.max_total_path_bytes,
+                       ") of paths and link targets at entry ", Quote(raw)));
+    }
     const size_t i = index_->entries.size();
     if (e.record.type() != FileRecord::HARDLINK) e.record.set_entry_id(i + 1);
     slots_.emplace(e.path, Slot{i, synthesised});
@@ -707,7 +714,10 @@ class Indexer {
     uint32_t mode = archive_entry_perm(entry) & 07777;
     if (mode & kSetIdBits) {
       mode &= ~static_cast<uint32_t>(kSetIdBits);
-      index_->stripped_setid_paths.push_back(path);
+      if (index_->stripped_setid_paths.size() < kMaxListedSetidPaths) {
+        index_->stripped_setid_paths.push_back(path);
+      }
+      ++index_->stripped_setid_count;
     }
     return mode;
   }
@@ -828,6 +838,7 @@ class Indexer {
   // False when the sink hashes file contents itself.
   const bool hash_ = sink_ == nullptr || !sink_->HashesContent();
   bool any_header_ = false;
+  uint64_t path_bytes_ = 0;  // Paths and link targets added so far.
   std::string last_name_;
   MetadataFile cairn_json_;
   MetadataFile package_json_;

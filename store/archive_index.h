@@ -15,8 +15,10 @@
 //   - hardlinks whose target is not an earlier regular file of the archive;
 //   - device files, FIFOs and sockets;
 //   - more than max_entries entries, a path longer than max_path_bytes,
-//     or more than max_unpacked_bytes of regular-file content.
-// setuid/setgid bits are stripped from modes and the paths recorded.
+//     more than max_total_path_bytes of paths and link targets in all, or
+//     more than max_unpacked_bytes of regular-file content.
+// setuid/setgid bits are stripped from modes and the paths recorded (the
+// first kMaxListedSetidPaths, and their count).
 // Parent directories an archive leaves implicit are added (mode 0755).
 //
 // Metadata: a root "cairn.json" ({"name","version","licence" or "license",
@@ -45,8 +47,14 @@ namespace cairn {
 struct ArchiveLimits {
   uint64_t max_entries = 1'000'000;
   uint64_t max_path_bytes = 4096;
-  uint64_t max_unpacked_bytes = 64ull << 30;  // 64 GiB.
+  // Sum of every entry's path and link target: what an index holds in
+  // memory while it is built and committed (a few times over).
+  uint64_t max_total_path_bytes = 64ull << 20;  // 64 MiB.
+  uint64_t max_unpacked_bytes = 64ull << 30;    // 64 GiB.
 };
+
+// ArchiveIndex::stripped_setid_paths keeps at most this many paths.
+inline constexpr size_t kMaxListedSetidPaths = 100;
 
 // Supplies the compressed tarball as a sequence of chunks.
 class ByteSource {
@@ -89,7 +97,10 @@ struct ArchiveIndex {
   uint64_t regular_files = 0;
   uint64_t unpacked_bytes = 0;  // Sum of regular file sizes.
   store::ArtefactMetadata metadata;
+  // Paths whose setuid/setgid bits were stripped, the first
+  // kMaxListedSetidPaths in archive order, and how many there were.
   std::vector<std::string> stripped_setid_paths;
+  uint64_t stripped_setid_count = 0;
 };
 
 // Reads the whole archive from `source`, sends file contents to `sink`

@@ -667,6 +667,21 @@ TEST(ArchiveIndexTest, SetIdBitsStripped) {
   EXPECT_EQ(Find(*index, "sgid")->record.mode(), 0775u);
   EXPECT_EQ(Find(*index, "sticky")->record.mode(), 01777u);
   EXPECT_THAT(index->stripped_setid_paths, ElementsAre("suid", "sgid"));
+  EXPECT_EQ(index->stripped_setid_count, 2u);
+}
+
+// The list of stripped paths stops at kMaxListedSetidPaths (it goes into
+// the artefact's record and every push's summary); the count does not.
+TEST(ArchiveIndexTest, StrippedSetIdListIsBounded) {
+  std::vector<TestEntry> entries;
+  for (size_t i = 0; i < kMaxListedSetidPaths + 50; ++i) {
+    entries.push_back(File(absl::StrCat("bin/s", i), "x", 04755));
+  }
+  absl::StatusOr<ArchiveIndex> index = Index(MakeTar(entries));
+  ASSERT_TRUE(index.ok()) << index.status();
+  ASSERT_EQ(index->stripped_setid_paths.size(), kMaxListedSetidPaths);
+  EXPECT_EQ(index->stripped_setid_paths.front(), "bin/s0");
+  EXPECT_EQ(index->stripped_setid_count, kMaxListedSetidPaths + 50);
 }
 
 TEST(ArchiveIndexTest, RejectsUnsafePaths) {
@@ -754,6 +769,21 @@ TEST(ArchiveIndexTest, EnforcesLimits) {
   ExpectRejected({File("0123456789", "ok"), File("dir/0123456789", "x")},
                  absl::StatusCode::kResourceExhausted,
                  "max_path_bytes (10): entry \"dir/0123456789\"", limits);
+
+  limits = ArchiveLimits();
+  limits.max_total_path_bytes = 20;
+  // "a" 1 + "a/l" 3 + its target "longtarget" 10 = 14; "a/b234" makes 20;
+  // "a/c" is over.
+  ExpectRejected(
+      {Symlink("a/l", "longtarget"), File("a/b234", "x"), File("a/c", "y")},
+      absl::StatusCode::kResourceExhausted,
+      "max_total_path_bytes (20) of paths and link targets at "
+      "entry \"a/c\"",
+      limits);
+  EXPECT_TRUE(
+      Index(MakeTar({Symlink("a/l", "longtarget"), File("a/b234", "x")}),
+            1 << 16, nullptr, limits)
+          .ok());
 
   limits = ArchiveLimits();
   limits.max_unpacked_bytes = 100;

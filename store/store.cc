@@ -891,6 +891,7 @@ absl::StatusOr<store::ArtefactRecord> StoreImpl::CommitArtefact(
   for (const std::string& p : index.stripped_setid_paths) {
     record.add_stripped_setid_paths(p);
   }
+  record.set_stripped_setid_count(index.stripped_setid_count);
   record.set_index_state(store::ArtefactRecord::COMMITTED);
   record.set_bytes_newly_stored(newly);
 

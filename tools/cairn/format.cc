@@ -99,6 +99,7 @@ nlohmann::ordered_json SummaryToJson(const v1::ArtefactSummary& summary) {
       {"stripped_setid_paths",
        std::vector<std::string>(summary.stripped_setid_paths().begin(),
                                 summary.stripped_setid_paths().end())},
+      {"stripped_setid_count", summary.stripped_setid_count()},
   };
 }
 
@@ -174,7 +175,12 @@ std::string FormatStat(const v1::StatResponse& response) {
   if (!m.licence().empty()) line("licence", m.licence());
   if (!m.entrypoint().empty()) line("entrypoint", m.entrypoint());
   if (!s.stripped_setid_paths().empty()) {
-    line("setid stripped", absl::StrJoin(s.stripped_setid_paths(), ", "));
+    std::string paths = absl::StrJoin(s.stripped_setid_paths(), ", ");
+    if (s.stripped_setid_count() >
+        static_cast<uint64_t>(s.stripped_setid_paths_size())) {
+      absl::StrAppend(&paths, ", ... (", s.stripped_setid_count(), " in all)");
+    }
+    line("setid stripped", paths);
   }
   return out;
 }

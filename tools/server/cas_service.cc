@@ -139,6 +139,9 @@ void ToSummary(const store::ArtefactRecord& record,
   md->set_entrypoint(record.metadata().entrypoint());
   summary->mutable_stripped_setid_paths()->CopyFrom(
       record.stripped_setid_paths());
+  // Records written before the count existed list every path.
+  summary->set_stripped_setid_count(std::max<uint64_t>(
+      record.stripped_setid_count(), record.stripped_setid_paths_size()));
 }
 
 grpc::Status CasService::FindMissing(grpc::ServerContext* /*context*/,
