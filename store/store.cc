@@ -966,6 +966,13 @@ void StoreImpl::FlushLoop() {
     }
     durable_seq_ = std::max(durable_seq_, work.back().seq);
     flush_cv_.SignalAll();
+    // Their BlobRecords are committed: HaveFileBlob no longer needs to
+    // remember them (written_ would otherwise grow with every file blob
+    // this process ever wrote).
+    absl::MutexLock written_lock(&written_mu_);
+    for (const PendingFlush& f : work) {
+      for (const auto& [d, size] : f.files) written_.erase(d);
+    }
   }
 }
 
