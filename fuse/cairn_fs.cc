@@ -632,12 +632,16 @@ void OpInit(void* userdata, fuse_conn_info* conn) {
   if ((conn->capable & FUSE_CAP_SPLICE_WRITE) != 0) {
     conn->want |= FUSE_CAP_SPLICE_WRITE;
   }
-  // File content never changes, so the kernel need not compare attributes
-  // to decide whether cached pages are stale (auto_inval_data, on by
-  // default, checks at every read); caches are only dropped explicitly.
-  conn->want &= ~FUSE_CAP_AUTO_INVAL_DATA;
-  if ((conn->capable & FUSE_CAP_EXPLICIT_INVAL_DATA) != 0) {
-    conn->want |= FUSE_CAP_EXPLICIT_INVAL_DATA;
+  // auto_inval_data (libfuse's default, kept): at the start of every
+  // listing read the kernel brings the directory's mtime up to date (no
+  // request while its attributes are cached) and drops a cached listing
+  // older than it. That closes the window in which a listing of "/" or a
+  // namespace built just before a ref change reaches the kernel's cache
+  // just after that change invalidated it (State::refs_mtime_ns). File
+  // content never changes, so the same check at every read of a cached
+  // file (attributes cached for a day: no request) never drops its pages.
+  if ((conn->capable & FUSE_CAP_AUTO_INVAL_DATA) != 0) {
+    conn->want |= FUSE_CAP_AUTO_INVAL_DATA;
   }
   // Every symlink target is immutable (ref symlinks are pinned: a moved
   // ref is a new inode), so the kernel may keep it in its page cache.
