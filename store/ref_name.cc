@@ -6,6 +6,7 @@
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/escaping.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 
 namespace cairn {
@@ -13,8 +14,9 @@ namespace cairn {
 const char kRefGrammar[] =
     "a ref is <package>@<name>; package = component *(\"/\" component), at "
     "most 128 bytes, component = [a-z0-9] *[a-z0-9._-]; name = [A-Za-z0-9] "
-    "*[A-Za-z0-9._-], at most 128 bytes; \"..\" is not allowed anywhere "
-    "(e.g. \"team/mytool@v1.2.0\")";
+    "*[A-Za-z0-9._-], at most 128 bytes; \"..\" is not allowed anywhere; "
+    "a namespace may not be called \"by-digest\" (e.g. "
+    "\"team/mytool@v1.2.0\")";
 
 const char kSlotGrammar[] =
     "a slot is \"noarch\" or <os>-<arch> with <os> and <arch> = [a-z0-9]+, "
@@ -61,8 +63,14 @@ std::string WordProblem(absl::string_view word, bool lower) {
   return "";
 }
 
+// The top-level namespace the FUSE mount's /by-digest directory takes.
+constexpr absl::string_view kReservedNamespace = "by-digest/";
+
 std::string PackageProblem(absl::string_view package) {
   if (package.empty()) return "empty package";
+  if (absl::StartsWith(package, kReservedNamespace)) {
+    return "namespace \"by-digest\" is reserved (the mount's /by-digest)";
+  }
   if (package.size() > kMaxRefPackageBytes) {
     return absl::StrCat("package is ", package.size(), " bytes, longer than ",
                         kMaxRefPackageBytes);

@@ -15,8 +15,11 @@
 // (empty component), "/tool@main", "tool/@main", ".tool@main", "-x@main",
 // "_x@main" (a component or name must start with a letter or digit),
 // "tool@../x", "a..b@main" (".." anywhere), "tool@a/b" ('/' in a name),
-// "tool@" and "@main" (empty parts), "a@b@c" (two '@'). Nothing is
-// normalised: the text is exactly the ref's key.
+// "tool@" and "@main" (empty parts), "a@b@c" (two '@'), and
+// "by-digest/x@main" (the top-level namespace "by-digest" is reserved: the
+// FUSE mount's /by-digest directory has that name; the package "by-digest"
+// itself, as in "by-digest@main", is allowed). Nothing is normalised: the
+// text is exactly the ref's key.
 //
 // A slot names an architecture: "noarch" or "<os>-<arch>", where <os> and
 // <arch> are one or more lowercase letters or digits and <os> is not

@@ -24,6 +24,10 @@ TEST(RefNameTest, AcceptsValidRefs) {
       {"org/team/sub/pkg@rc_1", "org/team/sub/pkg", "rc_1"},
       {"0tool@9", "0tool", "9"},
       {"x.@y-", "x.", "y-"},  // Trailing punctuation is allowed.
+      // Only the namespace "by-digest/" is reserved.
+      {"by-digest@main", "by-digest", "main"},
+      {"team/by-digest@main", "team/by-digest", "main"},
+      {"by-digests/x@main", "by-digests/x", "main"},
       {pkg128 + "@" + name128, pkg128, name128},
   };
   for (const Case& c : cases) {
@@ -60,6 +64,7 @@ TEST(RefNameTest, RejectsInvalidRefsShowingTheGrammar) {
       {"tool@.main", "must start with a letter or digit"},
       {"tool@-main", "must start with a letter or digit"},
       {"a..b@main", "\"..\""},
+      {"by-digest/tool@main", "namespace \"by-digest\" is reserved"},
       {"tool@v1..2", "\"..\""},
       {"tool@../x", "character \"/\""},
       {"tool@a/b", "character \"/\""},
