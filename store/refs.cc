@@ -262,7 +262,7 @@ absl::Status GenerationMismatch(absl::string_view key,
 absl::Status ReleaseExists(absl::string_view key,
                            const store::RefRecord& current) {
   if (current.kind() == store::RefRecord::RELEASE) {
-    return absl::FailedPreconditionError(absl::StrCat(
+    return absl::AlreadyExistsError(absl::StrCat(
         "release ", key, " already exists (generation ", current.generation(),
         "); releases are immutable and are never overwritten"));
   }
@@ -603,12 +603,12 @@ absl::StatusOr<RefUpdate> RefStore::Promote(const RefName& branch,
   for (const auto& [slot, digest] : expected) {
     auto it = source->slots.find(slot);
     if (it == source->slots.end()) {
-      return absl::FailedPreconditionError(absl::StrCat(
+      return absl::AbortedError(absl::StrCat(
           prefix, "slot ", slot, " is expected to be ", digest.ToString(),
           " but the branch has no slot ", slot, "; nothing was promoted"));
     }
     if (it->second.digest != digest) {
-      return absl::FailedPreconditionError(absl::StrCat(
+      return absl::AbortedError(absl::StrCat(
           prefix, "slot ", slot, " is ", it->second.digest.ToString(),
           ", expected ", digest.ToString(),
           " (the branch moved); nothing was promoted"));
@@ -616,7 +616,7 @@ absl::StatusOr<RefUpdate> RefStore::Promote(const RefName& branch,
   }
   for (const auto& [slot, ref_slot] : source->slots) {
     if (expected.count(slot) == 0) {
-      return absl::FailedPreconditionError(absl::StrCat(
+      return absl::AbortedError(absl::StrCat(
           prefix, "the branch has slot ", slot, " (",
           ref_slot.digest.ToString(),
           ") that the expected digests do not name; nothing was promoted"));

@@ -193,7 +193,7 @@ TEST_F(RefsTest, BranchesAreMutableReleasesAreNot) {
   for (const Digest& d : {a, b}) {  // Identical content is refused too.
     absl::StatusOr<RefUpdate> again =
         refs_->CreateRelease(Ref("tool@v1"), {{"linux-amd64", d}}, "mallory");
-    EXPECT_EQ(again.status().code(), absl::StatusCode::kFailedPrecondition);
+    EXPECT_EQ(again.status().code(), absl::StatusCode::kAlreadyExists);
     EXPECT_THAT(std::string(again.status().message()),
                 HasSubstr("release tool@v1 already exists"));
     EXPECT_THAT(std::string(again.status().message()), HasSubstr("immutable"));
@@ -463,7 +463,7 @@ TEST_F(RefsTest, PromoteRecordsItsSource) {
       Ref("tool@main"), Ref("tool@v3.1"),
       {{"linux-amd64", FakeArtefact("next")}, {"linux-arm64", arm64}},
       "release-bot");
-  EXPECT_EQ(p.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(p.status().code(), absl::StatusCode::kAlreadyExists);
   EXPECT_THAT(std::string(p.status().message()), HasSubstr("already exists"));
 }
 
@@ -479,8 +479,7 @@ TEST_F(RefsTest, PromoteRefusedWhenTheBranchMoved) {
 
   absl::StatusOr<RefUpdate> p =
       refs_->Promote(Ref("tool@main"), Ref("tool@v1"), expected, "alice");
-  ASSERT_EQ(p.status().code(), absl::StatusCode::kFailedPrecondition)
-      << p.status();
+  ASSERT_EQ(p.status().code(), absl::StatusCode::kAborted) << p.status();
   EXPECT_THAT(std::string(p.status().message()),
               HasSubstr("slot linux-arm64 is "));
   EXPECT_THAT(std::string(p.status().message()),
@@ -503,7 +502,7 @@ TEST_F(RefsTest, PromoteRefusedWhenTheBranchMoved) {
   // Expected digests that leave out a branch slot are refused, naming it.
   p = refs_->Promote(Ref("tool@main"), Ref("tool@v1"), {{"linux-amd64", amd64}},
                      "alice");
-  ASSERT_EQ(p.status().code(), absl::StatusCode::kFailedPrecondition);
+  ASSERT_EQ(p.status().code(), absl::StatusCode::kAborted);
   EXPECT_THAT(std::string(p.status().message()),
               HasSubstr("the branch has slot linux-arm64"));
   // Expected digests naming a slot the branch lacks are refused.
@@ -511,7 +510,7 @@ TEST_F(RefsTest, PromoteRefusedWhenTheBranchMoved) {
       Ref("tool@main"), Ref("tool@v1"),
       {{"linux-amd64", amd64}, {"linux-arm64", arm64_new}, {"noarch", amd64}},
       "alice");
-  ASSERT_EQ(p.status().code(), absl::StatusCode::kFailedPrecondition);
+  ASSERT_EQ(p.status().code(), absl::StatusCode::kAborted);
   EXPECT_THAT(std::string(p.status().message()),
               HasSubstr("has no slot noarch"));
   EXPECT_EQ(refs_->Get(Ref("tool@v1")).status().code(),
@@ -959,7 +958,7 @@ TEST_F(RefsTest, ConcurrentCreateReleaseHasOneWinner) {
         if (u.ok()) {
           ++winners;
           winner = t;
-        } else if (u.status().code() == absl::StatusCode::kFailedPrecondition) {
+        } else if (u.status().code() == absl::StatusCode::kAlreadyExists) {
           ++refused;
         }
       });

@@ -363,7 +363,7 @@ TEST_F(RefsE2eTest, PromotionRefusedWhenTheBranchMoved) {
       CliFails({"promote", "tool@main", "tool@v2.0.0", "--expect",
                 absl::StrCat(kAmd64, "=", tested.digest), "--expect",
                 absl::StrCat(kNoarch, "=", any.digest)},
-               "FAILED_PRECONDITION");
+               "ABORTED");
   EXPECT_THAT(err, HasSubstr(kAmd64));
   EXPECT_THAT(err, HasSubstr(tested.digest));
   EXPECT_THAT(err, HasSubstr(later.digest));
@@ -491,10 +491,10 @@ TEST_F(RefsE2eTest, ReleasesAreNeverOverwritten) {
   // Not even with identical content, nor with other content.
   CliFails(
       {"release", "tool@v1", "--slot", absl::StrCat(kNoarch, "=", v1.digest)},
-      "FAILED_PRECONDITION");
+      "ALREADY_EXISTS");
   CliFails(
       {"release", "tool@v1", "--slot", absl::StrCat(kNoarch, "=", v1b.digest)},
-      "FAILED_PRECONDITION");
+      "ALREADY_EXISTS");
   // Pushing into a release is refused (after the upload, which is kept).
   const std::string err =
       CliFails({"push", v1b.path, "--ref", "tool@v1", "--arch", kNoarch},
@@ -506,7 +506,7 @@ TEST_F(RefsE2eTest, ReleasesAreNeverOverwritten) {
   PushRef(v1b, "tool@main", kNoarch);
   CliFails({"promote", "tool@main", "tool@v1", "--expect",
             absl::StrCat(kNoarch, "=", v1b.digest)},
-           "FAILED_PRECONDITION");
+           "ALREADY_EXISTS");
 
   Json r = Resolve("tool@v1", kAmd64);
   EXPECT_EQ(r["digest"], v1.digest);

@@ -323,7 +323,7 @@ TEST_F(RefsServiceTest, StoreErrorsKeepTheirCodes) {
   EXPECT_EQ(response.ref().kind(), v1::RELEASE);
   EXPECT_EQ(response.entry().action(), v1::RefHistoryEntry::CREATE_RELEASE);
   s = CreateRelease("tool@v1", {{"noarch", d}}, &response);
-  EXPECT_EQ(s.error_code(), grpc::StatusCode::FAILED_PRECONDITION);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::ALREADY_EXISTS);
   s = SetSlot("tool@v1", "noarch", d, &response);
   EXPECT_EQ(s.error_code(), grpc::StatusCode::FAILED_PRECONDITION);
   grpc::ClientContext context;
@@ -350,7 +350,7 @@ TEST_F(RefsServiceTest, PromoteChecksExpectedDigests) {
   v1::RefUpdateResponse response;
   grpc::Status s = Promote("tool@main", "tool@v1.0.0",
                            {{"linux-amd64", a1}, {"noarch", n1}}, &response);
-  EXPECT_EQ(s.error_code(), grpc::StatusCode::FAILED_PRECONDITION);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::ABORTED);
   EXPECT_THAT(s.error_message(), HasSubstr("linux-amd64"));
   grpc::ClientContext context;
   v1::GetRefRequest get;
