@@ -234,10 +234,10 @@ class RefStore {
   // Creates the release with exactly these slots (1..kMaxSlotsPerRef), all
   // at once. Errors: InvalidArgument if slots is empty or too large;
   // NotFound naming the first digest (and its slot) that is not an artefact
-  // in the store; FailedPrecondition if an artefact's index is still being
-  // built, or if a release with this name exists
-  // (releases are immutable: never overwritten, even with identical slots)
-  // or a branch does.
+  // in the store; AlreadyExists if a release with this name exists
+  // (releases are immutable: never overwritten, even with identical slots);
+  // FailedPrecondition if an artefact's index is still being built or a
+  // branch has the name.
   absl::StatusOr<RefUpdate> CreateRelease(const RefName& release,
                                           const SlotDigests& slots,
                                           absl::string_view actor);
@@ -248,10 +248,11 @@ class RefStore {
   // release records the branch and its generation; no bytes are copied.
   // The branch may be of another package. Errors: InvalidArgument if
   // expected is empty or branch == release; NotFound if the branch does not
-  // exist; FailedPrecondition, changing nothing, if `branch` is a release,
-  // a slot differs from `expected` (naming the slot, both digests and the
-  // branch's generation), the branch has an unexpected slot (naming it), or
-  // `release` exists (as CreateRelease).
+  // exist; Aborted (a lost compare-and-swap: re-read the branch), changing
+  // nothing, if a slot differs from `expected` (naming the slot, both
+  // digests and the branch's generation) or the branch has an unexpected
+  // slot (naming it); FailedPrecondition if `branch` is a release;
+  // AlreadyExists or FailedPrecondition for `release` as CreateRelease.
   absl::StatusOr<RefUpdate> Promote(const RefName& branch,
                                     const RefName& release,
                                     const SlotDigests& expected,
