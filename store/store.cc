@@ -34,6 +34,13 @@ namespace {
 constexpr size_t kFileSpillBytes = 1 << 20;
 // Chunk size when re-reading a stored tarball (recovery).
 constexpr size_t kReadChunkBytes = 1 << 20;
+// Limits for re-deriving an index that was accepted before (recovery).
+constexpr ArchiveLimits kNoLimits = {
+    .max_entries = UINT64_MAX,
+    .max_path_bytes = UINT64_MAX,
+    .max_total_path_bytes = UINT64_MAX,
+    .max_unpacked_bytes = UINT64_MAX,
+};
 // Write-back of an uploading tarball starts every this many bytes
 // (BlobStore::NewWriter).
 constexpr uint64_t kTarballWriteBackBytes = 8 << 20;
@@ -325,7 +332,9 @@ class StoreImpl : public Store {
   void CompleteIndex(const Digest& digest, uint64_t size, IndexJob& job);
 
   // Reads and indexes a stored tarball (recovery).
-  absl::StatusOr<store::ArtefactRecord> Reindex(const Digest& digest);
+  // Re-derives the index of stored tarball `digest` under `limits`.
+  absl::StatusOr<store::ArtefactRecord> Reindex(const Digest& digest,
+                                                const ArchiveLimits& limits);
 
   absl::StatusOr<store::ArtefactRecord> WaitIndexed(
       const Digest& digest, absl::Time deadline) override;
@@ -976,13 +985,13 @@ void StoreImpl::FlushLoop() {
   }
 }
 
-absl::StatusOr<store::ArtefactRecord> StoreImpl::Reindex(const Digest& digest) {
+absl::StatusOr<store::ArtefactRecord> StoreImpl::Reindex(
+    const Digest& digest, const ArchiveLimits& limits) {
   absl::StatusOr<int> fd = blobs_->OpenFd(digest);
   if (!fd.ok()) return fd.status();
   FdSource source(*fd);
   FileBlobSink sink(this);
-  absl::StatusOr<ArchiveIndex> index =
-      IndexArchive(source, options_.limits, &sink);
+  absl::StatusOr<ArchiveIndex> index = IndexArchive(source, limits, &sink);
   if (!index.ok()) return index.status();
   if (absl::Status s = sink.Drain(); !s.ok()) return s;
   if (absl::Status s = FillContentDigests(sink.digests(), &*index); !s.ok()) {
@@ -1009,7 +1018,12 @@ absl::Status StoreImpl::Recover() {
                  d.ToString());
     // A crash may have left file blobs that were renamed but never flushed:
     // they have no record, so Reindex writes them again.
-    absl::StatusOr<store::ArtefactRecord> r = Reindex(d);
+    // An artefact whose index was committed was accepted under the limits
+    // of its day: limits lowered since must not keep the store from
+    // opening. One still INDEXING was never accepted: today's apply.
+    const ArchiveLimits limits =
+        state == store::ArtefactRecord::INDEXING ? options_.limits : kNoLimits;
+    absl::StatusOr<store::ArtefactRecord> r = Reindex(d, limits);
     if (!r.ok() && state == store::ArtefactRecord::INDEXING &&
         IsArchiveRejection(r.status())) {
       // Acknowledged before its index, and the archive proves unsafe.

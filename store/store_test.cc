@@ -695,6 +695,46 @@ TEST_F(StoreTest, RecoveryIndexesOrRejectsArtefactsLeftIndexing) {
                                        bad_digest.Hex()));
 }
 
+// An artefact whose index was committed is re-derived after a crash even
+// if the limits were lowered below it since; one left INDEXING (never
+// accepted) is held to today's limits.
+TEST_F(StoreTest, RecoveryOfACommittedIndexIgnoresLoweredLimits) {
+  const std::string committed = BuildTar(ToolEntries("accepted yesterday"));
+  const Digest digest = Sha256Of(committed);
+  ASSERT_TRUE(Push(*store_, committed).ok());
+  store_.reset();
+  {
+    absl::StatusOr<std::unique_ptr<MetadataDb>> db =
+        MetadataDb::Open(dir_ + "/meta");
+    ASSERT_TRUE(db.ok()) << db.status();
+    absl::StatusOr<store::ArtefactRecord> rec = (*db)->GetArtefact(digest);
+    ASSERT_TRUE(rec.ok());
+    rec->set_index_state(store::ArtefactRecord::COMMITTED);  // Crash.
+    MetadataBatch batch;
+    batch.PutArtefact(digest, *rec);
+    ASSERT_TRUE((*db)->Commit(std::move(batch), true).ok());
+  }
+  const std::string indexing = BuildTar(ToolEntries("never accepted"));
+  LeaveIndexing(dir_, indexing);
+
+  StoreOptions options;
+  options.data_dir = dir_;
+  options.limits.max_entries = 2;  // Both archives have 7 entries.
+  absl::StatusOr<std::unique_ptr<Store>> s = Store::Open(options);
+  ASSERT_TRUE(s.ok()) << s.status();
+  store_ = *std::move(s);
+  EXPECT_EQ(store_->recovered_artefacts(), 1);
+  absl::StatusOr<store::ArtefactRecord> rec =
+      store_->metadata().GetArtefact(digest);
+  ASSERT_TRUE(rec.ok()) << rec.status();
+  EXPECT_NE(rec->index_state(), store::ArtefactRecord::INDEXING);
+  EXPECT_TRUE(store_->metadata().GetFile(digest, "bin/tool").ok());
+  absl::Status rejected =
+      store_->WaitIndexed(Sha256Of(indexing), absl::Now()).status();
+  EXPECT_EQ(rejected.code(), absl::StatusCode::kResourceExhausted) << rejected;
+  EXPECT_THAT(rejected.message(), HasSubstr("max_entries (2)"));
+}
+
 TEST_F(StoreTest, AllCompressionsGiveTheSameIndex) {
   const auto entries = ToolEntries("same");
   std::vector<std::vector<std::string>> listings;
