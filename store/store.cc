@@ -1235,9 +1235,9 @@ absl::StatusOr<std::unique_ptr<Store>> Store::Open(
     return absl::InvalidArgumentError("store data directory is empty");
   }
   if (mkdir(options.data_dir.c_str(), 0755) != 0 && errno != EEXIST) {
-    return absl::PermissionDeniedError(
-        absl::StrCat("cannot create data directory ", options.data_dir, ": ",
-                     strerror(errno)));
+    // ENOENT (no parent), EACCES, EROFS, ENOSPC...: each its own code.
+    return absl::ErrnoToStatus(
+        errno, absl::StrCat("cannot create data directory ", options.data_dir));
   }
   // The metadata first: its lock keeps a second store (another cairnd on
   // the same data dir) from getting as far as BlobStore::Open, which empties

@@ -735,6 +735,20 @@ TEST_F(StoreTest, RecoveryOfACommittedIndexIgnoresLoweredLimits) {
   EXPECT_THAT(rejected.message(), HasSubstr("max_entries (2)"));
 }
 
+// A data dir that cannot be created fails Open with the code of the cause.
+TEST_F(StoreTest, OpenReportsWhyTheDataDirCannotBeCreated) {
+  StoreOptions options;
+  options.data_dir = dir_ + "/no/such/parent";
+  absl::StatusOr<std::unique_ptr<Store>> s = Store::Open(options);
+  EXPECT_EQ(s.status().code(), absl::StatusCode::kNotFound) << s.status();
+  EXPECT_THAT(s.status().message(), HasSubstr(options.data_dir));
+  std::ofstream(dir_ + "/file") << "x";
+  options.data_dir = dir_ + "/file/data";
+  s = Store::Open(options);
+  EXPECT_EQ(s.status().code(), absl::StatusCode::kFailedPrecondition)
+      << s.status();  // ENOTDIR
+}
+
 TEST_F(StoreTest, AllCompressionsGiveTheSameIndex) {
   const auto entries = ToolEntries("same");
   std::vector<std::vector<std::string>> listings;
