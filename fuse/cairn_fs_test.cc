@@ -24,6 +24,7 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <map>
 #include <memory>
 #include <string>
@@ -77,9 +78,13 @@ std::string ReadFileText(const std::string& path) {
   return std::string(buf, n);
 }
 
-// Lists `dir` recursively and lstat()s every entry, as find(1) does. Returns
-// the number of entries.
-int WalkAndStat(const std::string& dir) {
+// Lists `dir` recursively and lstat()s every entry, as find(1) does, and
+// calls `visit` (if set) with each entry's path relative to `dir`, the
+// d_ino its listing gave and its stat. Returns the number of entries.
+using Visit = std::function<void(const std::string& rel, ino_t d_ino,
+                                 const struct stat&)>;
+int WalkAndStat(const std::string& dir, const Visit& visit = nullptr,
+                const std::string& prefix = "") {
   int n = 0;
   DIR* d = opendir(dir.c_str());
   if (d == nullptr) {
@@ -97,40 +102,26 @@ int WalkAndStat(const std::string& dir) {
       continue;
     }
     ++n;
-    if (S_ISDIR(st.st_mode)) subdirs.push_back(dir + "/" + name);
-  }
-  closedir(d);
-  for (const std::string& sub : subdirs) n += WalkAndStat(sub);
-  return n;
-}
-
-// Inode number of every entry below `dir` by relative path (lstat), after
-// checking each listing's d_ino agrees with it.
-void CollectInodes(const std::string& dir, const std::string& prefix,
-                   std::map<std::string, ino_t>* out) {
-  DIR* d = opendir(dir.c_str());
-  if (d == nullptr) {
-    ADD_FAILURE() << "opendir " << dir << ": " << strerror(errno);
-    return;
-  }
-  std::vector<std::string> subdirs;
-  while (dirent* e = readdir(d)) {
-    const std::string name = e->d_name;
-    if (name == "." || name == "..") continue;
-    struct stat st;
-    if (fstatat(dirfd(d), e->d_name, &st, AT_SYMLINK_NOFOLLOW) != 0) {
-      ADD_FAILURE() << "lstat " << dir << "/" << name << ": "
-                    << strerror(errno);
-      continue;
-    }
-    EXPECT_EQ(e->d_ino, st.st_ino) << dir << "/" << name;
-    (*out)[prefix + name] = st.st_ino;
+    if (visit) visit(prefix + name, e->d_ino, st);
     if (S_ISDIR(st.st_mode)) subdirs.push_back(name);
   }
   closedir(d);
   for (const std::string& sub : subdirs) {
-    CollectInodes(dir + "/" + sub, prefix + sub + "/", out);
+    n += WalkAndStat(dir + "/" + sub, visit, prefix + sub + "/");
   }
+  return n;
+}
+
+// Inode number of every entry below `dir` by relative path, after checking
+// each listing's d_ino agrees with it.
+std::map<std::string, ino_t> CollectInodes(const std::string& dir) {
+  std::map<std::string, ino_t> inodes;
+  WalkAndStat(dir,
+              [&](const std::string& rel, ino_t d_ino, const struct stat& st) {
+                EXPECT_EQ(d_ino, st.st_ino) << rel;
+                inodes[rel] = st.st_ino;
+              });
+  return inodes;
 }
 
 class CairnFsTest : public ::testing::Test {
@@ -359,16 +350,15 @@ TEST_F(CairnFsTest, ForgottenInodesAreDroppedAndKeepTheirNumbers) {
   Mount();
   const uint64_t idle = fs_->stats().inodes;
 
-  std::map<std::string, ino_t> first;
-  CollectInodes(ByDigest(d), "", &first);
+  const std::map<std::string, ino_t> first = CollectInodes(ByDigest(d));
   ASSERT_EQ(first.size(), static_cast<size_t>(kDirs * (kFilesPerDir + 1) + 2));
-  EXPECT_EQ(first["d0/hard"], first["d0/f1"]);
+  EXPECT_EQ(first.at("d0/hard"), first.at("d0/f1"));
   struct stat st;
   ASSERT_EQ(stat((ByDigest(d) + "/d0/hard").c_str(), &st), 0);
   EXPECT_EQ(st.st_nlink, 2u);  // As du, tar and rsync -H expect.
   ASSERT_EQ(stat((ByDigest(d) + "/d0/f2").c_str(), &st), 0);
   EXPECT_EQ(st.st_nlink, 1u);
-  EXPECT_NE(first["d0/soft"], first["d0/f1"]);
+  EXPECT_NE(first.at("d0/soft"), first.at("d0/f1"));
   EXPECT_GE(fs_->stats().inodes, idle + first.size() - 1);
 
   const int drop = open("/proc/sys/vm/drop_caches", O_WRONLY | O_CLOEXEC);
@@ -384,9 +374,7 @@ TEST_F(CairnFsTest, ForgottenInodesAreDroppedAndKeepTheirNumbers) {
   }
   EXPECT_LE(fs_->stats().inodes, idle + 2);
 
-  std::map<std::string, ino_t> second;
-  CollectInodes(ByDigest(d), "", &second);
-  EXPECT_EQ(second, first);
+  EXPECT_EQ(CollectInodes(ByDigest(d)), first);
   std::ifstream in(ByDigest(d) + "/d3/f7");
   std::string line;
   std::getline(in, line);
