@@ -35,11 +35,6 @@ using ::testing::ElementsAre;
 using ::testing::HasSubstr;
 using ::testing::Not;
 
-std::string ReadWholeFile(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  return std::string(std::istreambuf_iterator<char>(in), {});
-}
-
 std::vector<TarEntry> ToolEntries(const std::string& tool_bytes) {
   return {
       {"bin/", TarEntry::kDir, 0755, ""},
