@@ -139,6 +139,9 @@ struct CairnFs::State {
   std::thread loop;
   std::unique_ptr<Workers> workers;
   bool mounted = false;  // Touched only by Mount/Unmount (one thread).
+  // Set by Unmount: READs and passthrough opens still queued then fail with
+  // EIO at once instead of hashing a blob for a connection that is gone.
+  std::atomic<bool> exiting{false};
   // The connection's number in /sys/fs/fuse/connections (the mount's minor
   // device number); 0 if unknown.
   unsigned conn_id = 0;
@@ -970,7 +973,8 @@ void OpReaddirplus(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 
 // Checks the blob `fd` of `n` against its digest unless some earlier read
 // did in this daemon's life. Returns 0 or EIO (logged): for wrong bytes,
-// remembered until restart; for a failed read of the blob, not.
+// remembered until restart; for a failed read of the blob, not; and
+// without hashing once the mount is being unmounted.
 int EnsureVerified(State& s, const Node& n, const Digest& digest, int fd) {
   auto verified = [&] {
     absl::MutexLock lock(&s.mu);
@@ -984,6 +988,7 @@ int EnsureVerified(State& s, const Node& n, const Digest& digest, int fd) {
     absl::MutexLock lock(&s.mu);
     if (s.corrupt.contains(digest)) return EIO;  // Logged when found.
   }
+  if (s.exiting.load(std::memory_order_relaxed)) return EIO;
   absl::StatusOr<FileDigest> hashed = Sha256OfFd(fd);
   if (!hashed.ok()) {
     // Not the bytes' fault: the next read tries again.
@@ -1584,6 +1589,7 @@ CairnFsStats CairnFs::stats() const {
 void CairnFs::Unmount() {
   if (!state_->mounted) return;
   state_->mounted = false;
+  state_->exiting.store(true, std::memory_order_relaxed);
   // First, so no invalidation runs on a session being torn down.
   state_->refs->RemoveChangeListener(state_->ref_listener_id);
   state_->store->RemoveArtefactListener(state_->artefact_listener_id);
