@@ -187,16 +187,23 @@ struct CairnFs::State {
   std::unique_ptr<FusePassthrough> passthrough;
   // Set when the kernel first refused a backing id (logged once).
   std::atomic<bool> passthrough_refused{false};
-  // Listings being read by READDIR(PLUS), which come without a handle:
-  // built at offset 0, shared by the later offsets of that read, dropped
-  // after its last (empty) chunk. At most kMaxListings are kept (the
-  // oldest dropped: an abandoned read), so a read that lost its listing
-  // rebuilds it.
+  // Listings being read by READDIR(PLUS), which come without a handle,
+  // keyed by (directory, snapshot). A read starts at offset 0, which builds
+  // the listing; the offsets it hands out name the listing's snapshot in
+  // their high 32 bits (ListingOffset), so the later chunks of that read
+  // come from the same listing whatever other reads or changes happen
+  // meanwhile. A directory that changes (ref levels, /by-digest) gets a new
+  // snapshot number per read; an artefact directory, which never changes,
+  // always 0 (its reads share one). A listing is dropped after its read's
+  // last (empty) chunk; at most kMaxListings are kept (the oldest dropped:
+  // an abandoned read), so a read that lost its listing rebuilds it.
   static constexpr size_t kMaxListings = 256;
+  using ListingKey = std::pair<fuse_ino_t, uint32_t>;
   absl::Mutex listings_mu;
-  absl::flat_hash_map<fuse_ino_t, std::shared_ptr<const Listing>> listings
+  absl::flat_hash_map<ListingKey, std::shared_ptr<const Listing>> listings
       ABSL_GUARDED_BY(listings_mu);
-  std::deque<fuse_ino_t> listing_order ABSL_GUARDED_BY(listings_mu);
+  std::deque<ListingKey> listing_order ABSL_GUARDED_BY(listings_mu);
+  uint32_t next_snapshot ABSL_GUARDED_BY(listings_mu) = 1;
   // When refs (the listings of "/" and namespaces) and the servable
   // artefacts (/by-digest) last changed, in ns since the epoch: those
   // directories' mtime. The kernel drops a cached listing whose directory
@@ -849,14 +856,24 @@ int BuildListing(State& s, fuse_ino_t ino, const Node& n, Listing* out) {
   return ENOENT;
 }
 
-// The listing a READDIR(PLUS) of `ino` at offset `off` reads from: built
-// afresh at offset 0 (a new read of the directory), else the one that read
-// started with. Null and *err set on failure.
+// READDIR offsets: entry i of snapshot `snapshot` of a listing is followed
+// by offset (snapshot << 32) | (i + 1); offset 0 starts a new read.
+constexpr uint32_t kMaxSnapshot = 0x7fffffff;  // Offsets stay positive.
+off_t ListingOffset(uint32_t snapshot, size_t next_index) {
+  return static_cast<off_t>((static_cast<uint64_t>(snapshot) << 32) |
+                            next_index);
+}
+
+// The listing a READDIR(PLUS) of `ino` at offset `off` reads from, and its
+// snapshot number in *snapshot: built afresh at offset 0 (a new read of the
+// directory), else the one that read started with (rebuilt if it was
+// dropped). Null and *err set on failure.
 std::shared_ptr<const Listing> ListingFor(State& s, fuse_ino_t ino, off_t off,
-                                          int* err) {
+                                          uint32_t* snapshot, int* err) {
+  *snapshot = static_cast<uint32_t>(static_cast<uint64_t>(off) >> 32);
   if (off > 0) {
     absl::MutexLock lock(&s.listings_mu);
-    auto it = s.listings.find(ino);
+    auto it = s.listings.find(State::ListingKey{ino, *snapshot});
     if (it != s.listings.end()) return it->second;
   }
   std::shared_ptr<const Node> n = s.Get(ino);
@@ -869,8 +886,18 @@ std::shared_ptr<const Listing> ListingFor(State& s, fuse_ino_t ino, off_t off,
     return nullptr;
   }
   absl::MutexLock lock(&s.listings_mu);
-  if (s.listings.insert_or_assign(ino, listing).second) {
-    s.listing_order.push_back(ino);
+  if (off == 0) {
+    if (HasImmutableListing(*n)) {
+      *snapshot = 0;
+    } else {
+      *snapshot = s.next_snapshot;
+      s.next_snapshot =
+          s.next_snapshot == kMaxSnapshot ? 1 : s.next_snapshot + 1;
+    }
+  }
+  const State::ListingKey key{ino, *snapshot};
+  if (s.listings.insert_or_assign(key, listing).second) {
+    s.listing_order.push_back(key);
   }
   while (s.listings.size() > State::kMaxListings && !s.listing_order.empty()) {
     s.listings.erase(s.listing_order.front());
@@ -879,11 +906,12 @@ std::shared_ptr<const Listing> ListingFor(State& s, fuse_ino_t ino, off_t off,
   return listing;
 }
 
-// Drops the listing of `ino` once a read of it reached its end.
-void DoneListing(State& s, fuse_ino_t ino) {
+// Drops a listing once a read of it reached its end.
+void DoneListing(State& s, fuse_ino_t ino, uint32_t snapshot) {
   absl::MutexLock lock(&s.listings_mu);
-  if (s.listings.erase(ino) == 0) return;
-  auto it = std::find(s.listing_order.begin(), s.listing_order.end(), ino);
+  const State::ListingKey key{ino, snapshot};
+  if (s.listings.erase(key) == 0) return;
+  auto it = std::find(s.listing_order.begin(), s.listing_order.end(), key);
   if (it != s.listing_order.end()) s.listing_order.erase(it);
 }
 
@@ -916,12 +944,15 @@ void ReplyListing(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off) {
   State& s = *StateOf(req);
   s.readdirs.fetch_add(1, std::memory_order_relaxed);
   int err = 0;
-  std::shared_ptr<const Listing> listing = ListingFor(s, ino, off, &err);
+  uint32_t snapshot = 0;
+  std::shared_ptr<const Listing> listing =
+      ListingFor(s, ino, off, &snapshot, &err);
   if (listing == nullptr) return (void)fuse_reply_err(req, err);
   std::vector<char> buf(size);
   size_t used = 0;
   std::vector<State::Interned> full_entries;  // READDIRPLUS: with attributes.
-  for (size_t i = static_cast<size_t>(off); i < listing->size(); ++i) {
+  for (size_t i = static_cast<uint64_t>(off) & 0xffffffffu; i < listing->size();
+       ++i) {
     const DirEntry& e = (*listing)[i];
     size_t n;
     if constexpr (kPlus) {
@@ -937,7 +968,8 @@ void ReplyListing(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off) {
         p.attr.st_mode = e.type;
       }
       n = fuse_add_direntry_plus(req, buf.data() + used, size - used,
-                                 e.name.c_str(), &p, i + 1);
+                                 e.name.c_str(), &p,
+                                 ListingOffset(snapshot, i + 1));
       if (n <= size - used && p.ino != 0)
         full_entries.push_back({e.ino, e.node});
     } else {
@@ -946,12 +978,12 @@ void ReplyListing(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off) {
       st.st_ino = e.ino;
       st.st_mode = e.type;
       n = fuse_add_direntry(req, buf.data() + used, size - used, e.name.c_str(),
-                            &st, i + 1);
+                            &st, ListingOffset(snapshot, i + 1));
     }
     if (n > size - used) break;
     used += n;
   }
-  if (used == 0) DoneListing(s, ino);  // The end of this read.
+  if (used == 0) DoneListing(s, ino, snapshot);  // The end of this read.
   if (fuse_reply_buf(req, buf.data(), used) == 0 && !full_entries.empty()) {
     s.Remember(full_entries);
     s.readdirplus_entries.fetch_add(full_entries.size(),
@@ -1405,10 +1437,9 @@ void InvalidateEntry(State& s, fuse_ino_t parent, const std::string& name) {
   }
 }
 
-// Drops the kernel's cached listing (and attributes) of directory `ino`,
-// and the listing a READDIR of it may be reading from.
+// Drops the kernel's cached listing (and attributes) of directory `ino`.
+// A read of it under way keeps its snapshot; the next read builds anew.
 void InvalidateListing(State& s, fuse_ino_t ino) {
-  DoneListing(s, ino);
   const int rc = fuse_lowlevel_notify_inval_inode(s.session, ino, 0, 0);
   if (rc != 0 && rc != -ENOENT) {
     spdlog::warn("fuse: cannot invalidate the listing of inode {} in {}: {}",

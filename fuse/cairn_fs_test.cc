@@ -16,6 +16,7 @@
 #include <sys/mount.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
+#include <sys/syscall.h>
 #include <sys/sysmacros.h>
 #include <sys/xattr.h>
 #include <unistd.h>
@@ -27,6 +28,7 @@
 #include <functional>
 #include <map>
 #include <memory>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -292,6 +294,54 @@ TEST_F(CairnFsTest, NewArtefactsAppearInByDigestListing) {
   std::vector<std::string> both = {a.ToString(), b.ToString()};
   std::sort(both.begin(), both.end());
   EXPECT_EQ(ReadDirNames(mnt_ + "/by-digest"), both);
+}
+
+// A read of a listing that changes (/by-digest, "/", namespaces) sees one
+// snapshot from its first chunk to its last: an artefact pushed in the
+// middle of it (here one that sorts first, shifting every entry) is neither
+// shown twice nor makes another entry vanish. The next read shows it.
+TEST_F(CairnFsTest, AListingReadInChunksIsOneSnapshot) {
+  std::set<std::string> before;
+  for (int i = 0; i < 60; ++i) {
+    before.insert(
+        Push({{"f", TarEntry::kFile, 0644, absl::StrCat(i, "\n")}}).ToString());
+  }
+  // Content whose artefact digest sorts before all of them.
+  std::vector<TarEntry> first;
+  for (int i = 0;; ++i) {
+    first = {{"f", TarEntry::kFile, 0644, absl::StrCat("first ", i, "\n")}};
+    if (Sha256Of(BuildTar(first)).ToString() < *before.begin()) break;
+  }
+  Mount();
+
+  const int fd =
+      open((mnt_ + "/by-digest").c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  ASSERT_GE(fd, 0) << strerror(errno);
+  std::vector<std::string> seen;
+  // getdents64 with room for about two entries per call.
+  auto read_some = [&]() -> bool {
+    alignas(8) char buf[200];
+    const long n = syscall(SYS_getdents64, fd, buf, sizeof(buf));
+    EXPECT_GE(n, 0) << strerror(errno);
+    for (long off = 0; off < n;) {
+      const auto* d = reinterpret_cast<const struct dirent64*>(buf + off);
+      const std::string name = d->d_name;
+      if (name != "." && name != "..") seen.push_back(name);
+      off += d->d_reclen;
+    }
+    return n > 0;
+  };
+  ASSERT_TRUE(read_some());
+  const std::string pushed = Push(first).ToString();
+  while (read_some()) {
+  }
+  close(fd);
+
+  EXPECT_EQ(seen.size(), before.size());
+  EXPECT_EQ(std::set<std::string>(seen.begin(), seen.end()), before);
+  std::vector<std::string> now = ReadDirNames(mnt_ + "/by-digest");
+  EXPECT_EQ(now.size(), before.size() + 1);
+  EXPECT_THAT(now, ::testing::Contains(pushed));
 }
 
 TEST_F(CairnFsTest, TreeWalkNeedsNoLookupPerEntry) {
