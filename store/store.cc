@@ -349,7 +349,8 @@ class StoreImpl : public Store {
   absl::Status CommitTarballFile(const Digest& digest, uint64_t size,
                                  BlobWriter& tarball, MetadataBatch& batch);
   // Deletes an INDEXING artefact whose archive proved unsafe (records, then
-  // its tarball file) and remembers why for WaitIndexed.
+  // its tarball file, unless its bytes are also some artefact's file
+  // content: BlobRecord.file_use) and remembers why for WaitIndexed.
   void Reject(const Digest& digest, const absl::Status& why);
   // Wakes WaitIndexed callers; `failure` is remembered for `digest`: a
   // rejection (`rejected`) among the last options_.remembered_rejections,
@@ -742,8 +743,19 @@ absl::Status StoreImpl::CommitTarballFile(const Digest& digest, uint64_t size,
   if (!c.ok()) return c.status();
   CrashPoint("tarball_committed");
   store::BlobRecord blob;
+  // The same bytes may be stored already as some artefact's file content
+  // (the caller holds this digest's commit lock): keep knowing that.
+  absl::StatusOr<store::BlobRecord> existing = meta_->GetBlob(digest);
+  if (existing.ok()) {
+    blob = *existing;
+    blob.set_file_use(existing->file_use() ||
+                      existing->kind() == store::BlobRecord::FILE);
+  } else if (!absl::IsNotFound(existing.status())) {
+    return existing.status();
+  } else {
+    blob.set_created_unix_seconds(NowUnixSeconds());
+  }
   blob.set_size(size);
-  blob.set_created_unix_seconds(NowUnixSeconds());
   blob.set_kind(store::BlobRecord::ARTEFACT);
   batch.PutBlob(digest, blob);
   return absl::OkStatus();
@@ -819,12 +831,23 @@ void StoreImpl::Reject(const Digest& digest, const absl::Status& why) {
   absl::Status s;
   {
     absl::MutexLock lock(&CommitMutex(digest));
+    // Bytes that are also some artefact's file content stay, as a FILE
+    // blob (and so do they if the record cannot be read).
+    absl::StatusOr<store::BlobRecord> blob = meta_->GetBlob(digest);
+    const bool unused = absl::IsNotFound(blob.status()) ||
+                        (blob.ok() && !blob->file_use() &&
+                         blob->kind() != store::BlobRecord::FILE);
     MetadataBatch batch;
     batch.DeleteFiles(digest);
     batch.DeleteArtefact(digest);
-    batch.DeleteBlob(digest);
+    if (unused) {
+      batch.DeleteBlob(digest);
+    } else if (blob.ok()) {
+      blob->set_kind(store::BlobRecord::FILE);
+      batch.PutBlob(digest, *blob);
+    }
     s = meta_->Commit(std::move(batch), /*sync=*/true);
-    if (s.ok()) s = blobs_->Remove(digest);
+    if (s.ok() && unused) s = blobs_->Remove(digest);
   }
   if (!s.ok()) {
     spdlog::error("deleting rejected artefact {}: {}", digest.ToString(),
@@ -948,16 +971,25 @@ void StoreImpl::FlushLoop() {
       const int64_t now = NowUnixSeconds();
       for (PendingFlush& f : work) {
         for (const auto& [d, size] : f.files) {
-          absl::StatusOr<bool> has = meta_->HasBlob(d);
-          if (!has.ok()) {
+          absl::StatusOr<store::BlobRecord> has = meta_->GetBlob(d);
+          if (has.ok()) {
+            // A tarball's bytes that are also this file's content: mark
+            // them, so rejecting that tarball keeps them.
+            if (!has->file_use()) {
+              has->set_file_use(true);
+              batch.PutBlob(d, *has);
+            }
+            continue;
+          }
+          if (!absl::IsNotFound(has.status())) {
             s = has.status();
             break;
           }
-          if (*has) continue;
           store::BlobRecord blob;
           blob.set_size(size);
           blob.set_created_unix_seconds(now);
           blob.set_kind(store::BlobRecord::FILE);
+          blob.set_file_use(true);
           batch.PutBlob(d, blob);
         }
         f.record.set_index_state(store::ArtefactRecord::DURABLE);

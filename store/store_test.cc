@@ -642,6 +642,41 @@ TEST_F(StoreTest, TarballStoredAsAFileCanBePushedAsAnArtefact) {
   EXPECT_EQ(store_->Stat(d)->blob.kind(), store::BlobRecord::ARTEFACT);
 }
 
+// An unsafe tarball that another artefact ships as a file (a test fixture)
+// and is pushed with an early acknowledgement is rejected, but its bytes
+// stay: they are the other artefact's file.
+TEST_F(StoreTest, RejectingATarballKeepsItsBytesWhenTheyAreAlsoAFile) {
+  const std::string evil = BuildTar({
+      {"ok.txt", TarEntry::kFile, 0644, "fine"},
+      {"../escape", TarEntry::kFile, 0644, "evil"},
+  });
+  const Digest digest = Sha256Of(evil);
+  const std::string bundle = BuildTar({
+      {"fixtures/", TarEntry::kDir, 0755, ""},
+      {"fixtures/evil.tar.gz", TarEntry::kFile, 0644, evil},
+  });
+  absl::StatusOr<UploadResult> b = Push(*store_, bundle);
+  ASSERT_TRUE(b.ok()) << b.status();
+  ASSERT_TRUE(store_->WaitDurable().ok());
+
+  UploadOptions early;
+  early.acknowledge_before_index = true;
+  ASSERT_TRUE(Push(*store_, evil, early).ok());
+  absl::Status outcome = store_->WaitIndexed(digest).status();
+  EXPECT_EQ(outcome.code(), absl::StatusCode::kInvalidArgument) << outcome;
+  EXPECT_EQ(store_->metadata().GetArtefact(digest).status().code(),
+            absl::StatusCode::kNotFound);
+  absl::StatusOr<BlobInfo> info = store_->Stat(digest);
+  ASSERT_TRUE(info.ok()) << info.status();
+  EXPECT_EQ(info->blob.kind(), store::BlobRecord::FILE);
+  absl::StatusOr<int> fd = store_->OpenIndexedFileFd(digest);
+  ASSERT_TRUE(fd.ok()) << fd.status();
+  close(*fd);
+  std::string out;
+  ASSERT_TRUE(store_->ReadBlob(digest, 0, evil.size(), &out).ok());
+  EXPECT_EQ(out, evil);
+}
+
 TEST_F(StoreTest, WaitIndexedReportsUnknownAndDeadline) {
   const Digest unknown = Sha256Of("no such artefact");
   EXPECT_EQ(store_->WaitIndexed(unknown).status().code(),
