@@ -312,20 +312,26 @@ class BlobWriterImpl : public BlobWriter {
     // replaced.
     int rc = renameat2(AT_FDCWD, temp_path_.c_str(), AT_FDCWD,
                        final_path.c_str(), RENAME_NOREPLACE);
-    if (rc != 0 && errno == EEXIST && HoldsBytesOf(final_path, *digest)) {
+    const int rename_err = rc == 0 ? 0 : errno;
+    if (rename_err == EEXIST && HoldsBytesOf(final_path, *digest)) {
       RemoveTemp();
       committed_ = true;
       if (durable) {
         status = SyncFile(final_path);
-        if (!status.ok()) return status;
+        if (!status.ok()) return Fail(std::move(status));
       }
     } else {
-      if (rc != 0 && (errno == EEXIST || errno == EINVAL)) {
-        // EINVAL: a file system without RENAME_NOREPLACE.
+      if (rename_err == EEXIST || rename_err == EINVAL ||
+          rename_err == ENOSYS) {
+        // EINVAL/ENOSYS: no RENAME_NOREPLACE (file system or kernel).
         rc = rename(temp_path_.c_str(), final_path.c_str());
       }
       if (rc != 0) {
-        int err = errno;
+        // The fallback rename's errno, else renameat2's.
+        const int err = (rename_err == EEXIST || rename_err == EINVAL ||
+                         rename_err == ENOSYS)
+                            ? errno
+                            : rename_err;
         return Fail(
             ErrnoError(err, absl::StrCat("cannot rename ", temp_path_, " to"),
                        final_path));
