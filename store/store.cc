@@ -859,10 +859,14 @@ void StoreImpl::Reject(const Digest& digest, const absl::Status& why) {
 void StoreImpl::NoteIndexOutcome(const Digest& digest,
                                  const absl::Status& failure, bool rejected) {
   absl::MutexLock lock(&index_mu_);
+  // The digest's place among the rejections, if it had one, goes: only a
+  // new rejection puts it back (at the end).
+  auto it = std::find(index_rejection_order_.begin(),
+                      index_rejection_order_.end(), digest);
+  if (it != index_rejection_order_.end()) index_rejection_order_.erase(it);
   if (!failure.ok()) {
-    if (index_failures_.insert_or_assign(digest, failure).second && rejected) {
-      index_rejection_order_.push_back(digest);
-    }
+    index_failures_.insert_or_assign(digest, failure);
+    if (rejected) index_rejection_order_.push_back(digest);
     while (index_rejection_order_.size() > options_.remembered_rejections) {
       index_failures_.erase(index_rejection_order_.front());
       index_rejection_order_.pop_front();
