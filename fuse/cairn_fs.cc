@@ -139,8 +139,10 @@ struct CairnFs::State {
   std::thread loop;
   std::unique_ptr<Workers> workers;
   bool mounted = false;  // Touched only by Mount/Unmount (one thread).
-  // Set by Unmount: READs and passthrough opens still queued then fail with
-  // EIO at once instead of hashing a blob for a connection that is gone.
+  // Set by Unmount once the connection is aborted: READs and passthrough
+  // opens still queued then fail with EIO at once instead of hashing a blob
+  // for a connection that is gone. (Not after a lazy unmount, under which
+  // the mount keeps serving the processes still using it.)
   std::atomic<bool> exiting{false};
   // The connection's number in /sys/fs/fuse/connections (the mount's minor
   // device number); 0 if unknown.
@@ -198,6 +200,10 @@ struct CairnFs::State {
   // last (empty) chunk; at most kMaxListings are kept (the oldest dropped:
   // an abandoned read), so a read that lost its listing rebuilds it.
   static constexpr size_t kMaxListings = 256;
+  // Of which at most this many snapshots of one directory: reads abandoned
+  // before their end (a `ls | head`, a scandir loop that stops early) must
+  // not keep 256 copies of a large /by-digest.
+  static constexpr size_t kMaxSnapshotsPerDir = 4;
   using ListingKey = std::pair<fuse_ino_t, uint32_t>;
   absl::Mutex listings_mu;
   absl::flat_hash_map<ListingKey, std::shared_ptr<const Listing>> listings
@@ -363,14 +369,16 @@ Node ArtefactNode(const Digest& d) {
   return n;
 }
 
-// The inode and node of artefact `d` if it is served; ino 0 and *err set
+// The inode and node of artefact `d` if it is served (the node put in the
+// inode table with `place`: LOOKUP; only made otherwise); ino 0 and *err set
 // otherwise (ENOENT for an unknown or INDEXING artefact). An artefact gets
 // its inode block only here or from a listing of servable records, and an
 // index state only moves forward (INDEXING -> COMMITTED -> DURABLE; only an
 // INDEXING artefact is ever removed, when its archive is rejected:
 // store.h), so an artefact that has a block is served and costs no
 // database read: the state check is paid once per artefact and daemon life.
-State::Interned ServedArtefact(State& s, const Digest& d, int* err) {
+State::Interned ServedArtefact(State& s, const Digest& d, bool place,
+                               int* err) {
   fuse_ino_t ino = s.KnownArtefactIno(d);
   if (ino == 0) {
     absl::StatusOr<store::ArtefactRecord> a =
@@ -385,6 +393,7 @@ State::Interned ServedArtefact(State& s, const Digest& d, int* err) {
     }
     ino = s.ArtefactIno(d);
   }
+  if (!place) return {ino, nullptr};
   return {ino, s.Place(ino, ArtefactNode(d))};
 }
 
@@ -397,7 +406,9 @@ int ResolveRef(State& s, const std::string& text, Resolved* out) {
   absl::StatusOr<Resolved> r = s.refs->Resolve(*ref, s.slot);
   if (!r.ok()) return StatusToErrno(r.status());
   int err = 0;
-  if (ServedArtefact(s, r->digest, &err).ino == 0) return err;
+  if (ServedArtefact(s, r->digest, /*place=*/false, &err).ino == 0) {
+    return err;
+  }
   *out = *std::move(r);
   return 0;
 }
@@ -711,7 +722,7 @@ void OpLookup(fuse_req_t req, fuse_ino_t parent, const char* name_c) {
       absl::StatusOr<Digest> d = Digest::Parse(name);
       if (!d.ok()) return (void)fuse_reply_err(req, ENOENT);
       int err = 0;
-      const State::Interned a = ServedArtefact(s, *d, &err);
+      const State::Interned a = ServedArtefact(s, *d, /*place=*/true, &err);
       if (a.ino == 0) return (void)fuse_reply_err(req, err);
       return ReplyEntry(req, s, a);
     }
@@ -897,6 +908,16 @@ std::shared_ptr<const Listing> ListingFor(State& s, fuse_ino_t ino, off_t off,
   }
   const State::ListingKey key{ino, *snapshot};
   if (s.listings.insert_or_assign(key, listing).second) {
+    // The oldest snapshot of this directory goes if it has too many.
+    size_t of_dir = 0;
+    for (const State::ListingKey& k : s.listing_order) of_dir += k.first == ino;
+    if (of_dir >= State::kMaxSnapshotsPerDir) {
+      auto oldest = std::find_if(
+          s.listing_order.begin(), s.listing_order.end(),
+          [ino](const State::ListingKey& k) { return k.first == ino; });
+      s.listings.erase(*oldest);
+      s.listing_order.erase(oldest);
+    }
     s.listing_order.push_back(key);
   }
   while (s.listings.size() > State::kMaxListings && !s.listing_order.empty()) {
@@ -1620,7 +1641,6 @@ CairnFsStats CairnFs::stats() const {
 void CairnFs::Unmount() {
   if (!state_->mounted) return;
   state_->mounted = false;
-  state_->exiting.store(true, std::memory_order_relaxed);
   // First, so no invalidation runs on a session being torn down.
   state_->refs->RemoveChangeListener(state_->ref_listener_id);
   state_->store->RemoveArtefactListener(state_->artefact_listener_id);
@@ -1651,6 +1671,7 @@ void CairnFs::Unmount() {
   // passthrough ioctl still on its way would otherwise reach whatever file
   // reused the number.
   if (aborted) {
+    state_->exiting.store(true, std::memory_order_relaxed);
     state_->loop.join();
     // Runs what the loop queued (replies to an aborted connection fail).
     state_->workers->Stop();
