@@ -511,6 +511,10 @@ class Indexer {
       if (r == ARCHIVE_EOF) break;
       if (r < ARCHIVE_WARN) {
         if (!ctx_->error.ok()) return ctx_->error;
+        if (archive_errno(a_) == ENOMEM) {
+          return NotTheArchive(absl::ResourceExhaustedError(absl::StrCat(
+              "out of memory reading the archive: ", ArchiveError(a_))));
+        }
         if (!any_header_) {
           return absl::InvalidArgumentError(
               absl::StrCat("not a tar archive: ", ArchiveError(a_)));
@@ -724,6 +728,10 @@ class Indexer {
 
   absl::Status ReadError(absl::string_view raw) {
     if (!ctx_->error.ok()) return ctx_->error;
+    if (archive_errno(a_) == ENOMEM) {
+      return NotTheArchive(absl::ResourceExhaustedError(absl::StrCat(
+          "out of memory reading entry ", Quote(raw), ": ", ArchiveError(a_))));
+    }
     return absl::InvalidArgumentError(absl::StrCat(
         "corrupt tar archive: entry ", Quote(raw), ": ", ArchiveError(a_)));
   }
