@@ -358,6 +358,9 @@ class StoreImpl : public Store {
   // WaitIndexed must not wait for a job that ended).
   void NoteIndexOutcome(const Digest& digest, const absl::Status& failure,
                         bool rejected = false);
+  void NoteIndexOutcomeLocked(const Digest& digest, const absl::Status& failure,
+                              bool rejected)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(index_mu_);
 
   const StoreOptions options_;
   std::unique_ptr<BlobStore> blobs_;
@@ -846,19 +849,28 @@ void StoreImpl::Reject(const Digest& digest, const absl::Status& why) {
       blob->set_kind(store::BlobRecord::FILE);
       batch.PutBlob(digest, *blob);
     }
+    // WaitIndexed sees the artefact INDEXING, or gone with its reason:
+    // never gone without one.
+    absl::MutexLock index_lock(&index_mu_);
     s = meta_->Commit(std::move(batch), /*sync=*/true);
     if (s.ok() && unused) s = blobs_->Remove(digest);
+    NoteIndexOutcomeLocked(digest, Rejected(why), /*rejected=*/true);
   }
   if (!s.ok()) {
     spdlog::error("deleting rejected artefact {}: {}", digest.ToString(),
                   s.ToString());
   }
-  NoteIndexOutcome(digest, Rejected(why), /*rejected=*/true);
 }
 
 void StoreImpl::NoteIndexOutcome(const Digest& digest,
                                  const absl::Status& failure, bool rejected) {
   absl::MutexLock lock(&index_mu_);
+  NoteIndexOutcomeLocked(digest, failure, rejected);
+}
+
+void StoreImpl::NoteIndexOutcomeLocked(const Digest& digest,
+                                       const absl::Status& failure,
+                                       bool rejected) {
   // The digest's place among the rejections, if it had one, goes: only a
   // new rejection puts it back (at the end).
   auto it = std::find(index_rejection_order_.begin(),
