@@ -68,9 +68,9 @@ class StoreTest : public ::testing::Test {
     Reopen();
   }
 
-  void Reopen() {
+  // (Re)opens store_ on dir_ with `options` (data_dir is set here).
+  void Reopen(StoreOptions options = {}) {
     store_.reset();
-    StoreOptions options;
     options.data_dir = dir_;
     absl::StatusOr<std::unique_ptr<Store>> s = Store::Open(options);
     ASSERT_TRUE(s.ok()) << s.status();
@@ -472,13 +472,9 @@ TEST_F(StoreTest, UnsafeArchiveAcknowledgedEarlyIsRejectedAndDeleted) {
   const int before = CountRegularFiles(dir_ + "/blobs");
 
   // Hold the indexer until the upload is acknowledged.
-  store_.reset();
   StoreOptions options;
-  options.data_dir = dir_;
   options.testing_indexer_gate = std::make_shared<absl::Notification>();
-  absl::StatusOr<std::unique_ptr<Store>> gated = Store::Open(options);
-  ASSERT_TRUE(gated.ok()) << gated.status();
-  store_ = *std::move(gated);
+  ASSERT_NO_FATAL_FAILURE(Reopen(options));
 
   const std::string bad = BuildTar({
       {"ok.txt", TarEntry::kFile, 0644, "fine"},
@@ -523,12 +519,9 @@ TEST_F(StoreTest, FullDiskDuringBackgroundIndexKeepsTheArtefact) {
     ~Unmount() { umount2(dir.c_str(), MNT_DETACH); }
   } unmount{dir_};
   StoreOptions options;
-  options.data_dir = dir_;
   options.testing_indexer_gate = std::make_shared<absl::Notification>();
   options.remembered_rejections = 1;
-  absl::StatusOr<std::unique_ptr<Store>> gated = Store::Open(options);
-  ASSERT_TRUE(gated.ok()) << gated.status();
-  store_ = *std::move(gated);
+  ASSERT_NO_FATAL_FAILURE(Reopen(options));
 
   // 96 MiB of zeros gzip to ~100 KiB: the tarball fits, its file does not.
   const std::string big(96 << 20, '\0');
@@ -674,13 +667,9 @@ TEST_F(StoreTest, RejectingATarballKeepsItsBytesWhenTheyAreAlsoAFile) {
 
   // Hold the indexer until the upload is acknowledged (else it may find the
   // archive unsafe before Finish, which then refuses it inline).
-  store_.reset();
   StoreOptions options;
-  options.data_dir = dir_;
   options.testing_indexer_gate = std::make_shared<absl::Notification>();
-  absl::StatusOr<std::unique_ptr<Store>> gated = Store::Open(options);
-  ASSERT_TRUE(gated.ok()) << gated.status();
-  store_ = *std::move(gated);
+  ASSERT_NO_FATAL_FAILURE(Reopen(options));
   UploadOptions early;
   early.acknowledge_before_index = true;
   absl::StatusOr<UploadResult> pushed = Push(*store_, evil, early);
@@ -772,11 +761,8 @@ TEST_F(StoreTest, RecoveryOfACommittedIndexIgnoresLoweredLimits) {
   LeaveIndexing(dir_, indexing);
 
   StoreOptions options;
-  options.data_dir = dir_;
   options.limits.max_entries = 2;  // Both archives have 7 entries.
-  absl::StatusOr<std::unique_ptr<Store>> s = Store::Open(options);
-  ASSERT_TRUE(s.ok()) << s.status();
-  store_ = *std::move(s);
+  ASSERT_NO_FATAL_FAILURE(Reopen(options));
   EXPECT_EQ(store_->recovered_artefacts(), 1);
   absl::StatusOr<store::ArtefactRecord> rec =
       store_->metadata().GetArtefact(digest);
