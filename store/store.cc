@@ -285,13 +285,28 @@ class StoreImpl : public Store {
   }
 
   // Whether a file blob with this digest is already on disk, recorded or
-  // written (renamed into place) by this process.
+  // written (renamed into place) by this process. Recorded bytes found
+  // here are claimed (noted in written_) under the digest's commit lock,
+  // as Reject checks them: a rejected tarball whose bytes some index is
+  // about to name as a file keeps them, even before that index is
+  // flushed (BlobRecord.file_use).
   absl::StatusOr<bool> HaveFileBlob(const Digest& digest) {
     {
       absl::MutexLock lock(&written_mu_);
       if (written_.contains(digest)) return true;
     }
-    return meta_->HasBlob(digest);
+    absl::StatusOr<bool> has = meta_->HasBlob(digest);
+    if (!has.ok() || !*has) return has;  // Not there: written anew.
+    absl::MutexLock commit_lock(&CommitMutex(digest));
+    has = meta_->HasBlob(digest);  // Reject may have won.
+    if (has.ok() && *has) NoteWritten(digest);
+    return has;
+  }
+
+  // Whether HaveFileBlob handed out `digest` to an index not yet flushed.
+  bool ClaimedAsFile(const Digest& digest) {
+    absl::MutexLock lock(&written_mu_);
+    return written_.contains(digest);
   }
 
   void NoteWritten(const Digest& digest) {
@@ -673,7 +688,8 @@ class IndexJob : public ByteSource {
 
  private:
   void Run() {
-    if (store_->options().testing_indexer_gate != nullptr) {
+    // after_last_byte_: the upload is acknowledged before its index.
+    if (after_last_byte_ && store_->options().testing_indexer_gate != nullptr) {
       store_->options().testing_indexer_gate->WaitForNotification();
     }
     absl::StatusOr<ArchiveIndex> index =
@@ -839,7 +855,8 @@ void StoreImpl::Reject(const Digest& digest, const absl::Status& why) {
     absl::StatusOr<store::BlobRecord> blob = meta_->GetBlob(digest);
     const bool unused = absl::IsNotFound(blob.status()) ||
                         (blob.ok() && !blob->file_use() &&
-                         blob->kind() != store::BlobRecord::FILE);
+                         blob->kind() != store::BlobRecord::FILE &&
+                         !ClaimedAsFile(digest));
     MetadataBatch batch;
     batch.DeleteFiles(digest);
     batch.DeleteArtefact(digest);
@@ -979,9 +996,12 @@ void StoreImpl::FlushLoop() {
       if (pending_.empty()) return;  // stop_ and nothing left.
       work.swap(pending_);
     }
+    absl::Status s = options_.testing_before_flush
+                         ? options_.testing_before_flush()
+                         : absl::OkStatus();
     // Every file blob these artefacts reference was renamed into place
     // before their index commit, so one syncfs makes all of them durable.
-    absl::Status s = blobs_->SyncFilesystem();
+    if (s.ok()) s = blobs_->SyncFilesystem();
     MetadataBatch batch;
     if (s.ok()) {
       const int64_t now = NowUnixSeconds();

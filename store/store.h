@@ -68,10 +68,15 @@ struct StoreOptions {
   //                        records are committed
   //   "index_committed"    after the records commit, before the flush
   std::string debug_crash_point;
-  // Testing only: when set, every upload's indexer thread waits for this
-  // notification before reading the tarball (to reach the background
-  // outcome of acknowledge_before_index deterministically).
+  // Testing only: when set, the indexer thread of every upload acknowledged
+  // before its index (UploadOptions::acknowledge_before_index) waits for
+  // this notification before reading the tarball, to reach its background
+  // outcome deterministically. Other uploads are indexed as usual.
   std::shared_ptr<absl::Notification> testing_indexer_gate;
+  // Testing only: called by the flusher before each flush attempt (on its
+  // thread, no lock held); an error fails the attempt as a failed syncfs
+  // would. May block, to hold artefacts COMMITTED and not yet DURABLE.
+  std::function<absl::Status()> testing_before_flush;
   // How many reasons for rejecting an acknowledged upload (deleted after its
   // background index found it unsafe) WaitIndexed remembers, oldest
   // forgotten first (then NotFound). Background indexes that failed for

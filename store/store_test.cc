@@ -7,6 +7,7 @@
 #include <sys/mount.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <cerrno>
 #include <cstdio>
 #include <cstdlib>
@@ -19,6 +20,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
+#include "absl/synchronization/notification.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "store/testing/tar_builder.h"
@@ -688,6 +690,56 @@ TEST_F(StoreTest, RejectingATarballKeepsItsBytesWhenTheyAreAlsoAFile) {
   std::string out;
   ASSERT_TRUE(store_->ReadBlob(digest, 0, evil.size(), &out).ok());
   EXPECT_EQ(out, evil);
+}
+
+// An upload whose file content is the very bytes of a tarball still being
+// indexed in the background: if that tarball is then rejected, the bytes
+// stay, even though the upload's flush (which marks them file_use) has not
+// happened yet.
+TEST_F(StoreTest, RejectingATarballKeepsBytesAnUnflushedIndexNames) {
+  const std::string evil = BuildTar({
+      {"ok.txt", TarEntry::kFile, 0644, "fine"},
+      {"../escape", TarEntry::kFile, 0644, "evil"},
+  });
+  const Digest digest = Sha256Of(evil);
+  absl::Notification release_flusher;
+  StoreOptions options;
+  options.testing_indexer_gate = std::make_shared<absl::Notification>();
+  options.testing_before_flush = [&release_flusher] {
+    release_flusher.WaitForNotification();
+    return absl::OkStatus();
+  };
+  ASSERT_NO_FATAL_FAILURE(Reopen(options));
+
+  UploadOptions early;
+  early.acknowledge_before_index = true;
+  absl::StatusOr<UploadResult> pushed = Push(*store_, evil, early);
+  ASSERT_TRUE(pushed.ok()) << pushed.status();
+  // Indexed inline, finding `evil`'s bytes stored: its index names them.
+  const std::string bundle = BuildTar({
+      {"fixtures/", TarEntry::kDir, 0755, ""},
+      {"fixtures/evil.tar.gz", TarEntry::kFile, 0644, evil},
+  });
+  absl::StatusOr<UploadResult> b = Push(*store_, bundle);
+  ASSERT_TRUE(b.ok()) << b.status();
+  EXPECT_EQ(b->artefact.index_state(), store::ArtefactRecord::COMMITTED);
+
+  options.testing_indexer_gate->Notify();
+  absl::Status outcome = store_->WaitIndexed(digest).status();
+  EXPECT_EQ(outcome.code(), absl::StatusCode::kInvalidArgument) << outcome;
+  release_flusher.Notify();
+  ASSERT_TRUE(store_->WaitDurable().ok());
+
+  absl::StatusOr<int> fd = store_->OpenIndexedFileFd(digest);
+  ASSERT_TRUE(fd.ok()) << fd.status();
+  close(*fd);
+  std::string out;
+  ASSERT_TRUE(store_->ReadBlob(digest, 0, evil.size(), &out).ok());
+  EXPECT_EQ(out, evil);
+  absl::StatusOr<BlobInfo> info = store_->Stat(digest);
+  ASSERT_TRUE(info.ok()) << info.status();
+  EXPECT_EQ(info->blob.kind(), store::BlobRecord::FILE);
+  EXPECT_TRUE(info->blob.file_use());
 }
 
 TEST_F(StoreTest, WaitIndexedReportsUnknownAndDeadline) {
