@@ -240,9 +240,22 @@ class StoreImpl : public Store {
   absl::Status WaitDurable() override {
     absl::MutexLock lock(&flush_mu_);
     const uint64_t target = committed_seq_;
-    while (durable_seq_ < target && flush_error_.ok())
+    // A failed flush is retried now, not at its backoff: the answer is
+    // the outcome of an attempt made after this call.
+    // An attempt under way may have started before this call: its failure
+    // is not the answer, the retry it is followed by is.
+    uint64_t attempts = flush_attempts_;
+    if (flushing_) ++attempts;
+    if (!failed_.empty() || flushing_) {
+      retry_now_ = true;
+      flush_cv_.SignalAll();
+    }
+    while (durable_seq_ < target) {
+      if (!flush_error_.ok() && flush_attempts_ > attempts) break;
+      if (stop_ && !flusher_running_) break;
       flush_cv_.Wait(&flush_mu_);
-    return flush_error_;
+    }
+    return durable_seq_ >= target ? absl::OkStatus() : flush_error_;
   }
 
   int recovered_artefacts() const override { return recovered_; }
@@ -358,7 +371,13 @@ class StoreImpl : public Store {
   static constexpr int kCommitStripes = 64;
 
   absl::Status Recover();
+  // The flusher thread: makes committed artefacts DURABLE (FlushBatch),
+  // batching whatever was committed meanwhile, and retries failed batches
+  // (WaitDurable).
   void FlushLoop();
+  // One flush attempt: syncfs, then the file blobs' BlobRecords and the
+  // artefacts' DURABLE state in one RocksDB commit. Idempotent.
+  absl::Status FlushBatch(std::vector<PendingFlush>& work);
   // Adds the durable tarball's BlobRecord to `batch` after committing its
   // file (fsync, rename, fsync dir).
   absl::Status CommitTarballFile(const Digest& digest, uint64_t size,
@@ -405,7 +424,15 @@ class StoreImpl : public Store {
   std::vector<PendingFlush> pending_ ABSL_GUARDED_BY(flush_mu_);
   uint64_t committed_seq_ ABSL_GUARDED_BY(flush_mu_) = 0;
   uint64_t durable_seq_ ABSL_GUARDED_BY(flush_mu_) = 0;
+  // Artefacts of the last failed attempt, in seq order, retried before
+  // pending_; flush_error_ is that attempt's error (OK once a retry
+  // succeeded).
+  std::vector<PendingFlush> failed_ ABSL_GUARDED_BY(flush_mu_);
   absl::Status flush_error_ ABSL_GUARDED_BY(flush_mu_);
+  uint64_t flush_attempts_ ABSL_GUARDED_BY(flush_mu_) = 0;  // Finished.
+  bool flushing_ ABSL_GUARDED_BY(flush_mu_) = false;  // An attempt runs.
+  bool retry_now_ ABSL_GUARDED_BY(flush_mu_) = false;
+  bool flusher_running_ ABSL_GUARDED_BY(flush_mu_) = true;
   bool stop_ ABSL_GUARDED_BY(flush_mu_) = false;
   std::thread flusher_;
 
@@ -988,59 +1015,68 @@ absl::StatusOr<store::ArtefactRecord> StoreImpl::CommitArtefact(
 }
 
 void StoreImpl::FlushLoop() {
+  constexpr absl::Duration kFirstRetry = absl::Seconds(1);
+  constexpr absl::Duration kMaxRetry = absl::Seconds(60);
+  absl::Duration backoff = kFirstRetry;
   while (true) {
     std::vector<PendingFlush> work;
+    bool last;  // Stopping: a failure is left to the next start.
     {
       absl::MutexLock lock(&flush_mu_);
-      while (pending_.empty() && !stop_) flush_cv_.Wait(&flush_mu_);
-      if (pending_.empty()) return;  // stop_ and nothing left.
-      work.swap(pending_);
+      const absl::Time retry_at = absl::Now() + backoff;
+      bool due = false;  // The backoff is over.
+      while (pending_.empty()) {
+        if (failed_.empty()) {
+          retry_now_ = false;  // Nothing to retry.
+          if (stop_) {
+            flusher_running_ = false;
+            flush_cv_.SignalAll();
+            return;
+          }
+          flush_cv_.Wait(&flush_mu_);
+        } else if (due || retry_now_ || stop_) {
+          break;
+        } else {
+          due = flush_cv_.WaitWithDeadline(&flush_mu_, retry_at);
+        }
+      }
+      last = stop_;
+      retry_now_ = false;
+      flushing_ = true;
+      work.swap(failed_);
+      for (PendingFlush& p : pending_) work.push_back(std::move(p));
+      pending_.clear();
     }
     absl::Status s = options_.testing_before_flush
                          ? options_.testing_before_flush()
                          : absl::OkStatus();
-    // Every file blob these artefacts reference was renamed into place
-    // before their index commit, so one syncfs makes all of them durable.
-    if (s.ok()) s = blobs_->SyncFilesystem();
-    MetadataBatch batch;
-    if (s.ok()) {
-      const int64_t now = NowUnixSeconds();
-      for (PendingFlush& f : work) {
-        for (const auto& [d, size] : f.files) {
-          absl::StatusOr<store::BlobRecord> has = meta_->GetBlob(d);
-          if (has.ok()) {
-            // A tarball's bytes that are also this file's content: mark
-            // them, so rejecting that tarball keeps them.
-            if (!has->file_use()) {
-              has->set_file_use(true);
-              batch.PutBlob(d, *has);
-            }
-            continue;
-          }
-          if (!absl::IsNotFound(has.status())) {
-            s = has.status();
-            break;
-          }
-          store::BlobRecord blob;
-          blob.set_size(size);
-          blob.set_created_unix_seconds(now);
-          blob.set_kind(store::BlobRecord::FILE);
-          blob.set_file_use(true);
-          batch.PutBlob(d, blob);
-        }
-        f.record.set_index_state(store::ArtefactRecord::DURABLE);
-        batch.PutArtefact(f.artefact, f.record);
-      }
-    }
-    if (s.ok()) s = meta_->Commit(std::move(batch), /*sync=*/true);
+    if (s.ok()) s = FlushBatch(work);
     absl::MutexLock lock(&flush_mu_);
+    flushing_ = false;
+    ++flush_attempts_;
     if (!s.ok()) {
-      // The artefacts stay COMMITTED and are re-derived at the next start.
-      spdlog::error("flushing file blobs failed: {}", s.ToString());
+      // The artefacts stay COMMITTED (and are served); retried below, or
+      // re-derived at the next start.
+      spdlog::error("flushing {} indexed artefacts failed{}: {}", work.size(),
+                    last ? "" : absl::StrCat("; retrying in ",
+                                             absl::FormatDuration(backoff)),
+                    s.ToString());
       flush_error_ = s;
+      failed_ = std::move(work);
+      backoff = std::min(backoff * 2, kMaxRetry);
       flush_cv_.SignalAll();
+      if (last) {
+        flusher_running_ = false;
+        return;
+      }
       continue;
     }
+    if (!flush_error_.ok()) {
+      spdlog::info("flush retry succeeded: {} indexed artefacts durable",
+                   work.size());
+    }
+    flush_error_ = absl::OkStatus();
+    backoff = kFirstRetry;
     durable_seq_ = std::max(durable_seq_, work.back().seq);
     flush_cv_.SignalAll();
     // Their BlobRecords are committed: HaveFileBlob no longer needs to
@@ -1051,6 +1087,39 @@ void StoreImpl::FlushLoop() {
       for (const auto& [d, size] : f.files) written_.erase(d);
     }
   }
+}
+
+absl::Status StoreImpl::FlushBatch(std::vector<PendingFlush>& work) {
+  // Every file blob these artefacts reference was renamed into place
+  // before their index commit, so one syncfs makes all of them durable.
+  absl::Status s = blobs_->SyncFilesystem();
+  if (!s.ok()) return s;
+  MetadataBatch batch;
+  const int64_t now = NowUnixSeconds();
+  for (PendingFlush& f : work) {
+    for (const auto& [d, size] : f.files) {
+      absl::StatusOr<store::BlobRecord> has = meta_->GetBlob(d);
+      if (has.ok()) {
+        // A tarball's bytes that are also this file's content: mark
+        // them, so rejecting that tarball keeps them.
+        if (!has->file_use()) {
+          has->set_file_use(true);
+          batch.PutBlob(d, *has);
+        }
+        continue;
+      }
+      if (!absl::IsNotFound(has.status())) return has.status();
+      store::BlobRecord blob;
+      blob.set_size(size);
+      blob.set_created_unix_seconds(now);
+      blob.set_kind(store::BlobRecord::FILE);
+      blob.set_file_use(true);
+      batch.PutBlob(d, blob);
+    }
+    f.record.set_index_state(store::ArtefactRecord::DURABLE);
+    batch.PutArtefact(f.artefact, f.record);
+  }
+  return meta_->Commit(std::move(batch), /*sync=*/true);
 }
 
 absl::StatusOr<store::ArtefactRecord> StoreImpl::Reindex(

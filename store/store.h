@@ -188,7 +188,11 @@ class Store {
       const Digest& digest, absl::Time deadline = absl::InfiniteFuture()) = 0;
 
   // Blocks until every artefact committed so far is DURABLE (for tests and
-  // orderly shutdown).
+  // orderly shutdown). A flush that failed (its artefacts stay COMMITTED,
+  // served as before) is retried by the flusher, first after 1 s, then
+  // backing off to every 60 s, and at once when WaitDurable is called.
+  // Errors: that retry's error (Internal, ResourceExhausted, ... from the
+  // file system or RocksDB) if it fails too.
   virtual absl::Status WaitDurable() = 0;
 
   // Number of artefacts re-derived at Open (for logs and tests).

@@ -742,6 +742,42 @@ TEST_F(StoreTest, RejectingATarballKeepsBytesAnUnflushedIndexNames) {
   EXPECT_TRUE(info->blob.file_use());
 }
 
+// A failed flush leaves its artefacts COMMITTED (served) and is retried:
+// WaitDurable reports the failure while it lasts, and success after.
+TEST_F(StoreTest, AFailedFlushIsRetried) {
+  auto fail = std::make_shared<std::atomic<bool>>(true);
+  StoreOptions options;
+  options.testing_before_flush = [fail] {
+    return fail->load() ? absl::UnavailableError("injected flush failure")
+                        : absl::OkStatus();
+  };
+  ASSERT_NO_FATAL_FAILURE(Reopen(options));
+  const std::string tarball = BuildTar(ToolEntries("tool"));
+  const Digest digest = Sha256Of(tarball);
+  absl::StatusOr<UploadResult> r = Push(*store_, tarball);
+  ASSERT_TRUE(r.ok()) << r.status();
+
+  absl::Status s = store_->WaitDurable();
+  EXPECT_EQ(s.code(), absl::StatusCode::kUnavailable) << s;
+  EXPECT_THAT(s.message(), HasSubstr("injected"));
+  s = store_->WaitDurable();  // Retried, failing again.
+  EXPECT_EQ(s.code(), absl::StatusCode::kUnavailable) << s;
+  absl::StatusOr<store::ArtefactRecord> a =
+      store_->metadata().GetArtefact(digest);
+  ASSERT_TRUE(a.ok()) << a.status();
+  EXPECT_EQ(a->index_state(), store::ArtefactRecord::COMMITTED);
+
+  fail->store(false);
+  s = store_->WaitDurable();
+  EXPECT_TRUE(s.ok()) << s;
+  a = store_->metadata().GetArtefact(digest);
+  ASSERT_TRUE(a.ok()) << a.status();
+  EXPECT_EQ(a->index_state(), store::ArtefactRecord::DURABLE);
+  // Later artefacts flush as usual.
+  ASSERT_TRUE(Push(*store_, BuildTar(ToolEntries("other tool"))).ok());
+  EXPECT_TRUE(store_->WaitDurable().ok());
+}
+
 TEST_F(StoreTest, WaitIndexedReportsUnknownAndDeadline) {
   const Digest unknown = Sha256Of("no such artefact");
   EXPECT_EQ(store_->WaitIndexed(unknown).status().code(),
