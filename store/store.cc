@@ -350,10 +350,14 @@ class StoreImpl : public Store {
                                                       BlobWriter& tarball);
 
   // Takes over `job`, whose tarball CommitTarball committed: its thread
-  // finishes the index in the background (CompleteIndex). Joined at the
-  // latest when the store closes.
+  // finishes the index in the background (CompleteIndex). Joined by
+  // ReapJobs once done, at the latest when the store closes.
   void Adopt(std::shared_ptr<IndexJob> job, const Digest& digest,
              uint64_t size);
+  // Joins adopted jobs that are done, so the list stays short. Never with
+  // a lock held: a job's destructor waits for its sink's writer thread,
+  // which may be waiting for a CommitMutex stripe.
+  void ReapJobs() ABSL_LOCKS_EXCLUDED(jobs_mu_);
 
   // On an adopted job's thread, once it indexed: commits the index, or
   // deletes the artefact when its archive was rejected.
@@ -828,13 +832,21 @@ void StoreImpl::Adopt(std::shared_ptr<IndexJob> job, const Digest& digest,
                       uint64_t size) {
   job->Decide(IndexJob::Decision::kBackground, digest, size);
   absl::MutexLock lock(&jobs_mu_);
-  // Reap finished jobs (joining their threads) so the list stays short.
-  std::vector<std::shared_ptr<IndexJob>> running;
-  for (std::shared_ptr<IndexJob>& j : jobs_) {
-    if (!j->done()) running.push_back(std::move(j));
+  jobs_.push_back(std::move(job));
+}
+
+void StoreImpl::ReapJobs() {
+  std::vector<std::shared_ptr<IndexJob>> done;
+  {
+    absl::MutexLock lock(&jobs_mu_);
+    auto running = std::partition(
+        jobs_.begin(), jobs_.end(),
+        [](const std::shared_ptr<IndexJob>& j) { return !j->done(); });
+    done.assign(std::make_move_iterator(running),
+                std::make_move_iterator(jobs_.end()));
+    jobs_.erase(running, jobs_.end());
   }
-  running.push_back(std::move(job));
-  jobs_.swap(running);
+  done.clear();  // Joins their threads, with no lock held.
 }
 
 namespace {
@@ -1343,6 +1355,7 @@ class UploadImpl : public ArtefactUpload {
 
 absl::StatusOr<std::unique_ptr<ArtefactUpload>> StoreImpl::BeginUpload(
     const UploadOptions& options) {
+  ReapJobs();
   bool already_present = false;
   if (options.expected_digest.has_value()) {
     absl::StatusOr<bool> has = HasArtefact(*options.expected_digest);
