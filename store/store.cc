@@ -594,11 +594,17 @@ absl::Status FileBlobSink::Store(const Digest& digest, uint64_t size,
     writer = *std::move(w);
     if (absl::Status s = writer->Append(whole); !s.ok()) return s;
   }
-  // The archive indexer hashed exactly these bytes.
-  absl::StatusOr<Digest> committed =
-      writer->Commit(Durability::kDeferred, digest);
-  if (!committed.ok()) return committed.status();
-  store_->NoteWritten(digest);
+  {
+    // Renamed into place and noted under the digest's commit lock: a
+    // Reject of a tarball with these very bytes either removed its file
+    // before, or finds them claimed (ClaimedAsFile) and keeps them.
+    absl::MutexLock lock(&store_->CommitMutex(digest));
+    // The archive indexer hashed exactly these bytes.
+    absl::StatusOr<Digest> committed =
+        writer->Commit(Durability::kDeferred, digest);
+    if (!committed.ok()) return committed.status();
+    store_->NoteWritten(digest);
+  }
   store_->CrashPoint("file_blob_written");
   bytes_newly_stored_ += size;
   return absl::OkStatus();
@@ -1029,27 +1035,29 @@ absl::StatusOr<store::ArtefactRecord> StoreImpl::CommitArtefact(
 void StoreImpl::FlushLoop() {
   constexpr absl::Duration kFirstRetry = absl::Seconds(1);
   constexpr absl::Duration kMaxRetry = absl::Seconds(60);
-  absl::Duration backoff = kFirstRetry;
+  absl::Duration delay = kFirstRetry;  // Before the next retry.
+  absl::Time retry_at = absl::InfinitePast();
   while (true) {
     std::vector<PendingFlush> work;
     bool last;  // Stopping: a failure is left to the next start.
     {
       absl::MutexLock lock(&flush_mu_);
-      const absl::Time retry_at = absl::Now() + backoff;
-      bool due = false;  // The backoff is over.
-      while (pending_.empty()) {
+      // New work waits too while a failed attempt backs off: it would
+      // fail the same way, and each attempt costs a syncfs.
+      while (true) {
         if (failed_.empty()) {
           retry_now_ = false;  // Nothing to retry.
+          if (!pending_.empty()) break;
           if (stop_) {
             flusher_running_ = false;
             flush_cv_.SignalAll();
             return;
           }
           flush_cv_.Wait(&flush_mu_);
-        } else if (due || retry_now_ || stop_) {
+        } else if (retry_now_ || stop_ || absl::Now() >= retry_at) {
           break;
         } else {
-          due = flush_cv_.WaitWithDeadline(&flush_mu_, retry_at);
+          flush_cv_.WaitWithDeadline(&flush_mu_, retry_at);
         }
       }
       last = stop_;
@@ -1071,11 +1079,12 @@ void StoreImpl::FlushLoop() {
       // re-derived at the next start.
       spdlog::error("flushing {} indexed artefacts failed{}: {}", work.size(),
                     last ? "" : absl::StrCat("; retrying in ",
-                                             absl::FormatDuration(backoff)),
+                                             absl::FormatDuration(delay)),
                     s.ToString());
       flush_error_ = s;
       failed_ = std::move(work);
-      backoff = std::min(backoff * 2, kMaxRetry);
+      retry_at = absl::Now() + delay;
+      delay = std::min(delay * 2, kMaxRetry);
       flush_cv_.SignalAll();
       if (last) {
         flusher_running_ = false;
@@ -1088,7 +1097,7 @@ void StoreImpl::FlushLoop() {
                    work.size());
     }
     flush_error_ = absl::OkStatus();
-    backoff = kFirstRetry;
+    delay = kFirstRetry;
     durable_seq_ = std::max(durable_seq_, work.back().seq);
     flush_cv_.SignalAll();
     // Their BlobRecords are committed: HaveFileBlob no longer needs to
@@ -1111,15 +1120,24 @@ absl::Status StoreImpl::FlushBatch(std::vector<PendingFlush>& work) {
   for (PendingFlush& f : work) {
     for (const auto& [d, size] : f.files) {
       absl::StatusOr<store::BlobRecord> has = meta_->GetBlob(d);
-      if (has.ok()) {
-        // A tarball's bytes that are also this file's content: mark
-        // them, so rejecting that tarball keeps them.
-        if (!has->file_use()) {
+      if (has.ok() && !has->file_use()) {
+        // A tarball's bytes that are also this file's content: marked,
+        // so that rejecting that tarball keeps them. Read and written
+        // under the digest's commit lock, as Reject rewrites the record
+        // (unsynced: the synced commit below syncs the WAL before it).
+        absl::MutexLock lock(&CommitMutex(d));
+        has = meta_->GetBlob(d);
+        if (has.ok() && !has->file_use()) {
           has->set_file_use(true);
-          batch.PutBlob(d, *has);
+          MetadataBatch mark;
+          mark.PutBlob(d, *has);
+          if (absl::Status s = meta_->Commit(std::move(mark), /*sync=*/false);
+              !s.ok()) {
+            return s;
+          }
         }
-        continue;
       }
+      if (has.ok()) continue;
       if (!absl::IsNotFound(has.status())) return has.status();
       store::BlobRecord blob;
       blob.set_size(size);

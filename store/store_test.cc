@@ -702,11 +702,11 @@ TEST_F(StoreTest, RejectingATarballKeepsBytesAnUnflushedIndexNames) {
       {"../escape", TarEntry::kFile, 0644, "evil"},
   });
   const Digest digest = Sha256Of(evil);
-  absl::Notification release_flusher;
+  auto release_flusher = std::make_shared<absl::Notification>();
   StoreOptions options;
   options.testing_indexer_gate = std::make_shared<absl::Notification>();
-  options.testing_before_flush = [&release_flusher] {
-    release_flusher.WaitForNotification();
+  options.testing_before_flush = [release_flusher] {
+    release_flusher->WaitForNotification();
     return absl::OkStatus();
   };
   ASSERT_NO_FATAL_FAILURE(Reopen(options));
@@ -722,12 +722,16 @@ TEST_F(StoreTest, RejectingATarballKeepsBytesAnUnflushedIndexNames) {
   });
   absl::StatusOr<UploadResult> b = Push(*store_, bundle);
   ASSERT_TRUE(b.ok()) << b.status();
-  EXPECT_EQ(b->artefact.index_state(), store::ArtefactRecord::COMMITTED);
+  // Not flushed yet: nothing marks the bytes as file content.
+  absl::StatusOr<BlobInfo> before = store_->Stat(digest);
+  ASSERT_TRUE(before.ok()) << before.status();
+  EXPECT_EQ(before->blob.kind(), store::BlobRecord::ARTEFACT);
+  EXPECT_FALSE(before->blob.file_use());
 
   options.testing_indexer_gate->Notify();
   absl::Status outcome = store_->WaitIndexed(digest).status();
   EXPECT_EQ(outcome.code(), absl::StatusCode::kInvalidArgument) << outcome;
-  release_flusher.Notify();
+  release_flusher->Notify();
   ASSERT_TRUE(store_->WaitDurable().ok());
 
   absl::StatusOr<int> fd = store_->OpenIndexedFileFd(digest);
