@@ -168,6 +168,20 @@ struct CairnFs::State {
     std::string key;  // In by_key; empty for artefacts and entries.
   };
   uint64_t next_block ABSL_GUARDED_BY(mu) = 1;
+  // What stat and listings show (st_ino, d_ino) is not the node id above
+  // but a number below 2^32, so 32-bit programs built without large-file
+  // support do not fail with EOVERFLOW: each block gets a range of
+  // `count + 1` numbers from `next_st_ino` (an artefact: its root and
+  // entry ids 1..file_count; other blocks: 1), in the order blocks are
+  // made, and st_ino = base + (ino & 0xffffffff). Blocks made once the
+  // 32-bit space is used up, or whose entry count is unknown, show their
+  // node ids.
+  struct StRange {
+    uint32_t base;
+    uint32_t count;
+  };
+  uint64_t next_st_ino ABSL_GUARDED_BY(mu) = 3;  // After root and by-digest.
+  absl::flat_hash_map<uint64_t, StRange> st_ranges ABSL_GUARDED_BY(mu);
   absl::flat_hash_map<fuse_ino_t, Slot> nodes ABSL_GUARDED_BY(mu);
   absl::flat_hash_map<std::string, fuse_ino_t> by_key ABSL_GUARDED_BY(mu);
   // Artefacts known to be served, and their blocks. An artefact is only
@@ -260,19 +274,47 @@ struct CairnFs::State {
     absl::MutexLock lock(&mu);
     auto it = by_key.find(key);
     if (it != by_key.end()) return {it->second, nodes.at(it->second).node};
-    const fuse_ino_t ino = next_block++ << 32;
+    const uint64_t block = next_block++;
+    AssignStRange(block, 0);
+    const fuse_ino_t ino = block << 32;
     by_key.emplace(key, ino);
     auto shared = std::make_shared<const Node>(std::move(node));
     nodes[ino] = Slot{shared, 0, key};
     return {ino, std::move(shared)};
   }
 
-  // The inode of artefact `d`'s root directory (giving it a block if new).
-  fuse_ino_t ArtefactIno(const Digest& d) {
+  // Unknown entry count (ArtefactIno): no 32-bit range.
+  static constexpr uint64_t kUnknownCount = ~uint64_t{0};
+
+  // The inode of artefact `d`'s root directory (giving it a block if new;
+  // `file_count`: ArtefactRecord.file_count, its highest entry id).
+  fuse_ino_t ArtefactIno(const Digest& d, uint64_t file_count) {
     absl::MutexLock lock(&mu);
     auto [it, inserted] = artefact_blocks.try_emplace(d, 0);
-    if (inserted) it->second = next_block++;
+    if (inserted) {
+      it->second = next_block++;
+      AssignStRange(it->second, file_count);
+    }
     return it->second << 32;
+  }
+
+  // What stat shows as the inode number of node id `ino` (StRange).
+  uint64_t StIno(fuse_ino_t ino) const {
+    const uint64_t block = ino >> 32;
+    if (block == 0) return ino;  // Root, /by-digest.
+    const uint64_t offset = ino & 0xffffffffu;
+    absl::MutexLock lock(&mu);
+    auto it = st_ranges.find(block);
+    if (it == st_ranges.end() || offset > it->second.count) return ino;
+    return uint64_t{it->second.base} + offset;
+  }
+
+  void AssignStRange(uint64_t block, uint64_t count)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
+    if (count > 0xffffffffu || next_st_ino + count > 0xffffffffu) return;
+    st_ranges[block] = {static_cast<uint32_t>(next_st_ino),
+                        static_cast<uint32_t>(count)};
+    next_st_ino += count + 1;
   }
 
   // The inode of artefact `d`'s root if it is known to be served, else 0.
@@ -391,7 +433,7 @@ State::Interned ServedArtefact(State& s, const Digest& d, bool place,
       *err = ENOENT;
       return {0, nullptr};
     }
-    ino = s.ArtefactIno(d);
+    ino = s.ArtefactIno(d, a->file_count());
   }
   if (!place) return {ino, nullptr};
   return {ino, s.Place(ino, ArtefactNode(d))};
@@ -440,7 +482,7 @@ std::string RefLinkTarget(State& s, const Node& n, int* err) {
 // does not resolve: ENOENT).
 int Attr(State& s, fuse_ino_t ino, const Node& n, struct stat* st) {
   std::memset(st, 0, sizeof(*st));
-  st->st_ino = ino;
+  st->st_ino = s.StIno(ino);
   st->st_nlink = 1;
   st->st_blksize = 4096;
   switch (n.kind) {
@@ -527,7 +569,8 @@ State::Interned EntryOf(State& s, const Digest& artefact,
     *err = EIO;
     return {0, nullptr};
   }
-  const fuse_ino_t ino = s.ArtefactIno(artefact) + id;
+  // The artefact has its block: its root was served first.
+  const fuse_ino_t ino = s.ArtefactIno(artefact, State::kUnknownCount) + id;
   Node n;
   n.kind = Kind::kEntry;
   n.artefact = artefact;
@@ -839,17 +882,17 @@ int BuildListing(State& s, fuse_ino_t ino, const Node& n, Listing* out) {
       return 0;
     }
     case Kind::kByDigest: {
-      std::vector<Digest> digests;
+      std::vector<std::pair<Digest, uint64_t>> digests;  // With file_count.
       absl::Status st = s.store->metadata().ListArtefacts(
           [&](const Digest& d, const store::ArtefactRecord& a) {
-            if (IsServable(a)) digests.push_back(d);
+            if (IsServable(a)) digests.emplace_back(d, a.file_count());
             return true;
           });
       if (!st.ok()) return StatusToErrno(st);
       // Raw digest order is the order of their hex text.
       std::sort(digests.begin(), digests.end());
-      for (const Digest& d : digests) {
-        out->push_back({d.ToString(), s.ArtefactIno(d), S_IFDIR,
+      for (const auto& [d, file_count] : digests) {
+        out->push_back({d.ToString(), s.ArtefactIno(d, file_count), S_IFDIR,
                         std::make_shared<const Node>(ArtefactNode(d))});
       }
       return 0;
@@ -985,7 +1028,7 @@ void ReplyListing(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off) {
       fuse_entry_param p;
       if (e.node == nullptr || FillEntry(s, e.ino, *e.node, &p) != 0) {
         std::memset(&p, 0, sizeof(p));
-        p.attr.st_ino = e.ino;  // d_ino and d_type of the listing.
+        p.attr.st_ino = s.StIno(e.ino);  // d_ino and d_type of the listing.
         p.attr.st_mode = e.type;
       }
       n = fuse_add_direntry_plus(req, buf.data() + used, size - used,
@@ -996,7 +1039,7 @@ void ReplyListing(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off) {
     } else {
       struct stat st;
       std::memset(&st, 0, sizeof(st));
-      st.st_ino = e.ino;
+      st.st_ino = s.StIno(e.ino);
       st.st_mode = e.type;
       n = fuse_add_direntry(req, buf.data() + used, size - used, e.name.c_str(),
                             &st, ListingOffset(snapshot, i + 1));

@@ -431,6 +431,55 @@ TEST_F(CairnFsTest, ForgottenInodesAreDroppedAndKeepTheirNumbers) {
   EXPECT_EQ(line, "3/7");
 }
 
+// stat and listings show inode numbers below 2^32 (32-bit programs without
+// large-file support get EOVERFLOW otherwise), distinct across artefacts
+// and ref-level nodes, with hardlinks sharing their target's.
+TEST_F(CairnFsTest, InodeNumbersFitIn32Bits) {
+  const Digest a = Push({
+      {"bin/", TarEntry::kDir, 0755, ""},
+      {"bin/tool", TarEntry::kFile, 0755, "a tool"},
+      {"bin/same", TarEntry::kHardlink, 0755, "bin/tool"},
+      {"lib", TarEntry::kSymlink, 0777, "bin"},
+  });
+  const Digest b = Push({
+      {"x/", TarEntry::kDir, 0755, ""},
+      {"x/y", TarEntry::kFile, 0644, "why"},
+  });
+  SetSlot("team/tool@main", "noarch", a);
+  Mount();
+
+  std::map<ino_t, std::string> owner;  // Inode number -> first path.
+  auto note = [&](const std::string& path, ino_t ino) {
+    EXPECT_GT(ino, 0u) << path;
+    EXPECT_LT(ino, ino_t{1} << 32) << path;
+    auto [it, inserted] = owner.emplace(ino, path);
+    const bool hardlink =
+        (path == "a/bin/same" && it->second == "a/bin/tool") ||
+        (path == "a/bin/tool" && it->second == "a/bin/same");
+    if (!inserted && !hardlink) {
+      ADD_FAILURE() << path << " has the inode of " << it->second;
+    }
+  };
+  for (const auto& [name, d] :
+       {std::pair<std::string, Digest>{"a", a}, {"b", b}}) {
+    struct stat st;
+    ASSERT_EQ(stat(ByDigest(d).c_str(), &st), 0) << strerror(errno);
+    note(name, st.st_ino);
+    for (const auto& [rel, ino] : CollectInodes(ByDigest(d))) {
+      note(name + "/" + rel, ino);
+    }
+  }
+  struct stat st;
+  ASSERT_EQ(lstat((mnt_ + "/team").c_str(), &st), 0) << strerror(errno);
+  note("team", st.st_ino);
+  ASSERT_EQ(lstat((mnt_ + "/team/tool@main").c_str(), &st), 0)
+      << strerror(errno);
+  note("team/tool@main", st.st_ino);
+  // a: root, bin, bin/tool = bin/same, lib; b: root, x, x/y; team and
+  // its ref symlink.
+  EXPECT_EQ(owner.size(), 4u + 3u + 2u);
+}
+
 // Sequential reads arrive as 1 MiB requests with several in flight only if
 // the mount's BDI readahead is raised (the kernel caps it at read_ahead_kb);
 // READ replies are spliced from the blob's fd: the bytes must come back
