@@ -434,7 +434,7 @@ class StoreImpl : public Store {
   std::vector<PendingFlush> failed_ ABSL_GUARDED_BY(flush_mu_);
   absl::Status flush_error_ ABSL_GUARDED_BY(flush_mu_);
   uint64_t flush_attempts_ ABSL_GUARDED_BY(flush_mu_) = 0;  // Finished.
-  bool flushing_ ABSL_GUARDED_BY(flush_mu_) = false;  // An attempt runs.
+  bool flushing_ ABSL_GUARDED_BY(flush_mu_) = false;        // An attempt runs.
   bool retry_now_ ABSL_GUARDED_BY(flush_mu_) = false;
   bool flusher_running_ ABSL_GUARDED_BY(flush_mu_) = true;
   bool stop_ ABSL_GUARDED_BY(flush_mu_) = false;
@@ -898,10 +898,10 @@ void StoreImpl::Reject(const Digest& digest, const absl::Status& why) {
     // Bytes that are also some artefact's file content stay, as a FILE
     // blob (and so do they if the record cannot be read).
     absl::StatusOr<store::BlobRecord> blob = meta_->GetBlob(digest);
-    const bool unused = absl::IsNotFound(blob.status()) ||
-                        (blob.ok() && !blob->file_use() &&
-                         blob->kind() != store::BlobRecord::FILE &&
-                         !ClaimedAsFile(digest));
+    const bool unused =
+        absl::IsNotFound(blob.status()) ||
+        (blob.ok() && !blob->file_use() &&
+         blob->kind() != store::BlobRecord::FILE && !ClaimedAsFile(digest));
     MetadataBatch batch;
     batch.DeleteFiles(digest);
     batch.DeleteArtefact(digest);
@@ -1077,10 +1077,11 @@ void StoreImpl::FlushLoop() {
     if (!s.ok()) {
       // The artefacts stay COMMITTED (and are served); retried below, or
       // re-derived at the next start.
-      spdlog::error("flushing {} indexed artefacts failed{}: {}", work.size(),
-                    last ? "" : absl::StrCat("; retrying in ",
-                                             absl::FormatDuration(delay)),
-                    s.ToString());
+      spdlog::error(
+          "flushing {} indexed artefacts failed{}: {}", work.size(),
+          last ? ""
+               : absl::StrCat("; retrying in ", absl::FormatDuration(delay)),
+          s.ToString());
       flush_error_ = s;
       failed_ = std::move(work);
       retry_at = absl::Now() + delay;
