@@ -57,6 +57,10 @@ struct CairnFsStats {
   uint64_t opendirs = 0;
   uint64_t readdirs = 0;
   uint64_t reads = 0;  // READ requests (none for passthrough files).
+  // Replies spliced into /dev/fuse: READs whose bytes went from the blob's
+  // page cache to the kernel without a copy through cairnd's memory (all
+  // but those under two pages, which libfuse copies).
+  uint64_t spliced_replies = 0;
   // Whether files are opened with passthrough: asked for, offered by the
   // kernel at INIT, and no backing file refused since.
   bool passthrough = false;

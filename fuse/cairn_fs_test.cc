@@ -515,6 +515,11 @@ TEST_F(CairnFsTest, LargeFileReadsBackWithRaisedReadahead) {
   EXPECT_EQ(std::string(buf.data(), 100), content.substr(tail));
   EXPECT_EQ(pread(fd, buf.data(), 4096, content.size()), 0);
   close(fd);
+  // READs are sized so that libfuse can splice them (MaxReadBytes): 5 MiB
+  // take at least 5 READs of more than two pages. With 1 MiB READs, a
+  // cairnd without CAP_SYS_RESOURCE spliced none.
+  const CairnFsStats st = fs_->stats();
+  EXPECT_GE(st.spliced_replies, 5u) << st.reads << " READs";
 }
 
 // "/" and namespace directories keep their attributes, entries and
