@@ -61,10 +61,12 @@ constexpr double kImmutableTimeout = 86400.0;
 // when they change (InvalidateRef, InvalidateByDigest).
 constexpr double kRefTimeout = 1.0;
 constexpr size_t kMaxIo = 1 << 20;  // 1 MiB reads and readahead requests.
-// Readahead window of the mount's BDI (KiB). The kernel caps a FUSE mount's
-// readahead at its BDI's read_ahead_kb (default 128), whatever INIT asked:
-// 4 MiB keeps several 1 MiB READs in flight on a sequential read.
-constexpr int kReadaheadKb = 4096;
+// Readahead window of the mount's BDI, in READs of max_read bytes. The
+// kernel caps a FUSE mount's readahead at its BDI's read_ahead_kb (default
+// 128 KiB), whatever INIT asked: 4 READs (4 MiB with 1 MiB READs) keep
+// several in flight on a sequential read, and a whole number of them
+// splits each window into full READs.
+constexpr int kReadaheadReads = 4;
 // CairnFsOptions::passthrough: smaller files are opened without it. A
 // passthrough open costs ~50 us more on this project's bench machine
 // (opening the blob, registering it, the kernel's own backing open and
@@ -254,7 +256,9 @@ struct CairnFs::State {
   std::atomic<uint64_t> readdirs{0};
   std::atomic<uint64_t> reads{0};
   std::atomic<uint64_t> passthrough_opens{0};
+  std::atomic<uint64_t> large_reads{0};
   std::atomic<uint64_t> spliced_replies{0};
+  const size_t page_size = static_cast<size_t>(sysconf(_SC_PAGESIZE));
 
   std::shared_ptr<const Node> Get(fuse_ino_t ino) const {
     absl::MutexLock lock(&mu);
@@ -298,6 +302,12 @@ struct CairnFs::State {
     auto [it, inserted] = artefact_blocks.try_emplace(d, 0);
     if (inserted) {
       it->second = next_block++;
+      if (file_count == kUnknownCount) {
+        spdlog::warn(
+            "fuse: artefact {} got inode block {} before its root "
+            "was served: stat shows 64-bit inode numbers for it",
+            d.ToString(), it->second);
+      }
       AssignStRange(it->second, file_count);
     }
     return it->second << 32;
@@ -360,7 +370,10 @@ struct CairnFs::State {
                            n.kind == Kind::kEntry ||
                            (n.kind == Kind::kRefLink && n.pinned);
     if (!droppable) return;
-    if (!it->second.key.empty()) by_key.erase(it->second.key);
+    if (!it->second.key.empty()) {
+      by_key.erase(it->second.key);
+      st_ranges.erase(ino >> 32);  // A ref symlink's block: never reused.
+    }
     nodes.erase(it);
   }
 
@@ -574,7 +587,8 @@ State::Interned EntryOf(State& s, const Digest& artefact,
     *err = EIO;
     return {0, nullptr};
   }
-  // The artefact has its block: its root was served first.
+  // The artefact has its block: its root was served first (else its
+  // entries show their node ids, ArtefactIno logs why).
   const fuse_ino_t ino = s.ArtefactIno(artefact, State::kUnknownCount) + id;
   Node n;
   n.kind = Kind::kEntry;
@@ -1236,6 +1250,9 @@ void ServeRead(State& s, fuse_req_t req, fuse_ino_t ino, size_t size,
   if (int err = OpenVerifiedBlob(s, ino, &fd, &digest); err != 0) {
     return (void)fuse_reply_err(req, err);
   }
+  if (size >= 2 * s.page_size) {
+    s.large_reads.fetch_add(1, std::memory_order_relaxed);
+  }
   fuse_bufvec buf = FUSE_BUFVEC_INIT(size);
   buf.buf[0].flags =
       static_cast<fuse_buf_flags>(FUSE_BUF_IS_FD | FUSE_BUF_FD_SEEK);
@@ -1482,7 +1499,7 @@ ssize_t IoSpliceSend(int fdin, off_t* offin, int fdout, off_t* offout,
                      size_t len, unsigned int flags, void* userdata) {
   const ssize_t n = splice(fdin, offin, fdout, offout, len, flags);
   State& s = *static_cast<State*>(userdata);
-  if (n > 0 && fdout == s.dev_fd) {
+  if (n == static_cast<ssize_t>(len) && fdout == s.dev_fd) {
     s.spliced_replies.fetch_add(1, std::memory_order_relaxed);
   }
   return n;
@@ -1495,11 +1512,20 @@ ssize_t IoSpliceSend(int fdin, off_t* offin, int fdout, off_t* offout,
 // /proc/sys/fs/pipe-max-size (1 MiB by default) only with CAP_SYS_RESOURCE
 // (pipe(7)). Beyond that libfuse copies: pread into a buffer, then writev,
 // one more copy of every byte read (cairnd's CPU per cold 1 GiB read went
-// from 0.33-0.41 s to 0.23-0.28 s). So READs are kMaxIo, or less when the
-// pipe limit requires: 1 MiB - 16 KiB by default.
+// from 0.33-0.41 s to 0.23-0.28 s). So READs are kMaxIo if this process
+// can grow a pipe to fit one, else pipe-max-size minus four pages: 1 MiB
+// - 16 KiB by default.
 size_t MaxReadBytes() {
   const size_t page = static_cast<size_t>(sysconf(_SC_PAGESIZE));
-  size_t pipe_max = kMaxIo + 4 * page;
+  int p[2];
+  if (pipe2(p, O_CLOEXEC) == 0) {
+    const int want = static_cast<int>(kMaxIo + 3 * page + 16);
+    const int got = fcntl(p[0], F_SETPIPE_SZ, want);
+    close(p[0]);
+    close(p[1]);
+    if (got >= want) return kMaxIo;
+  }
+  size_t pipe_max = kMaxIo;
   std::ifstream in("/proc/sys/fs/pipe-max-size");
   size_t limit = 0;
   if (in >> limit && limit < pipe_max) pipe_max = limit;
@@ -1508,13 +1534,14 @@ size_t MaxReadBytes() {
 }
 
 // Raises the readahead window of the mount's BDI ("<major>:<minor>" of its
-// st_dev) to kReadaheadKb. Best effort: without it (no sysfs, not root)
-// sequential reads arrive as 128 KiB requests.
-void SetReadahead(dev_t dev) {
+// st_dev) to kReadaheadReads READs of `max_read` bytes. Best effort:
+// without it (no sysfs, not root) sequential reads arrive as 128 KiB
+// requests.
+void SetReadahead(dev_t dev, size_t max_read) {
   const std::string path = absl::StrCat("/sys/class/bdi/", major(dev), ":",
                                         minor(dev), "/read_ahead_kb");
   const int fd = open(path.c_str(), O_WRONLY | O_CLOEXEC);
-  const std::string value = absl::StrCat(kReadaheadKb);
+  const std::string value = absl::StrCat(kReadaheadReads * max_read / 1024);
   if (fd < 0 || write(fd, value.data(), value.size()) !=
                     static_cast<ssize_t>(value.size())) {
     spdlog::warn("fuse: cannot set {} to {}: {}", path, value, strerror(errno));
@@ -1669,7 +1696,7 @@ absl::StatusOr<std::unique_ptr<CairnFs>> CairnFs::Mount(
   if (stat(mountpoint.c_str(), &root_st) == 0) {
     state->conn_id = minor(root_st.st_dev);
     state->dev = root_st.st_dev;
-    SetReadahead(root_st.st_dev);
+    SetReadahead(root_st.st_dev, state->max_read);
   }
   State* raw = state.get();
   state->ref_listener_id = refs->AddChangeListener(
@@ -1711,6 +1738,7 @@ CairnFsStats CairnFs::stats() const {
       state_->passthrough_opens.load(std::memory_order_relaxed);
   st.backing_files =
       state_->passthrough == nullptr ? 0 : state_->passthrough->live();
+  st.large_reads = state_->large_reads.load(std::memory_order_relaxed);
   st.spliced_replies = state_->spliced_replies.load(std::memory_order_relaxed);
   absl::MutexLock lock(&state_->mu);
   st.inodes = state_->nodes.size();

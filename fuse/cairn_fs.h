@@ -57,9 +57,11 @@ struct CairnFsStats {
   uint64_t opendirs = 0;
   uint64_t readdirs = 0;
   uint64_t reads = 0;  // READ requests (none for passthrough files).
-  // Replies spliced into /dev/fuse: READs whose bytes went from the blob's
-  // page cache to the kernel without a copy through cairnd's memory (all
-  // but those under two pages, which libfuse copies).
+  // READs of two pages or more: libfuse splices their replies when it can
+  // (smaller ones it copies).
+  uint64_t large_reads = 0;
+  // Replies spliced whole into /dev/fuse: READs whose bytes went from the
+  // blob's page cache to the kernel without a copy through cairnd's memory.
   uint64_t spliced_replies = 0;
   // Whether files are opened with passthrough: asked for, offered by the
   // kernel at INIT, and no backing file refused since.
