@@ -63,6 +63,8 @@ struct CairnFsStats {
   // Replies spliced whole into /dev/fuse: READs whose bytes went from the
   // blob's page cache to the kernel without a copy through cairnd's memory.
   uint64_t spliced_replies = 0;
+  // Blob files kept open for READs (at most 64, the most recently opened).
+  uint64_t open_blob_files = 0;
   // Whether files are opened with passthrough: asked for, offered by the
   // kernel at INIT, and no backing file refused since.
   bool passthrough = false;

@@ -525,6 +525,36 @@ TEST_F(CairnFsTest, LargeFileReadsBackWithRaisedReadahead) {
   EXPECT_EQ(st.spliced_replies, st.large_reads) << st.reads << " READs";
 }
 
+// READs share one open file per blob (for the blob's readahead), and at
+// most 64 stay open: 100 files read, then read again after the page cache
+// is dropped (so evicted blobs are opened anew, the others reused), return
+// every byte right and leave 64 open.
+TEST_F(CairnFsTest, BlobFilesKeptOpenForReadsAreBounded) {
+  std::vector<TarEntry> entries;
+  for (int i = 0; i < 100; ++i) {
+    entries.push_back({absl::StrCat("f", i), TarEntry::kFile, 0644,
+                       absl::StrCat("file ", i, "\n")});
+  }
+  const Digest d = Push(entries);
+  Mount();
+  auto read_all = [&] {
+    for (int i = 0; i < 100; ++i) {
+      EXPECT_EQ(ReadFileText(absl::StrCat(ByDigest(d), "/f", i)),
+                absl::StrCat("file ", i, "\n"));
+    }
+  };
+  read_all();
+  EXPECT_EQ(fs_->stats().open_blob_files, 64u);
+  const uint64_t reads = fs_->stats().reads;
+  const int drop = open("/proc/sys/vm/drop_caches", O_WRONLY | O_CLOEXEC);
+  if (drop < 0) GTEST_SKIP() << "cannot drop the page cache (needs root)";
+  ASSERT_EQ(write(drop, "1", 1), 1) << strerror(errno);
+  close(drop);
+  read_all();
+  EXPECT_GE(fs_->stats().reads, reads + 100);
+  EXPECT_EQ(fs_->stats().open_blob_files, 64u);
+}
+
 // "/" and namespace directories keep their attributes, entries and
 // listings cached, and the refs' changes invalidate them: new refs, new
 // namespaces, moved and deleted refs show at once.
