@@ -45,6 +45,7 @@
 #include "spdlog/spdlog.h"
 #include "store/digest.h"
 #include "store/ref_name.h"
+#include "store/unique_fd.h"
 
 namespace cairn {
 namespace {
@@ -90,15 +91,6 @@ enum class Kind {
   kRefLink,    // "/tool@main": symlink to the ref's artefact.
   kArtefact,   // "/by-digest/sha256:<hex>": an artefact's root directory.
   kEntry,      // An entry of an artefact's tree.
-};
-
-// An open file descriptor, closed with its owner.
-struct OwnedFd {
-  explicit OwnedFd(int f) : fd(f) {}
-  OwnedFd(const OwnedFd&) = delete;
-  OwnedFd& operator=(const OwnedFd&) = delete;
-  ~OwnedFd() { close(fd); }
-  const int fd;
 };
 
 struct Node {
@@ -260,7 +252,7 @@ struct CairnFs::State {
   // saves an open(2) and close(2) per READ.
   static constexpr size_t kOpenBlobs = 64;
   absl::Mutex open_blobs_mu;
-  absl::flat_hash_map<Digest, std::shared_ptr<const OwnedFd>> open_blobs
+  absl::flat_hash_map<Digest, std::shared_ptr<const UniqueFd>> open_blobs
       ABSL_GUARDED_BY(open_blobs_mu);
   std::deque<Digest> open_blob_order ABSL_GUARDED_BY(open_blobs_mu);
   // RefStore change listener (RefStore::AddChangeListener) and Store
@@ -1148,12 +1140,11 @@ int EnsureVerified(State& s, const Node& n, const Digest& digest, int fd) {
   return 0;
 }
 
-// Opens the blob of regular file `ino` and checks it against its digest
-// unless that was done before in this daemon's life (EnsureVerified).
-// Returns 0, the open blob in *fd and its digest in *digest, or an errno:
-// ENOENT, EISDIR for a directory, EINVAL for a symlink, EIO for wrong or
-// missing bytes.
-int OpenVerifiedBlob(State& s, fuse_ino_t ino, int* fd, Digest* digest) {
+// The node and content digest of regular file `ino`. Returns 0 or an
+// errno: ENOENT, EISDIR for a directory, EINVAL for a symlink, EIO for a
+// malformed digest.
+int FileOf(State& s, fuse_ino_t ino, std::shared_ptr<const Node>* node,
+           Digest* digest) {
   std::shared_ptr<const Node> n = s.Get(ino);
   if (n == nullptr) return ENOENT;
   if (n->kind != Kind::kEntry ||
@@ -1163,22 +1154,30 @@ int OpenVerifiedBlob(State& s, fuse_ino_t ino, int* fd, Digest* digest) {
   if (n->record.type() == store::FileRecord::SYMLINK) return EINVAL;
   absl::StatusOr<Digest> d = Digest::FromRaw(n->record.content_digest());
   if (!d.ok()) return EIO;
+  *node = std::move(n);
+  *digest = *d;
+  return 0;
+}
+
+// Opens blob `d` of file `n` and checks it against its digest unless that
+// was done before in this daemon's life (EnsureVerified). Returns 0 and
+// the open blob in *fd, or an errno: EIO for wrong or missing bytes.
+int OpenVerifiedBlob(State& s, const Node& n, const Digest& d, int* fd) {
   // The index is committed, so the file blob is in place even before the
   // flusher has written its record (Store::OpenIndexedFileFd).
-  absl::StatusOr<int> blob = s.store->OpenIndexedFileFd(*d);
+  absl::StatusOr<int> blob = s.store->OpenIndexedFileFd(d);
   if (!blob.ok()) {
-    spdlog::error("fuse: open {} of {}: {}", n->path, n->artefact.ToString(),
+    spdlog::error("fuse: open {} of {}: {}", n.path, n.artefact.ToString(),
                   blob.status().ToString());
     // A blob missing under an indexed file is lost data, not a missing
     // file (stat shows it): EIO.
     return absl::IsNotFound(blob.status()) ? EIO : StatusToErrno(blob.status());
   }
-  if (int err = EnsureVerified(s, *n, *d, *blob); err != 0) {
+  if (int err = EnsureVerified(s, n, d, *blob); err != 0) {
     close(*blob);
     return err;
   }
   *fd = *blob;
-  *digest = *d;
   return 0;
 }
 
@@ -1198,9 +1197,11 @@ bool WantsPassthrough(State& s, fuse_ino_t ino) {
 // backing id (FusePassthrough::Acquire then refuses new blobs for good),
 // new blobs keep fh 0: read through OpRead.
 int OpenPassthrough(State& s, fuse_ino_t ino, fuse_file_info* fi) {
-  int fd = -1;
+  std::shared_ptr<const Node> n;
   Digest digest;
-  if (int err = OpenVerifiedBlob(s, ino, &fd, &digest); err != 0) return err;
+  if (int err = FileOf(s, ino, &n, &digest); err != 0) return err;
+  int fd = -1;
+  if (int err = OpenVerifiedBlob(s, *n, digest, &fd); err != 0) return err;
   absl::StatusOr<uint32_t> id = s.passthrough->Acquire(digest, fd);
   close(fd);
   if (id.ok()) {
@@ -1260,27 +1261,22 @@ void OpRelease(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
   fuse_reply_err(req, 0);
 }
 
-// Serves bytes of the file's blob, opened for this request. The first READ
-// of a blob in the daemon's life hashes all of it first (EnsureVerified):
-// wrong bytes are never served.
-// The verified, open blob of file `ino` for a READ, from State::open_blobs
-// or opened (OpenVerifiedBlob) and added there. Null and *err set on
-// failure.
-std::shared_ptr<const OwnedFd> BlobForRead(State& s, fuse_ino_t ino, int* err) {
-  std::shared_ptr<const Node> n = s.Get(ino);
-  if (n != nullptr && n->kind == Kind::kEntry &&
-      n->record.type() == store::FileRecord::REGULAR) {
-    absl::StatusOr<Digest> d = Digest::FromRaw(n->record.content_digest());
-    if (d.ok()) {
-      absl::MutexLock lock(&s.open_blobs_mu);
-      auto it = s.open_blobs.find(*d);
-      if (it != s.open_blobs.end()) return it->second;
-    }
+// The verified, open blob of file `ino` for a READ: from State::open_blobs,
+// else opened (OpenVerifiedBlob) and added there. Null and *err set (an
+// errno) on failure.
+std::shared_ptr<const UniqueFd> BlobForRead(State& s, fuse_ino_t ino,
+                                            int* err) {
+  std::shared_ptr<const Node> n;
+  Digest digest;
+  if (*err = FileOf(s, ino, &n, &digest); *err != 0) return nullptr;
+  {
+    absl::MutexLock lock(&s.open_blobs_mu);
+    auto it = s.open_blobs.find(digest);
+    if (it != s.open_blobs.end()) return it->second;
   }
   int fd = -1;
-  Digest digest;
-  if (*err = OpenVerifiedBlob(s, ino, &fd, &digest); *err != 0) return nullptr;
-  auto blob = std::make_shared<const OwnedFd>(fd);
+  if (*err = OpenVerifiedBlob(s, *n, digest, &fd); *err != 0) return nullptr;
+  auto blob = std::make_shared<const UniqueFd>(fd);
   absl::MutexLock lock(&s.open_blobs_mu);
   auto [it, inserted] = s.open_blobs.try_emplace(digest, blob);
   if (!inserted) return it->second;  // Another READ opened it meanwhile.
@@ -1292,12 +1288,15 @@ std::shared_ptr<const OwnedFd> BlobForRead(State& s, fuse_ino_t ino, int* err) {
   return blob;
 }
 
+// Serves bytes of the file's blob (BlobForRead). The first READ of a blob
+// in the daemon's life hashes all of it first (EnsureVerified): wrong
+// bytes are never served.
 void ServeRead(State& s, fuse_req_t req, fuse_ino_t ino, size_t size,
                off_t off) {
   int err = 0;
-  std::shared_ptr<const OwnedFd> blob = BlobForRead(s, ino, &err);
+  std::shared_ptr<const UniqueFd> blob = BlobForRead(s, ino, &err);
   if (blob == nullptr) return (void)fuse_reply_err(req, err);
-  const int fd = blob->fd;
+  const int fd = blob->get();
   if (size >= 2 * s.page_size) {
     s.large_reads.fetch_add(1, std::memory_order_relaxed);
   }
