@@ -63,6 +63,21 @@ absl::StatusOr<UploadResult> Push(Store& store, const std::string& bytes,
   return (*up)->Finish();
 }
 
+// `bytes` (digest `d`) are kept as a FILE blob: an index can open them,
+// and they read back whole.
+void ExpectKeptAsFileBlob(Store& store, const Digest& d,
+                          const std::string& bytes) {
+  absl::StatusOr<BlobInfo> info = store.Stat(d);
+  ASSERT_TRUE(info.ok()) << info.status();
+  EXPECT_EQ(info->blob.kind(), store::BlobRecord::FILE);
+  absl::StatusOr<int> fd = store.OpenIndexedFileFd(d);
+  ASSERT_TRUE(fd.ok()) << fd.status();
+  close(*fd);
+  std::string out;
+  ASSERT_TRUE(store.ReadBlob(d, 0, bytes.size(), &out).ok());
+  EXPECT_EQ(out, bytes);
+}
+
 class StoreTest : public ::testing::Test {
  protected:
   void SetUp() override {
@@ -681,15 +696,7 @@ TEST_F(StoreTest, RejectingATarballKeepsItsBytesWhenTheyAreAlsoAFile) {
   EXPECT_EQ(outcome.code(), absl::StatusCode::kInvalidArgument) << outcome;
   EXPECT_EQ(store_->metadata().GetArtefact(digest).status().code(),
             absl::StatusCode::kNotFound);
-  absl::StatusOr<BlobInfo> info = store_->Stat(digest);
-  ASSERT_TRUE(info.ok()) << info.status();
-  EXPECT_EQ(info->blob.kind(), store::BlobRecord::FILE);
-  absl::StatusOr<int> fd = store_->OpenIndexedFileFd(digest);
-  ASSERT_TRUE(fd.ok()) << fd.status();
-  close(*fd);
-  std::string out;
-  ASSERT_TRUE(store_->ReadBlob(digest, 0, evil.size(), &out).ok());
-  EXPECT_EQ(out, evil);
+  ExpectKeptAsFileBlob(*store_, digest, evil);
 }
 
 // An upload whose file content is the very bytes of a tarball still being
@@ -734,15 +741,9 @@ TEST_F(StoreTest, RejectingATarballKeepsBytesAnUnflushedIndexNames) {
   release_flusher->Notify();
   ASSERT_TRUE(store_->WaitDurable().ok());
 
-  absl::StatusOr<int> fd = store_->OpenIndexedFileFd(digest);
-  ASSERT_TRUE(fd.ok()) << fd.status();
-  close(*fd);
-  std::string out;
-  ASSERT_TRUE(store_->ReadBlob(digest, 0, evil.size(), &out).ok());
-  EXPECT_EQ(out, evil);
+  ExpectKeptAsFileBlob(*store_, digest, evil);
   absl::StatusOr<BlobInfo> info = store_->Stat(digest);
   ASSERT_TRUE(info.ok()) << info.status();
-  EXPECT_EQ(info->blob.kind(), store::BlobRecord::FILE);
   EXPECT_TRUE(info->blob.file_use());
 }
 
