@@ -192,8 +192,12 @@ struct CairnFs::State {
   // given one once its index is committed (ServedArtefact), and index states
   // only move forward, so this also spares ServedArtefact a database read.
   absl::flat_hash_map<Digest, uint64_t> artefact_blocks ABSL_GUARDED_BY(mu);
-  // Blob digests whose bytes were checked against their digest.
-  absl::flat_hash_set<Digest> verified ABSL_GUARDED_BY(mu);
+  // Blob digests whose bytes were checked against their digest, with the
+  // file that was hashed (st_dev, st_ino): a blob file replaced since (a
+  // crash left wrong bytes, which a later upload renamed right bytes over:
+  // BlobWriter::Commit) is hashed again when opened.
+  absl::flat_hash_map<Digest, std::pair<dev_t, ino_t>> verified
+      ABSL_GUARDED_BY(mu);
   // Serialise the verification of one blob (striped by digest), so the
   // concurrent READs of a file's first bytes hash it once.
   static constexpr size_t kVerifyStripes = 64;
@@ -244,16 +248,18 @@ struct CairnFs::State {
   // fails at once (EIO) instead of hashing the whole blob again. Cleared
   // only by a restart.
   absl::flat_hash_set<Digest> corrupt ABSL_GUARDED_BY(mu);
-  // Verified blob files kept open for READ, the kOpenBlobs most recently
-  // opened, each shared by the READs of its content (closed when evicted
-  // and no READ holds it). One open file per blob keeps the kernel's
-  // readahead state of the blob across READs, so a sequential read
-  // through the mount is also read ahead on the blob's disk; it also
-  // saves an open(2) and close(2) per READ.
+  // Verified blob files kept open for the READs of files bigger than one
+  // READ (max_read): the kOpenBlobs most recently used, each shared by
+  // the READs of its content (closed when evicted and no READ holds it).
+  // One open file per blob keeps the kernel's readahead state of the blob
+  // across READs, so a sequential read through the mount is also read
+  // ahead on the blob's disk. Smaller files, read in one READ, open their
+  // blob per READ and would only push the big ones out.
   static constexpr size_t kOpenBlobs = 64;
   absl::Mutex open_blobs_mu;
   absl::flat_hash_map<Digest, std::shared_ptr<const UniqueFd>> open_blobs
       ABSL_GUARDED_BY(open_blobs_mu);
+  // Least recently used first.
   std::deque<Digest> open_blob_order ABSL_GUARDED_BY(open_blobs_mu);
   // RefStore change listener (RefStore::AddChangeListener) and Store
   // artefact listener (Store::AddArtefactListener).
@@ -269,6 +275,7 @@ struct CairnFs::State {
   std::atomic<uint64_t> reads{0};
   std::atomic<uint64_t> passthrough_opens{0};
   std::atomic<uint64_t> large_reads{0};
+  std::atomic<uint64_t> blob_opens{0};
   std::atomic<uint64_t> spliced_replies{0};
   const size_t page_size = static_cast<size_t>(sysconf(_SC_PAGESIZE));
 
@@ -1103,9 +1110,17 @@ void OpReaddirplus(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 // remembered until restart; for a failed read of the blob, not; and
 // without hashing once the mount is being unmounted.
 int EnsureVerified(State& s, const Node& n, const Digest& digest, int fd) {
+  struct stat st;
+  if (fstat(fd, &st) != 0) {
+    spdlog::error("fuse: {} of artefact {}: fstat of blob {}: {}", n.path,
+                  n.artefact.ToString(), digest.ToString(), strerror(errno));
+    return EIO;
+  }
+  const std::pair<dev_t, ino_t> file{st.st_dev, st.st_ino};
   auto verified = [&] {
     absl::MutexLock lock(&s.mu);
-    return s.verified.contains(digest);
+    auto it = s.verified.find(digest);
+    return it != s.verified.end() && it->second == file;
   };
   if (verified()) return 0;
   absl::MutexLock stripe(
@@ -1136,7 +1151,7 @@ int EnsureVerified(State& s, const Node& n, const Digest& digest, int fd) {
     return EIO;
   }
   absl::MutexLock lock(&s.mu);
-  s.verified.insert(digest);
+  s.verified[digest] = file;
   return 0;
 }
 
@@ -1261,28 +1276,41 @@ void OpRelease(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
   fuse_reply_err(req, 0);
 }
 
-// The verified, open blob of file `ino` for a READ: from State::open_blobs,
-// else opened (OpenVerifiedBlob) and added there. Null and *err set (an
-// errno) on failure.
+// The verified, open blob of file `ino` for a READ: for a file bigger than
+// max_read from State::open_blobs (else opened, OpenVerifiedBlob, and added
+// there), for a smaller one opened. Null and *err set (an errno) on
+// failure.
 std::shared_ptr<const UniqueFd> BlobForRead(State& s, fuse_ino_t ino,
                                             int* err) {
   std::shared_ptr<const Node> n;
   Digest digest;
   if (*err = FileOf(s, ino, &n, &digest); *err != 0) return nullptr;
-  {
+  const bool shared = n->record.size() > s.max_read;
+  if (shared) {
     absl::MutexLock lock(&s.open_blobs_mu);
     auto it = s.open_blobs.find(digest);
-    if (it != s.open_blobs.end()) return it->second;
+    if (it != s.open_blobs.end()) {
+      auto pos =
+          std::find(s.open_blob_order.begin(), s.open_blob_order.end(), digest);
+      s.open_blob_order.erase(pos);
+      s.open_blob_order.push_back(digest);
+      return it->second;
+    }
   }
   int fd = -1;
   if (*err = OpenVerifiedBlob(s, *n, digest, &fd); *err != 0) return nullptr;
+  s.blob_opens.fetch_add(1, std::memory_order_relaxed);
   auto blob = std::make_shared<const UniqueFd>(fd);
+  if (!shared) return blob;
+  std::shared_ptr<const UniqueFd> evicted;  // Closed after the unlock.
   absl::MutexLock lock(&s.open_blobs_mu);
   auto [it, inserted] = s.open_blobs.try_emplace(digest, blob);
   if (!inserted) return it->second;  // Another READ opened it meanwhile.
   s.open_blob_order.push_back(digest);
   if (s.open_blob_order.size() > State::kOpenBlobs) {
-    s.open_blobs.erase(s.open_blob_order.front());
+    auto oldest = s.open_blobs.find(s.open_blob_order.front());
+    evicted = std::move(oldest->second);
+    s.open_blobs.erase(oldest);
     s.open_blob_order.pop_front();
   }
   return blob;
@@ -1293,6 +1321,10 @@ std::shared_ptr<const UniqueFd> BlobForRead(State& s, fuse_ino_t ino,
 // bytes are never served.
 void ServeRead(State& s, fuse_req_t req, fuse_ino_t ino, size_t size,
                off_t off) {
+  // The connection is gone (Unmount): fail at once.
+  if (s.exiting.load(std::memory_order_relaxed)) {
+    return (void)fuse_reply_err(req, EIO);
+  }
   int err = 0;
   std::shared_ptr<const UniqueFd> blob = BlobForRead(s, ino, &err);
   if (blob == nullptr) return (void)fuse_reply_err(req, err);
@@ -1543,12 +1575,10 @@ ssize_t IoWritev(int fd, struct iovec* iov, int count, void* userdata) {
 
 ssize_t IoSpliceSend(int fdin, off_t* offin, int fdout, off_t* offout,
                      size_t len, unsigned int flags, void* userdata) {
-  const ssize_t n = splice(fdin, offin, fdout, offout, len, flags);
-  State& s = *static_cast<State*>(userdata);
-  if (n == static_cast<ssize_t>(len) && fdout == s.dev_fd) {
-    s.spliced_replies.fetch_add(1, std::memory_order_relaxed);
-  }
-  return n;
+  // Counted before: the reply wakes its reader inside splice.
+  static_cast<State*>(userdata)->spliced_replies.fetch_add(
+      1, std::memory_order_relaxed);
+  return splice(fdin, offin, fdout, offout, len, flags);
 }
 
 // The largest READ (bytes) whose reply libfuse can splice from the blob's
@@ -1789,6 +1819,7 @@ CairnFsStats CairnFs::stats() const {
     absl::MutexLock lock(&state_->open_blobs_mu);
     st.open_blob_files = state_->open_blobs.size();
   }
+  st.blob_opens = state_->blob_opens.load(std::memory_order_relaxed);
   st.spliced_replies = state_->spliced_replies.load(std::memory_order_relaxed);
   absl::MutexLock lock(&state_->mu);
   st.inodes = state_->nodes.size();

@@ -60,10 +60,13 @@ struct CairnFsStats {
   // READs of two pages or more: libfuse splices their replies when it can
   // (smaller ones it copies).
   uint64_t large_reads = 0;
-  // Replies spliced whole into /dev/fuse: READs whose bytes went from the
-  // blob's page cache to the kernel without a copy through cairnd's memory.
+  // Replies libfuse sent by splice: READs whose bytes went from the blob's
+  // page cache to the kernel without a copy through cairnd's memory.
   uint64_t spliced_replies = 0;
-  // Blob files kept open for READs (at most 64, the most recently opened).
+  // Blob files opened for READs (each verified on its first use), and
+  // those kept open for the READs of files bigger than one READ (at most
+  // 64, the most recently used).
+  uint64_t blob_opens = 0;
   uint64_t open_blob_files = 0;
   // Whether files are opened with passthrough: asked for, offered by the
   // kernel at INIT, and no backing file refused since.

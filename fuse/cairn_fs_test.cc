@@ -525,33 +525,59 @@ TEST_F(CairnFsTest, LargeFileReadsBackWithRaisedReadahead) {
   EXPECT_EQ(st.spliced_replies, st.large_reads) << st.reads << " READs";
 }
 
-// READs share one open file per blob (for the blob's readahead), and at
-// most 64 stay open: 100 files read, then read again after the page cache
-// is dropped (so evicted blobs are opened anew, the others reused), return
-// every byte right and leave 64 open.
-TEST_F(CairnFsTest, BlobFilesKeptOpenForReadsAreBounded) {
+// The READs of a file bigger than one READ share one open file of its blob
+// (for the blob's readahead), and at most 64 such files stay open, the
+// most recently used; a small file's blob is opened per READ.
+TEST_F(CairnFsTest, BlobFilesKeptOpenForReadsAreShared) {
+  constexpr int kBig = 70;
+  constexpr size_t kBigBytes = (1 << 20) + 1;  // Over any max_read.
   std::vector<TarEntry> entries;
-  for (int i = 0; i < 100; ++i) {
-    entries.push_back({absl::StrCat("f", i), TarEntry::kFile, 0644,
-                       absl::StrCat("file ", i, "\n")});
+  for (int i = 0; i < kBig; ++i) {
+    std::string content(kBigBytes, '\0');
+    const std::string head = absl::StrCat("file ", i, "\n");
+    content.replace(0, head.size(), head);
+    entries.push_back({absl::StrCat("f", i), TarEntry::kFile, 0644, content});
   }
+  entries.push_back({"small", TarEntry::kFile, 0644, "small\n"});
   const Digest d = Push(entries);
   Mount();
-  auto read_all = [&] {
-    for (int i = 0; i < 100; ++i) {
-      EXPECT_EQ(ReadFileText(absl::StrCat(ByDigest(d), "/f", i)),
-                absl::StrCat("file ", i, "\n"));
-    }
+  auto path = [&](int i) { return absl::StrCat(ByDigest(d), "/f", i); };
+  // Whether file i starts as it should (ReadFileText reads 4 KiB of it).
+  auto starts_right = [&](int i) {
+    const std::string head = absl::StrCat("file ", i, "\n");
+    return ReadFileText(path(i)).substr(0, head.size()) == head;
   };
-  read_all();
+
+  for (int i = 0; i < kBig; ++i) EXPECT_TRUE(starts_right(i)) << path(i);
+  CairnFsStats st = fs_->stats();
+  EXPECT_EQ(st.blob_opens, static_cast<uint64_t>(kBig));
+  EXPECT_EQ(st.open_blob_files, 64u);
+
+  // All of the last file, in several READs: no new open.
+  std::ifstream in(path(kBig - 1), std::ios::binary);
+  const std::string whole((std::istreambuf_iterator<char>(in)),
+                          std::istreambuf_iterator<char>());
+  EXPECT_EQ(whole.size(), kBigBytes);
+  EXPECT_EQ(whole.substr(0, 8), "file 69\n");
+  EXPECT_GT(fs_->stats().reads, st.reads);
+  EXPECT_EQ(fs_->stats().blob_opens, st.blob_opens);
+
+  // A small file: opened for its READ, not kept.
+  EXPECT_EQ(ReadFileText(ByDigest(d) + "/small"), "small\n");
+  EXPECT_EQ(fs_->stats().blob_opens, st.blob_opens + 1);
   EXPECT_EQ(fs_->stats().open_blob_files, 64u);
-  const uint64_t reads = fs_->stats().reads;
+
+  // After the page cache is dropped, the first file (evicted) is opened
+  // anew; the last one (kept) is not.
   const int drop = open("/proc/sys/vm/drop_caches", O_WRONLY | O_CLOEXEC);
   if (drop < 0) GTEST_SKIP() << "cannot drop the page cache (needs root)";
   ASSERT_EQ(write(drop, "1", 1), 1) << strerror(errno);
   close(drop);
-  read_all();
-  EXPECT_GE(fs_->stats().reads, reads + 100);
+  st = fs_->stats();
+  EXPECT_TRUE(starts_right(kBig - 1));
+  EXPECT_EQ(fs_->stats().blob_opens, st.blob_opens);
+  EXPECT_TRUE(starts_right(0));
+  EXPECT_EQ(fs_->stats().blob_opens, st.blob_opens + 1);
   EXPECT_EQ(fs_->stats().open_blob_files, 64u);
 }
 
@@ -774,6 +800,28 @@ TEST_F(CairnFsTest, PassthroughOpenOfACorruptBlobFailsWithEio) {
 
 // A file whose blob is gone from the store is still listed and stat'ed
 // (its index is intact) but cannot be read: EIO, as for wrong bytes.
+// Verification is tied to the blob file that was hashed: a blob file
+// replaced after its first read (here by one with wrong bytes) is hashed
+// again when opened, and fails with EIO instead of serving them.
+TEST_F(CairnFsTest, ReplacedBlobFileIsVerifiedAgain) {
+  const Digest d = Push({{"f", TarEntry::kFile, 0644, "right\n"}});
+  ASSERT_TRUE(store_->WaitDurable().ok());
+  Mount();
+  EXPECT_EQ(ReadFileText(ByDigest(d) + "/f"), "right\n");
+  const std::string blob = BlobPath("right\n");
+  const std::string tmp = blob + ".new";
+  {
+    std::ofstream out(tmp, std::ios::binary);
+    out << "wrong\n";
+  }
+  ASSERT_EQ(rename(tmp.c_str(), blob.c_str()), 0) << strerror(errno);
+  const int drop = open("/proc/sys/vm/drop_caches", O_WRONLY | O_CLOEXEC);
+  if (drop < 0) GTEST_SKIP() << "cannot drop the page cache (needs root)";
+  ASSERT_EQ(write(drop, "1", 1), 1) << strerror(errno);
+  close(drop);
+  EXPECT_EQ(ReadFileText(ByDigest(d) + "/f"), "<EIO>");
+}
+
 TEST_F(CairnFsTest, FileWithAMissingBlobFailsToReadWithEio) {
   const Digest d = Push({{"lost", TarEntry::kFile, 0644, "gone\n"}});
   ASSERT_TRUE(store_->WaitDurable().ok());
