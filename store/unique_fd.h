@@ -30,6 +30,9 @@ class UniqueFd {
   // The descriptor, or -1.
   int get() const { return fd_; }
 
+  // Gives the descriptor up without closing it; returns it (or -1).
+  int Release() { return std::exchange(fd_, -1); }
+
   // Closes the descriptor (if any); returns close()'s errno, or 0.
   int Reset() {
     int err = 0;

@@ -15,6 +15,7 @@
 #include <atomic>
 #include <cerrno>
 #include <cstring>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -154,14 +155,16 @@ absl::Status ConfigureWriter(archive* a, int gzip_level, OutputSink* sink) {
 // Walks one tree and writes its entries. Not thread-safe.
 class TreePacker {
  public:
-  TreePacker(std::string root, archive* a, std::vector<FileId> skip)
+  TreePacker(std::string root, archive* a, std::vector<FileId> skip,
+             std::function<void(const std::string&)> before_read)
       : root_(std::move(root)),
         a_(a),
         entry_(archive_entry_new()),
         skip_(std::move(skip)),
+        before_read_(std::move(before_read)),
         buffer_(kReadBufferBytes) {}
 
-  absl::Status Run() { return PackDir(""); }
+  absl::Status Run() { return PackDir("", nullptr); }
   const PackResult& result() const { return result_; }
 
  private:
@@ -182,15 +185,41 @@ class TreePacker {
   }
 
   // Lists `rel_dir` (sorted in entry order) and packs each child, recursing
-  // into directories right after their own entry.
-  absl::Status PackDir(const std::string& rel_dir) {
+  // into directories right after their own entry. `listed`: the directory
+  // as its parent's listing stat'ed it (null for the root, which may be a
+  // symlink to a directory); the one opened must be that very directory,
+  // never a symlink swapped in since, which would pack files from outside
+  // the tree.
+  absl::Status PackDir(const std::string& rel_dir, const struct stat* listed) {
     const std::string full = FullPath(rel_dir);
     std::vector<Child> children;
     {
-      std::unique_ptr<DIR, DirClose> dir(opendir(full.c_str()));
+      if (listed != nullptr && before_read_) before_read_(rel_dir);
+      UniqueFd opened(open(full.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC |
+                                             (listed ? O_NOFOLLOW : 0)));
+      if (opened.get() < 0) {
+        // Listed as a directory, now something else (a symlink: ELOOP or
+        // ENOTDIR with O_NOFOLLOW | O_DIRECTORY).
+        if (listed != nullptr && (errno == ENOTDIR || errno == ELOOP)) {
+          return absl::AbortedError(
+              absl::StrCat("pack: ", full, " was replaced while being packed"));
+        }
+        return ErrnoError(errno, absl::StrCat("pack: open directory ", full));
+      }
+      struct stat now;
+      if (fstat(opened.get(), &now) != 0) {
+        return ErrnoError(errno, absl::StrCat("pack: stat ", full));
+      }
+      if (listed != nullptr &&
+          (now.st_dev != listed->st_dev || now.st_ino != listed->st_ino)) {
+        return absl::AbortedError(
+            absl::StrCat("pack: ", full, " was replaced while being packed"));
+      }
+      std::unique_ptr<DIR, DirClose> dir(fdopendir(opened.get()));
       if (dir == nullptr) {
         return ErrnoError(errno, absl::StrCat("pack: open directory ", full));
       }
+      opened.Release();  // Owned by `dir` now.
       const int dfd = dirfd(dir.get());
       for (;;) {
         errno = 0;
@@ -223,7 +252,9 @@ class TreePacker {
     for (const Child& child : children) {
       if (Skipped(child.st)) continue;
       CAIRN_RETURN_IF_ERROR(PackEntry(child.rel, child.st));
-      if (S_ISDIR(child.st.st_mode)) CAIRN_RETURN_IF_ERROR(PackDir(child.rel));
+      if (S_ISDIR(child.st.st_mode)) {
+        CAIRN_RETURN_IF_ERROR(PackDir(child.rel, &child.st));
+      }
     }
     return absl::OkStatus();
   }
@@ -318,6 +349,7 @@ class TreePacker {
           absl::StrCat("pack: ", full, " was replaced while being packed"));
     }
     posix_fadvise(fd.get(), 0, 0, POSIX_FADV_SEQUENTIAL);
+    if (before_read_) before_read_(rel);
     const uint64_t size = static_cast<uint64_t>(now.st_size);
     StartEntry(rel);
     archive_entry_set_filetype(e, AE_IFREG);
@@ -351,6 +383,20 @@ class TreePacker {
       return absl::AbortedError(
           absl::StrCat("pack: ", full, " grew while being packed"));
     }
+    // Rewritten in place at the same size (as GNU tar's "file changed as
+    // we read it"): the bytes read may mix old and new.
+    struct stat after;
+    if (fstat(fd.get(), &after) != 0) {
+      return ErrnoError(errno, absl::StrCat("pack: stat ", full));
+    }
+    if (after.st_size != now.st_size ||
+        after.st_mtim.tv_sec != now.st_mtim.tv_sec ||
+        after.st_mtim.tv_nsec != now.st_mtim.tv_nsec ||
+        after.st_ctim.tv_sec != now.st_ctim.tv_sec ||
+        after.st_ctim.tv_nsec != now.st_ctim.tv_nsec) {
+      return absl::AbortedError(
+          absl::StrCat("pack: ", full, " changed while being packed"));
+    }
     ++result_.regular_files;
     result_.file_bytes += size;
     return absl::OkStatus();
@@ -360,6 +406,7 @@ class TreePacker {
   archive* const a_;
   std::unique_ptr<archive_entry, EntryFree> entry_;
   const std::vector<FileId> skip_;
+  const std::function<void(const std::string&)> before_read_;  // Testing.
   // First path (in entry order) of each multiply-linked regular file.
   absl::flat_hash_map<FileId, std::string> first_link_;
   std::vector<char> buffer_;
@@ -981,7 +1028,8 @@ absl::StatusOr<PackResult> PackDirectoryWithResult(const std::string& dir,
     }
     std::unique_ptr<archive, WriteArchiveFree> a(archive_write_new());
     absl::Status status = ConfigureWriter(a.get(), options.gzip_level, &sink);
-    TreePacker packer(root, a.get(), std::move(skip));
+    TreePacker packer(root, a.get(), std::move(skip),
+                      options.testing_before_read);
     if (status.ok()) status = packer.Run();
     if (status.ok() && archive_write_close(a.get()) != ARCHIVE_OK) {
       status = ArchiveError(a.get(), absl::StrCat("pack: write ", tmp));

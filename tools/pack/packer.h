@@ -48,6 +48,7 @@
 #define CAIRN_TOOLS_PACK_PACKER_H_
 
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -61,6 +62,11 @@ struct PackOptions {
   // gzip level, 1..9. The convention is 6; any other level still gives a
   // deterministic (and CheckArchive-clean) tarball but different bytes.
   int gzip_level = 6;
+  // Testing only: called with the path (relative to the root) of each
+  // regular file once it is open and before its bytes are read, and of
+  // each directory below the root before it is opened, so that tests can
+  // change the tree at exactly those points.
+  std::function<void(const std::string& rel)> testing_before_read;
 };
 
 // What PackDirectoryWithResult wrote.
@@ -89,7 +95,10 @@ struct PackResult {
 //   NotFound / PermissionDenied / Internal  from the file system (errno);
 //   InvalidArgument  `dir` is not a directory, a special file was found, or
 //                    options are out of range;
-//   Aborted          a file changed size while it was being read;
+//   Aborted          a file changed (size, mtime or ctime) while it was
+//                    being read, or a file or directory was replaced
+//                    (another inode, e.g. a symlink) between being listed
+//                    and opened;
 //   FailedPrecondition  the C.UTF-8 locale is missing (glibc has it built
 //                    in since 2.35);
 //   Internal         libarchive failures.

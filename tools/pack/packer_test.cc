@@ -12,6 +12,7 @@
 
 #include <clocale>
 #include <cstdlib>
+#include <filesystem>
 #include <fstream>
 #include <sstream>
 #include <string>
@@ -330,6 +331,46 @@ TEST(PackDirectoryTest, SymlinksAreKeptNotFollowed) {
               ElementsAre("l 0777 dangling -> /nonexistent/target",
                           "l 0777 dirlink -> ../outside",
                           "l 0777 long -> " + long_target));
+}
+
+// A file rewritten in place at the same size while it is read, and a
+// directory swapped for a symlink to outside the tree before it is opened,
+// fail the pack (Aborted) instead of packing mixed or foreign bytes; the
+// output is not written.
+TEST(PackDirectoryTest, ChangesDuringThePackAbortIt) {
+  const std::string dir = TestDir("changes");
+  MakeDir(dir + "/tree");
+  MakeDir(dir + "/tree/d");
+  WriteFile(dir + "/tree/d/f", "before");
+  MakeDir(dir + "/outside");
+  WriteFile(dir + "/outside/secret", "not packed");
+
+  PackOptions rewrite;
+  rewrite.testing_before_read = [&](const std::string& rel) {
+    if (rel != "d/f") return;
+    // Same size, new bytes and a new mtime (the write sets it).
+    const int fd = open((dir + "/tree/d/f").c_str(), O_WRONLY | O_CLOEXEC);
+    ASSERT_GE(fd, 0);
+    ASSERT_EQ(pwrite(fd, "AFTER!", 6, 0), 6);
+    close(fd);
+  };
+  absl::StatusOr<PackResult> r =
+      PackDirectoryWithResult(dir + "/tree", dir + "/out.tar.gz", rewrite);
+  EXPECT_EQ(r.status().code(), absl::StatusCode::kAborted) << r.status();
+  EXPECT_THAT(r.status().message(), HasSubstr("changed while being packed"));
+  EXPECT_FALSE(std::filesystem::exists(dir + "/out.tar.gz"));
+
+  PackOptions swap;
+  swap.testing_before_read = [&](const std::string& rel) {
+    if (rel != "d") return;
+    std::filesystem::rename(dir + "/tree/d", dir + "/d.moved");
+    std::filesystem::create_directory_symlink(dir + "/outside",
+                                              dir + "/tree/d");
+  };
+  r = PackDirectoryWithResult(dir + "/tree", dir + "/out.tar.gz", swap);
+  EXPECT_EQ(r.status().code(), absl::StatusCode::kAborted) << r.status();
+  EXPECT_THAT(r.status().message(), HasSubstr("replaced while being packed"));
+  EXPECT_FALSE(std::filesystem::exists(dir + "/out.tar.gz"));
 }
 
 TEST(PackDirectoryTest, RootMayBeASymlinkToADirectory) {
