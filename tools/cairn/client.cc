@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cerrno>
 #include <condition_variable>
 #include <cstdlib>
@@ -100,11 +101,15 @@ absl::StatusOr<std::pair<Digest, uint64_t>> HashFd(int fd,
 
 }  // namespace
 
-absl::StatusOr<std::pair<Digest, uint64_t>> HashFile(const std::string& path) {
+absl::StatusOr<std::pair<Digest, uint64_t>> HashFile(const std::string& path,
+                                                     struct stat* stamps) {
   uint64_t size = 0;
   absl::StatusOr<int> fd = OpenRegular(path, &size);
   if (!fd.ok()) return fd.status();
   UniqueFd owner(*fd);
+  if (stamps != nullptr && fstat(owner.get(), stamps) != 0) {
+    return Errno(absl::StrCat("stat ", path));
+  }
   return HashFd(owner.get(), path);
 }
 
@@ -454,6 +459,16 @@ absl::StatusOr<v1::WriteResponse> CasClient::Upload(
   return response;
 }
 
+namespace {
+// The directory holding `path` ("." for a bare name).
+std::string DirectoryOf(const std::string& path) {
+  const size_t slash = path.rfind('/');
+  if (slash == std::string::npos) return ".";
+  if (slash == 0) return "/";
+  return path.substr(0, slash);
+}
+}  // namespace
+
 absl::StatusOr<PullResult> CasClient::Pull(const Digest& digest,
                                            const std::string& out_path,
                                            const ProgressFn& progress,
@@ -462,9 +477,13 @@ absl::StatusOr<PullResult> CasClient::Pull(const Digest& digest,
   if (!stat.ok()) return stat.status();
   const uint64_t expected_size = stat->size();
 
-  const std::string partial = absl::StrCat(out_path, ".partial");
-  UniqueFd fd(
-      open(partial.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0666));
+  // A name of this pull's own (O_EXCL, never a symlink's target): two
+  // pulls to the same FILE must not write into one partial file.
+  static std::atomic<uint64_t> counter{0};
+  const std::string partial =
+      absl::StrCat(out_path, ".partial-", getpid(), "-", counter++);
+  UniqueFd fd(open(partial.c_str(),
+                   O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0666));
   if (fd.get() < 0) return Errno(absl::StrCat("create ", partial));
 
   // Receive on this thread; write and hash on the pipeline's two threads.
@@ -547,6 +566,14 @@ absl::StatusOr<PullResult> CasClient::Pull(const Digest& digest,
   if (!result.ok()) {
     unlink(partial.c_str());
     return result;
+  }
+  if (fsync_output) {
+    // The rename itself is durable once the directory is.
+    const std::string dir = DirectoryOf(out_path);
+    UniqueFd dfd(open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+    if (dfd.get() < 0 || fsync(dfd.get()) != 0) {
+      return Errno(absl::StrCat("fsync directory ", dir, " of ", out_path));
+    }
   }
   return PullResult{actual, received};
 }

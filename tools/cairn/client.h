@@ -15,6 +15,8 @@
 #ifndef CAIRN_TOOLS_CAIRN_CLIENT_H_
 #define CAIRN_TOOLS_CAIRN_CLIENT_H_
 
+#include <sys/stat.h>
+
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
@@ -97,9 +99,11 @@ struct PullResult {
 };
 
 // Hashes a file in one streaming pass (kUploadChunkBytes reads). Returns
-// its digest and size. Errors: NotFound / PermissionDenied etc. from open
-// and read, InvalidArgument if `path` is not a regular file.
-absl::StatusOr<std::pair<Digest, uint64_t>> HashFile(const std::string& path);
+// its digest and size; `stamps` (if set) gets the fstat of the very file
+// hashed, taken before hashing. Errors: NotFound / PermissionDenied etc.
+// from open and read, InvalidArgument if `path` is not a regular file.
+absl::StatusOr<std::pair<Digest, uint64_t>> HashFile(
+    const std::string& path, struct stat* stamps = nullptr);
 
 // Passes chunks of a byte stream through a fixed sequence of stages, each
 // on its own thread, so that the stages overlap with each other and with

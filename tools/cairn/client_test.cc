@@ -37,6 +37,7 @@ namespace {
 
 using ::testing::ElementsAre;
 using ::testing::HasSubstr;
+using ::testing::IsEmpty;
 using ::testing::StartsWith;
 
 std::string TestDir(const std::string& name) {
@@ -58,6 +59,16 @@ std::string ReadBytes(const std::string& path) {
   std::stringstream buffer;
   buffer << in.rdbuf();
   return buffer.str();
+}
+
+// The names in directory `dir`, sorted.
+std::vector<std::string> Names(const std::string& dir) {
+  std::vector<std::string> names;
+  for (const auto& e : std::filesystem::directory_iterator(dir)) {
+    names.push_back(e.path().filename().string());
+  }
+  std::sort(names.begin(), names.end());
+  return names;
 }
 
 bool Exists(const std::string& path) {
@@ -385,7 +396,7 @@ TEST_F(ServerTest, PullVerifiesAndRenames) {
   EXPECT_EQ(r->bytes, content.size());
   EXPECT_EQ(last, content.size());
   EXPECT_TRUE(ReadBytes(dir + "/out") == content);
-  EXPECT_FALSE(Exists(dir + "/out.partial"));
+  EXPECT_THAT(Names(dir), ElementsAre("out"));  // No partial file left.
 
   // --fsync: the same bytes (made durable first; 20 MB crosses the 8 MiB
   // write-back steps), replacing the file.
@@ -396,7 +407,7 @@ TEST_F(ServerTest, PullVerifiesAndRenames) {
   ASSERT_TRUE(r.ok()) << r.status();
   EXPECT_EQ(r->bytes, big.size());
   EXPECT_TRUE(ReadBytes(dir + "/out") == big);
-  EXPECT_FALSE(Exists(dir + "/out.partial"));
+  EXPECT_THAT(Names(dir), ElementsAre("out"));
 }
 
 TEST_F(ServerTest, PullRejectsCorruptOrShortData) {
@@ -408,15 +419,13 @@ TEST_F(ServerTest, PullRejectsCorruptOrShortData) {
   absl::StatusOr<PullResult> r = client_->Pull(digest, dir + "/out", nullptr);
   EXPECT_EQ(r.status().code(), absl::StatusCode::kDataLoss);
   EXPECT_THAT(r.status().message(), HasSubstr(digest.ToString()));
-  EXPECT_FALSE(Exists(dir + "/out"));
-  EXPECT_FALSE(Exists(dir + "/out.partial"));
+  EXPECT_THAT(Names(dir), IsEmpty());
 
   service_.corrupt_reads = false;
   service_.truncate_reads = true;
   r = client_->Pull(digest, dir + "/out", nullptr);
   EXPECT_EQ(r.status().code(), absl::StatusCode::kDataLoss);
-  EXPECT_FALSE(Exists(dir + "/out"));
-  EXPECT_FALSE(Exists(dir + "/out.partial"));
+  EXPECT_THAT(Names(dir), IsEmpty());
 }
 
 TEST_F(ServerTest, PullNotFound) {
@@ -424,7 +433,7 @@ TEST_F(ServerTest, PullNotFound) {
   absl::StatusOr<PullResult> r =
       client_->Pull(*Digest::Parse(kMissingDigest), dir + "/out", nullptr);
   EXPECT_EQ(r.status().code(), absl::StatusCode::kNotFound);
-  EXPECT_FALSE(Exists(dir + "/out.partial"));
+  EXPECT_THAT(Names(dir), IsEmpty());
 }
 
 TEST(ClientTest, UnreachableServerIsUnavailable) {

@@ -335,13 +335,13 @@ int RunPull(const GlobalFlags& flags, const std::string& digest_text,
 }
 
 int RunDigest(const GlobalFlags& flags, const std::string& path, const Io& io) {
-  // Stamps taken before hashing: a change while hashing alters ctime, so the
-  // cache entry recorded here never matches the changed file.
+  // Stamps of the file hashed, taken before hashing: a change while hashing
+  // alters ctime, so the cache entry recorded here never matches the
+  // changed file (nor another file renamed over the path meanwhile).
   struct stat st;
-  const bool have_stat = stat(path.c_str(), &st) == 0;
-  absl::StatusOr<std::pair<Digest, uint64_t>> hashed = HashFile(path);
+  absl::StatusOr<std::pair<Digest, uint64_t>> hashed = HashFile(path, &st);
   if (!hashed.ok()) return ReportError(io, hashed.status());
-  if (have_stat) DigestCache::Default().Store(st, hashed->first);
+  DigestCache::Default().Store(st, hashed->first);
   if (flags.json) {
     PrintJson(io, {{"digest", hashed->first.ToString()},
                    {"size", hashed->second},

@@ -18,6 +18,7 @@
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "proto/refs.pb.h"
+#include "store/digest.h"
 #include "store/ref_name.h"
 #include "tools/cairn/client.h"
 #include "tools/cairn/mounts.h"
@@ -179,6 +180,13 @@ int RunRun(const GlobalFlags& flags, const RunArgs& args, const Io& io) {
   request.set_slot(HostSlot());
   absl::StatusOr<v1::ResolveResponse> resolved = refs.Resolve(request);
   if (!resolved.ok()) return ReportError(io, resolved.status());
+  // It becomes a path in the mount: only a well-formed digest will do.
+  if (absl::StatusOr<Digest> d = Digest::Parse(resolved->digest()); !d.ok()) {
+    return ReportError(io,
+                       absl::InternalError(absl::StrCat(
+                           "the server resolved ", args.ref,
+                           " to a malformed digest: ", d.status().message())));
+  }
 
   if (entry.empty()) {
     const std::string& declared = resolved->metadata().entrypoint();
