@@ -23,6 +23,7 @@
 #include "grpcpp/grpcpp.h"
 #include "store/unique_fd.h"
 #include "tools/cairn/digest_cache.h"
+#include "tools/cleanup/remove_on_signal.h"
 #include "tools/rpc/status.h"
 
 namespace cairn {
@@ -485,6 +486,8 @@ absl::StatusOr<PullResult> CasClient::Pull(const Digest& digest,
   UniqueFd fd(open(partial.c_str(),
                    O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0666));
   if (fd.get() < 0) return Errno(absl::StrCat("create ", partial));
+  // Removed also if the command is killed (Ctrl-C) before it ends.
+  RemoveOnSignal remove_on_signal(partial);
 
   // Receive on this thread; write and hash on the pipeline's two threads.
   // Each message is parsed into `response`, whose data buffer is then

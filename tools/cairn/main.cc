@@ -18,6 +18,7 @@
 #include "tools/cairn/commands.h"
 #include "tools/cairn/mounts.h"
 #include "tools/cairn/run.h"
+#include "tools/cleanup/remove_on_signal.h"
 
 int main(int argc, char** argv) {
   using cairn::cli::GlobalFlags;
@@ -31,6 +32,8 @@ int main(int argc, char** argv) {
   // short-lived process can afford to keep the memory.
   mallopt(M_MMAP_THRESHOLD, 64 << 20);
   mallopt(M_TRIM_THRESHOLD, 128 << 20);
+  // Partial files of pull and pack go if the command is interrupted.
+  cairn::InstallRemoveOnSignal();
 
   GlobalFlags flags;
   flags.server = cairn::cli::DefaultServer();

@@ -31,6 +31,7 @@
 #include "absl/strings/str_split.h"
 #include "absl/strings/string_view.h"
 #include "store/unique_fd.h"
+#include "tools/cleanup/remove_on_signal.h"
 
 namespace cairn {
 namespace {
@@ -1007,6 +1008,8 @@ absl::StatusOr<PackResult> PackDirectoryWithResult(const std::string& dir,
   if (fd.get() < 0) {
     return ErrnoError(errno, absl::StrCat("pack: create ", tmp));
   }
+  // Removed also if the process is killed (Ctrl-C) before it ends.
+  RemoveOnSignal remove_on_signal(tmp);
   sink.fd = fd.get();
 
   // Never pack the output (old or new) into itself.
