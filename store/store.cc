@@ -92,6 +92,12 @@ class FileBlobSink : public FileContentSink {
   // the indexer finished; files() and bytes_newly_stored() are valid after.
   absl::Status Drain();
 
+  // Stops the writer after the file it is on, discarding queued work and
+  // the temp file of a file written in part. For an index that failed:
+  // called before the failure is reported, so that the upload has nothing
+  // left in tmp/ by then. Call after the indexer finished.
+  void Abandon();
+
   // Hashing happens on the writer thread, off the indexer's critical path.
   bool HashesContent() const override { return true; }
 
@@ -454,7 +460,9 @@ FileBlobSink::FileBlobSink(StoreImpl* store) : store_(store) {
   });
 }
 
-FileBlobSink::~FileBlobSink() {
+FileBlobSink::~FileBlobSink() { Abandon(); }
+
+void FileBlobSink::Abandon() {
   {
     absl::MutexLock lock(&mu_);
     closing_ = true;
@@ -462,6 +470,7 @@ FileBlobSink::~FileBlobSink() {
     cv_.SignalAll();
   }
   if (writer_thread_.joinable()) writer_thread_.join();
+  writer_.reset();  // A file written in part: its temp file goes.
 }
 
 absl::Status FileBlobSink::Push(Op op) {
@@ -875,6 +884,7 @@ void StoreImpl::CompleteIndex(const Digest& digest, uint64_t size,
                        /*tarball_newly_stored=*/true)
             .status();
   }
+  if (!s.ok()) job.sink().Abandon();
   if (s.ok()) {
     spdlog::info("indexed {} in the background", digest.ToString());
     NoteIndexOutcome(digest, absl::OkStatus());
