@@ -114,6 +114,17 @@ int WalkAndStat(const std::string& dir, const Visit& visit = nullptr,
   return n;
 }
 
+// Drops the kernel's caches (`what`: "1" the page cache, "2" dentries and
+// inodes), as `echo what > /proc/sys/vm/drop_caches`. False if that file
+// cannot be opened (not root); a failed write fails the test.
+bool DropCaches(const char* what) {
+  const int fd = open("/proc/sys/vm/drop_caches", O_WRONLY | O_CLOEXEC);
+  if (fd < 0) return false;
+  EXPECT_EQ(write(fd, what, 1), 1) << strerror(errno);
+  close(fd);
+  return true;
+}
+
 // Inode number of every entry below `dir` by relative path, after checking
 // each listing's d_ino agrees with it.
 std::map<std::string, ino_t> CollectInodes(const std::string& dir) {
@@ -411,10 +422,9 @@ TEST_F(CairnFsTest, ForgottenInodesAreDroppedAndKeepTheirNumbers) {
   EXPECT_NE(first.at("d0/soft"), first.at("d0/f1"));
   EXPECT_GE(fs_->stats().inodes, idle + first.size() - 1);
 
-  const int drop = open("/proc/sys/vm/drop_caches", O_WRONLY | O_CLOEXEC);
-  if (drop < 0) GTEST_SKIP() << "cannot drop the kernel's caches (needs root)";
-  ASSERT_EQ(write(drop, "2", 1), 1) << strerror(errno);  // Dentries, inodes.
-  close(drop);
+  if (!DropCaches("2")) {  // Dentries and inodes.
+    GTEST_SKIP() << "cannot drop the kernel's caches (needs root)";
+  }
   // The kernel queued its FORGETs; the session loop reads them between
   // requests, so a few round trips (GETXATTR is never cached) see them
   // through.
@@ -569,10 +579,8 @@ TEST_F(CairnFsTest, BlobFilesKeptOpenForReadsAreShared) {
 
   // After the page cache is dropped, the first file (evicted) is opened
   // anew; the last one (kept) is not.
-  const int drop = open("/proc/sys/vm/drop_caches", O_WRONLY | O_CLOEXEC);
-  if (drop < 0) GTEST_SKIP() << "cannot drop the page cache (needs root)";
-  ASSERT_EQ(write(drop, "1", 1), 1) << strerror(errno);
-  close(drop);
+  if (!DropCaches("1"))
+    GTEST_SKIP() << "cannot drop the page cache (needs root)";
   st = fs_->stats();
   EXPECT_TRUE(starts_right(kBig - 1));
   EXPECT_EQ(fs_->stats().blob_opens, st.blob_opens);
@@ -815,10 +823,8 @@ TEST_F(CairnFsTest, ReplacedBlobFileIsVerifiedAgain) {
     out << "wrong\n";
   }
   ASSERT_EQ(rename(tmp.c_str(), blob.c_str()), 0) << strerror(errno);
-  const int drop = open("/proc/sys/vm/drop_caches", O_WRONLY | O_CLOEXEC);
-  if (drop < 0) GTEST_SKIP() << "cannot drop the page cache (needs root)";
-  ASSERT_EQ(write(drop, "1", 1), 1) << strerror(errno);
-  close(drop);
+  if (!DropCaches("1"))
+    GTEST_SKIP() << "cannot drop the page cache (needs root)";
   EXPECT_EQ(ReadFileText(ByDigest(d) + "/f"), "<EIO>");
 }
 
