@@ -211,7 +211,6 @@ struct CairnFs::State {
   std::unique_ptr<FusePassthrough> passthrough;
   // The mount's max_read (MaxReadBytes).
   size_t max_read = kMaxIo;
-  int dev_fd = -1;  // The session's /dev/fuse fd (for IoSpliceSend).
   // Set when the kernel first refused a backing id (logged once).
   std::atomic<bool> passthrough_refused{false};
   // Listings being read by READDIR(PLUS), which come without a handle,
@@ -1742,16 +1741,16 @@ absl::StatusOr<std::unique_ptr<CairnFs>> CairnFs::Mount(
   {
     // Same fd: the session keeps its mount, only its I/O goes through the
     // hooks. Set before the loop starts, so INIT is seen.
-    state->dev_fd = fuse_session_fd(se);
+    const int dev_fd = fuse_session_fd(se);
     if (options.passthrough) {
-      state->passthrough = std::make_unique<FusePassthrough>(state->dev_fd);
+      state->passthrough = std::make_unique<FusePassthrough>(dev_fd);
     }
     fuse_custom_io io;
     std::memset(&io, 0, sizeof(io));
     io.read = IoRead;
     io.writev = IoWritev;
     io.splice_send = IoSpliceSend;
-    if (int err = fuse_session_custom_io(se, &io, state->dev_fd); err != 0) {
+    if (int err = fuse_session_custom_io(se, &io, dev_fd); err != 0) {
       fuse_session_unmount(se);
       fuse_session_destroy(se);
       return absl::InternalError(

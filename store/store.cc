@@ -247,9 +247,8 @@ class StoreImpl : public Store {
     absl::MutexLock lock(&flush_mu_);
     const uint64_t target = committed_seq_;
     // A failed flush is retried now, not at its backoff: the answer is
-    // the outcome of an attempt made after this call.
-    // An attempt under way may have started before this call: its failure
-    // is not the answer, the retry it is followed by is.
+    // the outcome of an attempt made after this call (an attempt under way
+    // may have started before it, so the retry after that one counts).
     uint64_t attempts = flush_attempts_;
     if (flushing_) ++attempts;
     if (!failed_.empty() || flushing_) {
@@ -310,10 +309,7 @@ class StoreImpl : public Store {
   // about to name as a file keeps them, even before that index is
   // flushed (BlobRecord.file_use).
   absl::StatusOr<bool> HaveFileBlob(const Digest& digest) {
-    {
-      absl::MutexLock lock(&written_mu_);
-      if (written_.contains(digest)) return true;
-    }
+    if (ClaimedAsFile(digest)) return true;
     absl::StatusOr<bool> has = meta_->HasBlob(digest);
     if (!has.ok() || !*has) return has;  // Not there: written anew.
     absl::MutexLock commit_lock(&CommitMutex(digest));
@@ -322,7 +318,8 @@ class StoreImpl : public Store {
     return has;
   }
 
-  // Whether HaveFileBlob handed out `digest` to an index not yet flushed.
+  // Whether `digest` was written or claimed (HaveFileBlob) by this process
+  // for an index not yet flushed.
   bool ClaimedAsFile(const Digest& digest) {
     absl::MutexLock lock(&written_mu_);
     return written_.contains(digest);
