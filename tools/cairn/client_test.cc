@@ -29,12 +29,14 @@
 #include "nlohmann/json.hpp"
 #include "proto/cas.grpc.pb.h"
 #include "store/digest.h"
+#include "store/testing/test_dirs.h"
 #include "tools/cairn/commands.h"
 #include "tools/cairn/format.h"
 
 namespace cairn {
 namespace {
 
+using ::cairn::testing::ReadDirNames;
 using ::testing::ElementsAre;
 using ::testing::HasSubstr;
 using ::testing::IsEmpty;
@@ -59,16 +61,6 @@ std::string ReadBytes(const std::string& path) {
   std::stringstream buffer;
   buffer << in.rdbuf();
   return buffer.str();
-}
-
-// The names in directory `dir`, sorted.
-std::vector<std::string> Names(const std::string& dir) {
-  std::vector<std::string> names;
-  for (const auto& e : std::filesystem::directory_iterator(dir)) {
-    names.push_back(e.path().filename().string());
-  }
-  std::sort(names.begin(), names.end());
-  return names;
 }
 
 bool Exists(const std::string& path) {
@@ -396,7 +388,7 @@ TEST_F(ServerTest, PullVerifiesAndRenames) {
   EXPECT_EQ(r->bytes, content.size());
   EXPECT_EQ(last, content.size());
   EXPECT_TRUE(ReadBytes(dir + "/out") == content);
-  EXPECT_THAT(Names(dir), ElementsAre("out"));  // No partial file left.
+  EXPECT_THAT(ReadDirNames(dir), ElementsAre("out"));  // No partial file left.
 
   // --fsync: the same bytes (made durable first; 20 MB crosses the 8 MiB
   // write-back steps), replacing the file.
@@ -407,7 +399,7 @@ TEST_F(ServerTest, PullVerifiesAndRenames) {
   ASSERT_TRUE(r.ok()) << r.status();
   EXPECT_EQ(r->bytes, big.size());
   EXPECT_TRUE(ReadBytes(dir + "/out") == big);
-  EXPECT_THAT(Names(dir), ElementsAre("out"));
+  EXPECT_THAT(ReadDirNames(dir), ElementsAre("out"));
 }
 
 TEST_F(ServerTest, PullRejectsCorruptOrShortData) {
@@ -419,13 +411,13 @@ TEST_F(ServerTest, PullRejectsCorruptOrShortData) {
   absl::StatusOr<PullResult> r = client_->Pull(digest, dir + "/out", nullptr);
   EXPECT_EQ(r.status().code(), absl::StatusCode::kDataLoss);
   EXPECT_THAT(r.status().message(), HasSubstr(digest.ToString()));
-  EXPECT_THAT(Names(dir), IsEmpty());
+  EXPECT_THAT(ReadDirNames(dir), IsEmpty());
 
   service_.corrupt_reads = false;
   service_.truncate_reads = true;
   r = client_->Pull(digest, dir + "/out", nullptr);
   EXPECT_EQ(r.status().code(), absl::StatusCode::kDataLoss);
-  EXPECT_THAT(Names(dir), IsEmpty());
+  EXPECT_THAT(ReadDirNames(dir), IsEmpty());
 }
 
 TEST_F(ServerTest, PullNotFound) {
@@ -433,7 +425,7 @@ TEST_F(ServerTest, PullNotFound) {
   absl::StatusOr<PullResult> r =
       client_->Pull(*Digest::Parse(kMissingDigest), dir + "/out", nullptr);
   EXPECT_EQ(r.status().code(), absl::StatusCode::kNotFound);
-  EXPECT_THAT(Names(dir), IsEmpty());
+  EXPECT_THAT(ReadDirNames(dir), IsEmpty());
 }
 
 TEST(ClientTest, UnreachableServerIsUnavailable) {
