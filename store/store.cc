@@ -332,7 +332,10 @@ class StoreImpl : public Store {
 
   // Serialises commits of one digest.
   absl::Mutex& CommitMutex(const Digest& d) {
-    return commit_mu_[static_cast<uint8_t>(d.raw()[0]) % kCommitStripes];
+    return commit_mu_[CommitStripe(d)];
+  }
+  static int CommitStripe(const Digest& d) {
+    return static_cast<uint8_t>(d.raw()[0]) % kCommitStripes;
   }
 
   // Commits a verified artefact: the tarball's writer (or null when the
@@ -1074,10 +1077,7 @@ void StoreImpl::FlushLoop() {
       for (PendingFlush& p : pending_) work.push_back(std::move(p));
       pending_.clear();
     }
-    absl::Status s = options_.testing_before_flush
-                         ? options_.testing_before_flush()
-                         : absl::OkStatus();
-    if (s.ok()) s = FlushBatch(work);
+    absl::Status s = FlushBatch(work);
     absl::MutexLock lock(&flush_mu_);
     flushing_ = false;
     ++flush_attempts_;
@@ -1121,39 +1121,56 @@ void StoreImpl::FlushLoop() {
 absl::Status StoreImpl::FlushBatch(std::vector<PendingFlush>& work) {
   // Every file blob these artefacts reference was renamed into place
   // before their index commit, so one syncfs makes all of them durable.
-  absl::Status s = blobs_->SyncFilesystem();
-  if (!s.ok()) return s;
-  MetadataBatch batch;
-  const int64_t now = NowUnixSeconds();
-  for (PendingFlush& f : work) {
+  if (absl::Status s = blobs_->SyncFilesystem(); !s.ok()) return s;
+  // The file blobs whose record is missing, or lacks file_use (a
+  // tarball's bytes that are also this file's content: marked, so that
+  // rejecting that tarball keeps them), by commit-lock stripe.
+  std::vector<std::vector<std::pair<Digest, uint64_t>>> stripes(
+      kCommitStripes);
+  for (const PendingFlush& f : work) {
     for (const auto& [d, size] : f.files) {
       absl::StatusOr<store::BlobRecord> has = meta_->GetBlob(d);
-      if (has.ok() && !has->file_use()) {
-        // A tarball's bytes that are also this file's content: marked,
-        // so that rejecting that tarball keeps them. Read and written
-        // under the digest's commit lock, as Reject rewrites the record
-        // (unsynced: the synced commit below syncs the WAL before it).
-        absl::MutexLock lock(&CommitMutex(d));
-        has = meta_->GetBlob(d);
-        if (has.ok() && !has->file_use()) {
-          has->set_file_use(true);
-          MetadataBatch mark;
-          mark.PutBlob(d, *has);
-          if (absl::Status s = meta_->Commit(std::move(mark), /*sync=*/false);
-              !s.ok()) {
-            return s;
-          }
-        }
-      }
-      if (has.ok()) continue;
-      if (!absl::IsNotFound(has.status())) return has.status();
-      store::BlobRecord blob;
-      blob.set_size(size);
-      blob.set_created_unix_seconds(now);
-      blob.set_kind(store::BlobRecord::FILE);
-      blob.set_file_use(true);
-      batch.PutBlob(d, blob);
+      if (has.ok() && has->file_use()) continue;
+      if (!has.ok() && !absl::IsNotFound(has.status())) return has.status();
+      stripes[CommitStripe(d)].emplace_back(d, size);
     }
+  }
+  if (options_.testing_before_flush) {
+    if (absl::Status s = options_.testing_before_flush(); !s.ok()) return s;
+  }
+  // Read again and written under each digest's commit lock: a tarball with
+  // the same bytes may have been committed since (its record is then
+  // marked, not replaced by a FILE one), or Reject may have rewritten the
+  // record. Unsynced: the synced commit below syncs the WAL before it.
+  const int64_t now = NowUnixSeconds();
+  for (int i = 0; i < kCommitStripes; ++i) {
+    if (stripes[i].empty()) continue;
+    absl::MutexLock lock(&commit_mu_[i]);
+    MetadataBatch batch;
+    for (const auto& [d, size] : stripes[i]) {
+      absl::StatusOr<store::BlobRecord> has = meta_->GetBlob(d);
+      if (has.ok()) {
+        if (has->file_use()) continue;
+        has->set_file_use(true);
+        batch.PutBlob(d, *has);
+      } else if (absl::IsNotFound(has.status())) {
+        store::BlobRecord blob;
+        blob.set_size(size);
+        blob.set_created_unix_seconds(now);
+        blob.set_kind(store::BlobRecord::FILE);
+        blob.set_file_use(true);
+        batch.PutBlob(d, blob);
+      } else {
+        return has.status();
+      }
+    }
+    if (absl::Status s = meta_->Commit(std::move(batch), /*sync=*/false);
+        !s.ok()) {
+      return s;
+    }
+  }
+  MetadataBatch batch;
+  for (PendingFlush& f : work) {
     f.record.set_index_state(store::ArtefactRecord::DURABLE);
     batch.PutArtefact(f.artefact, f.record);
   }

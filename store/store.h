@@ -73,9 +73,11 @@ struct StoreOptions {
   // this notification before reading the tarball, to reach its background
   // outcome deterministically. Other uploads are indexed as usual.
   std::shared_ptr<absl::Notification> testing_indexer_gate;
-  // Testing only: called by the flusher before each flush attempt (on its
-  // thread, no lock held); an error fails the attempt as a failed syncfs
-  // would. May block, to hold artefacts COMMITTED and not yet DURABLE.
+  // Testing only: called by the flusher in each flush attempt (on its
+  // thread, no lock held), after it read which file blobs lack a record
+  // and before it commits anything; an error fails the attempt as a
+  // failed syncfs would. May block, to hold artefacts COMMITTED and not
+  // yet DURABLE.
   std::function<absl::Status()> testing_before_flush;
   // How many reasons for rejecting an acknowledged upload (deleted after its
   // background index found it unsafe) WaitIndexed remembers, oldest

@@ -747,6 +747,45 @@ TEST_F(StoreTest, RejectingATarballKeepsBytesAnUnflushedIndexNames) {
   EXPECT_TRUE(info->blob.file_use());
 }
 
+// A tarball pushed while the flush of an index that names its bytes as a
+// file is under way: the flush marks the tarball's record (file_use), and
+// does not replace it with a FILE record it prepared before the push.
+TEST_F(StoreTest, TarballCommittedDuringAFlushKeepsItsRecord) {
+  const std::string inner = BuildTar(ToolEntries("inner tool"));
+  const Digest digest = Sha256Of(inner);
+  auto flusher_scanned = std::make_shared<absl::Notification>();
+  auto release_flusher = std::make_shared<absl::Notification>();
+  StoreOptions options;
+  options.testing_before_flush = [flusher_scanned, release_flusher] {
+    if (!flusher_scanned->HasBeenNotified()) flusher_scanned->Notify();
+    release_flusher->WaitForNotification();
+    return absl::OkStatus();
+  };
+  ASSERT_NO_FATAL_FAILURE(Reopen(options));
+
+  const std::string bundle = BuildTar({
+      {"fixtures/", TarEntry::kDir, 0755, ""},
+      {"fixtures/inner.tar", TarEntry::kFile, 0644, inner},
+  });
+  ASSERT_TRUE(Push(*store_, bundle).ok());
+  // The flusher found `inner`'s bytes without a record; now they become an
+  // artefact too.
+  flusher_scanned->WaitForNotification();
+  absl::StatusOr<UploadResult> pushed = Push(*store_, inner);
+  ASSERT_TRUE(pushed.ok()) << pushed.status();
+  release_flusher->Notify();
+  ASSERT_TRUE(store_->WaitDurable().ok());
+
+  absl::StatusOr<BlobInfo> info = store_->Stat(digest);
+  ASSERT_TRUE(info.ok()) << info.status();
+  EXPECT_EQ(info->blob.kind(), store::BlobRecord::ARTEFACT);
+  EXPECT_TRUE(info->blob.file_use());
+  absl::StatusOr<store::ArtefactRecord> a =
+      store_->metadata().GetArtefact(digest);
+  ASSERT_TRUE(a.ok()) << a.status();
+  EXPECT_EQ(a->index_state(), store::ArtefactRecord::DURABLE);
+}
+
 // A failed flush leaves its artefacts COMMITTED (served) and is retried:
 // WaitDurable reports the failure while it lasts, and success after.
 TEST_F(StoreTest, AFailedFlushIsRetried) {
