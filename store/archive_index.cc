@@ -360,16 +360,48 @@ struct ReadContext {
   Decoder* decoder;
   // The first error from the decoder or the source, returned as-is.
   absl::Status error;
+  // Bytes handed to libarchive so far. The ones it has not consumed yet
+  // (read ahead) are the end of `carried` + `last`: after the
+  // end-of-archive marker they are checked (UnconsumedTail).
+  uint64_t fed = 0;
+  std::string carried;
+  absl::string_view last;  // The last chunk handed out; valid until the next.
 };
+
+// Bytes libarchive has consumed (tar headers and data, end-of-archive
+// blocks included).
+uint64_t Consumed(struct archive* a) {
+  const la_int64_t n = archive_filter_bytes(a, 0);
+  return n > 0 ? static_cast<uint64_t>(n) : 0;
+}
+
+// The bytes handed to libarchive that it has not consumed.
+std::string UnconsumedTail(const ReadContext& ctx, struct archive* a) {
+  const uint64_t tail = ctx.fed - std::min(ctx.fed, Consumed(a));
+  if (tail <= ctx.last.size()) {
+    return std::string(ctx.last.substr(ctx.last.size() - tail));
+  }
+  const size_t carried =
+      std::min<uint64_t>(tail - ctx.last.size(), ctx.carried.size());
+  return absl::StrCat(
+      absl::string_view(ctx.carried).substr(ctx.carried.size() - carried),
+      ctx.last);
+}
 
 la_ssize_t ReadCallback(struct archive* a, void* client, const void** buf) {
   auto* ctx = static_cast<ReadContext*>(client);
+  // `last` is about to be invalidated: keep what libarchive has not
+  // consumed of it (usually nothing, or part of a header it reads ahead).
+  ctx->carried = UnconsumedTail(*ctx, a);
+  ctx->last = absl::string_view();
   absl::StatusOr<absl::string_view> chunk = ctx->decoder->Read();
   if (!chunk.ok()) {
     ctx->error = chunk.status();
     archive_set_error(a, EIO, "input error");
     return -1;
   }
+  ctx->fed += chunk->size();
+  ctx->last = *chunk;
   *buf = chunk->data();
   return static_cast<la_ssize_t>(chunk->size());
 }
@@ -509,7 +541,9 @@ class Indexer {
       struct archive_entry* entry = nullptr;
       const int r = archive_read_next_header(a_, &entry);
       if (r == ARCHIVE_EOF) break;
-      if (r < ARCHIVE_WARN) {
+      // ARCHIVE_RETRY (a header failing its checksum) is above
+      // ARCHIVE_WARN, and no success either.
+      if (r != ARCHIVE_OK && r != ARCHIVE_WARN) {
         if (!ctx_->error.ok()) return ctx_->error;
         if (archive_errno(a_) == ENOMEM) {
           return NotTheArchive(absl::ResourceExhaustedError(absl::StrCat(
@@ -550,6 +584,15 @@ class Indexer {
     const char* hardlink = archive_entry_hardlink(entry);
     FileRecord::Type type;
     if (hardlink != nullptr) {
+      // pax allows a hardlink to carry data (POSIX.1-2001, "typeflag 1"),
+      // which libarchive's extraction writes into the target: the target's
+      // content would then not be the bytes indexed for it.
+      if (archive_entry_size_is_set(entry) && archive_entry_size(entry) > 0) {
+        return Unsafe(raw, absl::StrCat("is a hardlink to ", Quote(hardlink),
+                                        " that carries ",
+                                        archive_entry_size(entry),
+                                        " bytes of data"));
+      }
       type = FileRecord::HARDLINK;
     } else {
       switch (archive_entry_filetype(entry)) {
@@ -776,7 +819,7 @@ class Indexer {
       la_int64_t offset = 0;
       const int r = archive_read_data_block(a_, &buf, &len, &offset);
       if (r == ARCHIVE_EOF) break;
-      if (r < ARCHIVE_WARN) return ReadError(raw);
+      if (r != ARCHIVE_OK && r != ARCHIVE_WARN) return ReadError(raw);
       if (offset < 0 || static_cast<uint64_t>(offset) < streamed) {
         return Unsafe(raw, "has overlapping data blocks");
       }
@@ -882,7 +925,8 @@ absl::StatusOr<ArchiveIndex> Index(ByteSource& source,
     decoder = std::make_unique<PlainDecoder>(input);
   }
 
-  ReadContext ctx{decoder.get(), absl::OkStatus()};
+  ReadContext ctx;
+  ctx.decoder = decoder.get();
   std::unique_ptr<struct archive, ArchiveDeleter> a(archive_read_new());
   if (a == nullptr) {
     return NotTheArchive(absl::ResourceExhaustedError("archive_read_new"));
@@ -903,12 +947,36 @@ absl::StatusOr<ArchiveIndex> Index(ByteSource& source,
   absl::Status s = indexer.Run();
   if (!s.ok()) return s;
 
-  // Read the rest of the input (tar padding, compressed trailers) so gzip
-  // CRCs and zstd frames are checked and the source is consumed.
+  // Read the rest of the input so gzip CRCs and zstd frames are checked and
+  // the source is consumed. After the end-of-archive marker a tar holds
+  // only zeros, padding its last record (10240 bytes by default; 4 MiB
+  // allows a blocking factor of 8192): anything else would be entries
+  // that `tar -i` extracts and the index never saw, or a decompression
+  // bomb outside max_unpacked_bytes.
+  constexpr uint64_t kMaxTrailingZeros = 4 << 20;
+  uint64_t trailing = 0;
+  auto after_the_end = [&trailing](absl::string_view bytes) {
+    if (bytes.find_first_not_of('\0') != absl::string_view::npos) {
+      return absl::InvalidArgumentError(
+          "corrupt tar archive: data after its end-of-archive marker");
+    }
+    trailing += bytes.size();
+    if (trailing > kMaxTrailingZeros) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "corrupt tar archive: more than ", kMaxTrailingZeros,
+          " bytes of zeros after its end-of-archive marker"));
+    }
+    return absl::OkStatus();
+  };
+  // What libarchive read ahead past the marker, then the rest.
+  if (absl::Status s = after_the_end(UnconsumedTail(ctx, a.get())); !s.ok()) {
+    return s;
+  }
   for (;;) {
     absl::StatusOr<absl::string_view> rest = decoder->Read();
     if (!rest.ok()) return rest.status();
     if (rest->empty()) break;
+    if (absl::Status s = after_the_end(*rest); !s.ok()) return s;
   }
   return index;
 }

@@ -7,6 +7,8 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <cstdio>
+#include <cstring>
 #include <map>
 #include <random>
 #include <string>
@@ -14,6 +16,7 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/strings/str_cat.h"
 #include "absl/strings/string_view.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
@@ -847,6 +850,111 @@ TEST(ArchiveIndexTest, TruncatedArchivesRejected) {
   EXPECT_EQ(index.status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_THAT(index.status().message(), HasSubstr("corrupt tar archive"));
   EXPECT_THAT(index.status().message(), HasSubstr("\"r.bin\""));
+}
+
+// One ustar entry written by hand (POSIX.1-1988 header: name, mode, uid,
+// gid, size, mtime, checksum, typeflag, linkname, magic), its data padded
+// to 512 bytes: for archives libarchive's writer would not produce.
+std::string UstarEntry(const std::string& name, char typeflag,
+                       const std::string& data, const std::string& link = "") {
+  std::string h(512, '\0');
+  auto put = [&h](size_t at, const std::string& v) {
+    std::memcpy(&h[at], v.data(), v.size());
+  };
+  put(0, name.substr(0, 100));
+  put(100, "0000644");
+  put(108, "0000000");
+  put(116, "0000000");
+  char octal[16];
+  std::snprintf(octal, sizeof(octal), "%011llo",
+                static_cast<unsigned long long>(data.size()));
+  put(124, octal);
+  put(136, "00000000000");
+  h[156] = typeflag;
+  put(157, link.substr(0, 100));
+  put(257, std::string("ustar\0" "00", 8));
+  put(148, "        ");
+  unsigned sum = 0;
+  for (unsigned char c : h) sum += c;
+  std::snprintf(octal, sizeof(octal), "%06o", sum);
+  put(148, std::string(octal, 7));
+  return h + data + std::string((512 - data.size() % 512) % 512, '\0');
+}
+
+// A pax extended header record: "<length> <key>=<value>\n", the length
+// counting itself.
+std::string PaxRecord(const std::string& key_value) {
+  size_t len = key_value.size() + 3;
+  while (std::to_string(len).size() + key_value.size() + 2 != len) {
+    len = std::to_string(len).size() + key_value.size() + 2;
+  }
+  return std::to_string(len) + " " + key_value + "\n";
+}
+
+const std::string kEndOfArchive(1024, '\0');
+
+// A corrupt header (libarchive: ARCHIVE_RETRY) is a corrupt archive, not
+// an entry without a name.
+TEST(ArchiveIndexTest, BadHeaderChecksumIsCorrupt) {
+  std::string tar = UstarEntry("a", '0', "hello") + UstarEntry("b", '0', "x") +
+                    kEndOfArchive;
+  ASSERT_TRUE(Index(tar).ok());
+  tar[1024 + 1] ^= 0x01;  // In "b"'s header.
+  absl::StatusOr<ArchiveIndex> index = Index(tar);
+  ASSERT_FALSE(index.ok());
+  EXPECT_EQ(index.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(index.status().message(),
+              HasSubstr("corrupt tar archive after entry \"a\""));
+}
+
+// A pax hardlink with data: libarchive's extraction writes that data into
+// the target, so the index would name bytes the archive does not give.
+TEST(ArchiveIndexTest, HardlinkCarryingDataRejected) {
+  const std::string tar = UstarEntry("a", '0', "AAAA") +
+                          UstarEntry("PaxHeaders/b", 'x', PaxRecord("mtime=0")) +
+                          UstarEntry("b", '1', "EVIL-PAYLOAD", "a") +
+                          kEndOfArchive;
+  absl::StatusOr<ArchiveIndex> index = Index(tar);
+  ASSERT_FALSE(index.ok());
+  EXPECT_EQ(index.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_TRUE(IsArchiveRejection(index.status()));
+  EXPECT_THAT(index.status().message(),
+              HasSubstr("\"b\" is a hardlink to \"a\" that carries 12 bytes"));
+}
+
+// After the end-of-archive marker only zero padding is accepted, and only
+// up to 4 MiB: not hidden entries, not a decompression bomb.
+TEST(ArchiveIndexTest, OnlyZeroPaddingAfterTheEnd) {
+  const std::string tar = UstarEntry("a", '0', "hello") + kEndOfArchive;
+  ArchiveLimits limits;
+  limits.max_unpacked_bytes = 1 << 20;
+  for (Filter f : {Filter::kNone, Filter::kGzip, Filter::kZstd}) {
+    auto as = [f](const std::string& plain) {
+      return f == Filter::kNone ? plain : Compress(plain, f);
+    };
+    // Small chunks: libarchive reads ahead across them.
+    for (size_t chunk : {size_t{7}, size_t{512}, size_t{1} << 16}) {
+      SCOPED_TRACE(absl::StrCat("filter ", static_cast<int>(f), " chunk ",
+                                chunk));
+      EXPECT_TRUE(Index(as(tar + std::string(20480, '\0')), chunk).ok());
+      absl::StatusOr<ArchiveIndex> index = Index(
+          as(tar + UstarEntry("hidden", '0', "evil") + kEndOfArchive), chunk);
+      ASSERT_FALSE(index.ok());
+      EXPECT_EQ(index.status().code(), absl::StatusCode::kInvalidArgument);
+      EXPECT_TRUE(IsArchiveRejection(index.status()));
+      EXPECT_THAT(index.status().message(),
+                  HasSubstr("data after its end-of-archive marker"));
+      // One stray byte right after the marker.
+      index = Index(as(tar + "x"), chunk);
+      ASSERT_FALSE(index.ok());
+      EXPECT_THAT(index.status().message(),
+                  HasSubstr("data after its end-of-archive marker"));
+    }
+    absl::StatusOr<ArchiveIndex> index =
+        Index(as(tar + std::string(5 << 20, '\0')), 1 << 16, nullptr, limits);
+    ASSERT_FALSE(index.ok());
+    EXPECT_THAT(index.status().message(), HasSubstr("bytes of zeros after"));
+  }
 }
 
 TEST(ArchiveIndexTest, GarbageRejected) {
