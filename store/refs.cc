@@ -197,6 +197,16 @@ void AddChange(absl::string_view slot, const std::optional<Digest>& old_digest,
   if (new_digest.has_value()) c->set_new_digest(std::string(new_digest->raw()));
 }
 
+// Whether `text` holds an ASCII control character (below 0x20, or DEL):
+// actors and reasons are shown on one line of a terminal.
+bool HasControlCharacter(absl::string_view text) {
+  for (char c : text) {
+    const unsigned char u = static_cast<unsigned char>(c);
+    if (u < 0x20 || u == 0x7f) return true;
+  }
+  return false;
+}
+
 absl::Status ValidateActor(absl::string_view actor) {
   if (actor.empty()) {
     return absl::InvalidArgumentError(
@@ -207,12 +217,9 @@ absl::Status ValidateActor(absl::string_view actor) {
         absl::StrCat("actor ", Quote(actor.substr(0, 64)), "... is ",
                      actor.size(), " bytes, longer than ", kMaxActorBytes));
   }
-  for (char c : actor) {
-    unsigned char u = static_cast<unsigned char>(c);
-    if (u < 0x20 || u == 0x7f) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "actor ", Quote(actor), " contains a control character"));
-    }
+  if (HasControlCharacter(actor)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "actor ", Quote(actor), " contains a control character"));
   }
   return absl::OkStatus();
 }
@@ -636,6 +643,10 @@ absl::StatusOr<RefUpdate> RefStore::Yank(const RefName& release,
     return absl::InvalidArgumentError(
         absl::StrCat("reason for yanking ", key, " is ", reason.size(),
                      " bytes, longer than ", kMaxYankReasonBytes));
+  }
+  if (HasControlCharacter(reason)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "reason for yanking ", key, " contains a control character"));
   }
   absl::Mutex& mu = LockFor(key);
   absl::MutexLock lock(&mu);

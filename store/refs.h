@@ -259,9 +259,9 @@ class RefStore {
                                     absl::string_view actor);
 
   // Marks the release yanked with `reason` (may be empty; at most
-  // kMaxYankReasonBytes): it no longer resolves by name unless
-  // allow_yanked; Get, List and History still show it and its artefacts
-  // stay readable by digest. Yanking a yanked release changes nothing (the
+  // kMaxYankReasonBytes, no control characters): it no longer resolves by
+  // name unless allow_yanked; Get, List and History still show it and its
+  // artefacts stay readable by digest. Yanking a yanked release changes nothing (the
   // first reason stays). Errors: NotFound; FailedPrecondition if `release`
   // is a branch (delete it instead).
   absl::StatusOr<RefUpdate> Yank(const RefName& release,

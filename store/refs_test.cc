@@ -590,6 +590,10 @@ TEST_F(RefsTest, YankHidesAReleaseFromResolution) {
                 .status()
                 .code(),
             absl::StatusCode::kInvalidArgument);
+  absl::Status s =
+      refs_->Yank(Ref("tool@v0.9"), "fine\x1b[2Jwiped", "x").status();
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(s.message(), HasSubstr("control character"));
 }
 
 TEST_F(RefsTest, DeletedBranchIsRecreatedWithLaterGenerations) {
