@@ -27,6 +27,7 @@
 #include <pthread.h>
 #include <signal.h>
 #include <string.h>
+#include <sys/resource.h>
 
 #include <chrono>
 #include <cstdint>
@@ -374,31 +375,50 @@ std::string ListeningAddress(const std::string& listen, int port) {
   return absl::StrCat(listen.substr(0, colon), ":", port);
 }
 
+// Raises the soft limit on open files to the hard one. gRPC 1.51 stops
+// accepting connections for good after an accept4() error other than
+// EAGAIN or ECONNABORTED (grpc/grpc#20418), such as EMFILE: with the usual
+// soft limit of 1024, a thousand idle connections would leave cairnd up
+// but unreachable. Returns the limit now in force.
+rlim_t RaiseOpenFileLimit() {
+  struct rlimit lim;
+  if (getrlimit(RLIMIT_NOFILE, &lim) != 0) return 0;
+  if (lim.rlim_cur < lim.rlim_max) {
+    const rlim_t was = lim.rlim_cur;
+    lim.rlim_cur = lim.rlim_max;
+    if (setrlimit(RLIMIT_NOFILE, &lim) != 0) return was;
+  }
+  return lim.rlim_cur;
+}
+
 int Run(const Config& config) {
+  // Before any thread exists (gRPC's executors started by grpc_init, the
+  // store's flusher, gRPC's pollers), so all of them inherit the mask and
+  // only sigwait() below sees these signals: one that reached a thread
+  // without it would kill the process (default action) mid-shutdown.
+  sigset_t stop_signals;
+  sigemptyset(&stop_signals);
+  sigaddset(&stop_signals, SIGINT);
+  sigaddset(&stop_signals, SIGTERM);
+  if (int err = pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr); err != 0) {
+    std::fprintf(stderr, "cairnd: cannot block SIGINT/SIGTERM: %s\n",
+                 strerror(err));
+    return kExitFailure;
+  }
   SetUpLogging(config.log_level);
+  const rlim_t open_files = RaiseOpenFileLimit();
   // Hold a reference on the gRPC library for the whole process. Otherwise
   // destroying the server drops the last one and grpc_shutdown() joins the
   // executor threads, which after large transfers sit in epoll_wait for up
   // to ~10 s. The process exits right after, so nothing leaks in practice.
   grpc_init();
 
-  // Before any thread exists (the store's flusher, gRPC's pollers), so all
-  // of them inherit the mask and only sigwait() below sees these signals.
-  sigset_t stop_signals;
-  sigemptyset(&stop_signals);
-  sigaddset(&stop_signals, SIGINT);
-  sigaddset(&stop_signals, SIGTERM);
-  if (int err = pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr); err != 0) {
-    spdlog::critical("cannot block SIGINT/SIGTERM: {}", strerror(err));
-    return kExitFailure;
-  }
-
   spdlog::info(
       "starting: data dir {}, listen {}, limits max_entries={} "
       "max_path_bytes={} max_total_path_bytes={} max_unpacked_bytes={}; "
       "grpc bdp_probe={} "
       "stream_window_bytes={} max_concurrent_streams={} max_threads={}; "
-      "mount {}{}, mount root {}, fuse passthrough {}",
+      "mount {}{}, mount root {}, fuse passthrough {}; open files {}",
       config.data_dir, config.listen, config.limits.max_entries,
       config.limits.max_path_bytes, config.limits.max_total_path_bytes,
       config.limits.max_unpacked_bytes, config.server.bdp_probe,
@@ -408,7 +428,7 @@ int Run(const Config& config) {
       config.mount_allow_other ? " (allow_other)" : "",
       config.mount_root.empty() ? "none (Mount RPCs refused)"
                                 : config.mount_root,
-      config.fuse_passthrough ? "on" : "off");
+      config.fuse_passthrough ? "on" : "off", open_files);
 
   const absl::Time open_start = absl::Now();
   StoreOptions store_options;
