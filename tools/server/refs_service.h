@@ -51,15 +51,17 @@ class RefsService final : public cairn::v1::Refs::WithCallbackMethod_Resolve<
                        cairn::v1::RefUpdateResponse* response) override;
 
   // Errors: INVALID_ARGUMENT (also no slots, or a slot given twice, naming
-  // it); NOT_FOUND (a digest); FAILED_PRECONDITION (the name exists).
+  // it); NOT_FOUND (a digest); ALREADY_EXISTS (the release exists);
+  // FAILED_PRECONDITION (a branch has the name).
   grpc::Status CreateRelease(grpc::ServerContext* context,
                              const cairn::v1::CreateReleaseRequest* request,
                              cairn::v1::RefUpdateResponse* response) override;
 
   // Errors: INVALID_ARGUMENT (also an expected slot given twice); NOT_FOUND
-  // (no such branch); FAILED_PRECONDITION naming the slot whose digest
-  // differs from `expected` (the branch moved) or is unexpected, or the
-  // release existing. Nothing changes on error.
+  // (no such branch); ABORTED naming the slot whose digest differs from
+  // `expected` (the branch moved) or is unexpected; ALREADY_EXISTS (the
+  // release exists); FAILED_PRECONDITION (the source is a release).
+  // Nothing changes on error.
   grpc::Status Promote(grpc::ServerContext* context,
                        const cairn::v1::PromoteRequest* request,
                        cairn::v1::RefUpdateResponse* response) override;
