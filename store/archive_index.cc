@@ -527,6 +527,25 @@ absl::Status ParseMetadata(const MetadataFile& cairn,
   }
 }
 
+// ResourceExhausted naming the first field of `md` (read from `file`)
+// longer than `max_bytes`.
+absl::Status CheckMetadataFields(const store::ArtefactMetadata& md,
+                                 absl::string_view file, uint64_t max_bytes) {
+  const std::pair<const char*, const std::string*> fields[] = {
+      {"name", &md.name()},
+      {"version", &md.version()},
+      {"licence", &md.licence()},
+      {"entrypoint", &md.entrypoint()}};
+  for (const auto& [field, value] : fields) {
+    if (value->size() > max_bytes) {
+      return absl::ResourceExhaustedError(absl::StrCat(
+          "metadata: ", file, ": ", field, " is ", value->size(),
+          " bytes, over max_metadata_field_bytes (", max_bytes, ")"));
+    }
+  }
+  return absl::OkStatus();
+}
+
 // ---------------------------------------------------------------------------
 // The indexer.
 
@@ -561,7 +580,14 @@ class Indexer {
       absl::Status s = Entry(entry);
       if (!s.ok()) return s;
     }
-    return ParseMetadata(cairn_json_, package_json_, &index_->metadata);
+    if (absl::Status s =
+            ParseMetadata(cairn_json_, package_json_, &index_->metadata);
+        !s.ok()) {
+      return s;
+    }
+    return CheckMetadataFields(
+        index_->metadata, cairn_json_.present ? kCairnJson : kPackageJson,
+        limits_.max_metadata_field_bytes);
   }
 
  private:

@@ -21,7 +21,8 @@
 //   - device files, FIFOs and sockets;
 //   - more than max_entries entries, a path longer than max_path_bytes,
 //     more than max_total_path_bytes of paths and link targets in all, or
-//     more than max_unpacked_bytes of regular-file content.
+//     more than max_unpacked_bytes of regular-file content, a metadata
+//     field (below) longer than max_metadata_field_bytes.
 // setuid/setgid bits are stripped from modes and the paths recorded (the
 // first kMaxListedSetidPaths, and their count).
 // Parent directories an archive leaves implicit are added (mode 0755).
@@ -56,6 +57,9 @@ struct ArchiveLimits {
   // memory while it is built and committed (a few times over).
   uint64_t max_total_path_bytes = 64ull << 20;  // 64 MiB.
   uint64_t max_unpacked_bytes = 64ull << 30;    // 64 GiB.
+  // Each metadata field (name, version, licence, entrypoint): refs copy an
+  // artefact's metadata once per slot, into every ref response.
+  uint64_t max_metadata_field_bytes = 4096;
 };
 
 // ArchiveIndex::stripped_setid_paths keeps at most this many paths.

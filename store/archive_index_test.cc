@@ -602,6 +602,40 @@ TEST(ArchiveIndexTest, MetadataFromCairnJson) {
   EXPECT_EQ(index->metadata.entrypoint(), "bin/tool");
 }
 
+// Refs copy metadata into every slot of every ref response: each field is
+// bounded (ResourceExhausted naming it), in cairn.json and package.json.
+TEST(ArchiveIndexTest, MetadataFieldsAreBounded) {
+  ArchiveLimits limits;
+  limits.max_metadata_field_bytes = 16;
+  const std::string fits(16, 'L'), over(17, 'L');
+  absl::StatusOr<ArchiveIndex> index =
+      Index(MakeTar({File("cairn.json", absl::StrCat(R"({"licence":")", fits,
+                                                     R"("})"))}),
+            1 << 16, nullptr, limits);
+  ASSERT_TRUE(index.ok()) << index.status();
+  EXPECT_EQ(index->metadata.licence(), fits);
+  index = Index(MakeTar({File("cairn.json", absl::StrCat(R"({"licence":")",
+                                                         over, R"("})"))}),
+                1 << 16, nullptr, limits);
+  ASSERT_FALSE(index.ok());
+  EXPECT_EQ(index.status().code(), absl::StatusCode::kResourceExhausted);
+  EXPECT_TRUE(IsArchiveRejection(index.status()));
+  EXPECT_THAT(index.status().message(),
+              HasSubstr("cairn.json: licence is 17 bytes, over "
+                        "max_metadata_field_bytes (16)"));
+  index = Index(MakeTar({File("package/package.json",
+                              absl::StrCat(R"({"bin":")", over, R"("})"))}),
+                1 << 16, nullptr, limits);
+  ASSERT_FALSE(index.ok());
+  EXPECT_THAT(index.status().message(),
+              HasSubstr("package/package.json: entrypoint is 25 bytes"));
+  // The default allows 4 KiB.
+  EXPECT_TRUE(Index(MakeTar({File("cairn.json",
+                                  absl::StrCat(R"({"name":")",
+                                               std::string(4096, 'n'),
+                                               R"("})"))})).ok());
+}
+
 TEST(ArchiveIndexTest, MetadataLicenseSpellingAndNonStrings) {
   absl::StatusOr<ArchiveIndex> index = Index(MakeTar({
       File("cairn.json", R"({"name":"t","version":3,"license":"Apache-2.0",

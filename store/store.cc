@@ -40,6 +40,7 @@ constexpr ArchiveLimits kNoLimits = {
     .max_path_bytes = UINT64_MAX,
     .max_total_path_bytes = UINT64_MAX,
     .max_unpacked_bytes = UINT64_MAX,
+    .max_metadata_field_bytes = UINT64_MAX,
 };
 // Write-back of an uploading tarball starts every this many bytes
 // (BlobStore::NewWriter).

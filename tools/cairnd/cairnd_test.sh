@@ -124,7 +124,7 @@ stop() {  # stop SIGNAL
 printf 'data_dir = "%s"\nlisten = "127.0.0.1:1"\nlog_level = "debug"\n' \
   "$tmp/d" >"$tmp/good.toml"
 printf '[limits]\nmax_entries = 10\nmax_path_bytes = 100\nmax_total_path_bytes = 5000\n' >>"$tmp/good.toml"
-printf 'max_unpacked_bytes = 1000000\n' >>"$tmp/good.toml"
+printf 'max_unpacked_bytes = 1000000\nmax_metadata_field_bytes = 512\n' >>"$tmp/good.toml"
 printf '[grpc]\nbdp_probe = false\nstream_window_bytes = 4194304\n' \
   >>"$tmp/good.toml"
 if start --config "$tmp/good.toml" --listen 127.0.0.1:0 --log-level info; then
@@ -135,7 +135,7 @@ if start --config "$tmp/good.toml" --listen 127.0.0.1:0 --log-level info; then
   fi
   grep -q "starting: data dir $tmp/d, listen 127.0.0.1:0" "$tmp/daemon.err" ||
     fail "startup log: $(cat "$tmp/daemon.err")"
-  grep -q "max_entries=10 max_path_bytes=100 max_total_path_bytes=5000" "$tmp/daemon.err" ||
+  grep -q "max_entries=10 max_path_bytes=100 max_total_path_bytes=5000 max_unpacked_bytes=1000000 max_metadata_field_bytes=512" "$tmp/daemon.err" ||
     fail "limits from config not applied: $(cat "$tmp/daemon.err")"
   grep -q "bdp_probe=false stream_window_bytes=4194304" "$tmp/daemon.err" ||
     fail "[grpc] from config not applied: $(cat "$tmp/daemon.err")"

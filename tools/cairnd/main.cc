@@ -191,10 +191,14 @@ std::string ReadConfigFile(const std::string& path, Config* config) {
               get_positive(lnode, full, &config->limits.max_total_path_bytes);
         } else if (lk == "max_unpacked_bytes") {
           error = get_positive(lnode, full, &config->limits.max_unpacked_bytes);
+        } else if (lk == "max_metadata_field_bytes") {
+          error = get_positive(lnode, full,
+                               &config->limits.max_metadata_field_bytes);
         } else {
           error = where(full) +
                   " is not a known key (max_entries, "
-                  "max_path_bytes, max_total_path_bytes, max_unpacked_bytes)";
+                  "max_path_bytes, max_total_path_bytes, max_unpacked_bytes, "
+                  "max_metadata_field_bytes)";
         }
         if (!error.empty()) return error;
       }
@@ -415,13 +419,15 @@ int Run(const Config& config) {
 
   spdlog::info(
       "starting: data dir {}, listen {}, limits max_entries={} "
-      "max_path_bytes={} max_total_path_bytes={} max_unpacked_bytes={}; "
+      "max_path_bytes={} max_total_path_bytes={} max_unpacked_bytes={} "
+      "max_metadata_field_bytes={}; "
       "grpc bdp_probe={} "
       "stream_window_bytes={} max_concurrent_streams={} max_threads={}; "
       "mount {}{}, mount root {}, fuse passthrough {}; open files {}",
       config.data_dir, config.listen, config.limits.max_entries,
       config.limits.max_path_bytes, config.limits.max_total_path_bytes,
-      config.limits.max_unpacked_bytes, config.server.bdp_probe,
+      config.limits.max_unpacked_bytes, config.limits.max_metadata_field_bytes,
+      config.server.bdp_probe,
       config.server.stream_lookahead_bytes,
       config.server.max_concurrent_streams, config.server.max_threads,
       config.mount.empty() ? "none" : config.mount,

@@ -352,7 +352,19 @@ grpc::Status RefsService::ListRefs(grpc::ServerContext* /*context*/,
   absl::StatusOr<ListRefsPage> page = refs_.List(options);
   if (!page.ok()) return Fail("ListRefs", page.status());
   response->mutable_refs()->Reserve(static_cast<int>(page->refs.size()));
-  for (const RefInfo& info : page->refs) ToProto(info, response->add_refs());
+  size_t bytes = 0;
+  for (const RefInfo& info : page->refs) {
+    v1::Ref* out = response->add_refs();
+    ToProto(info, out);
+    bytes += out->ByteSizeLong();
+    if (bytes > max_page_bytes_ && response->refs_size() > 1) {
+      // The page ends before this ref: the next one starts with it.
+      response->mutable_refs()->RemoveLast();
+      response->set_next_start_after(
+          response->refs(response->refs_size() - 1).ref());
+      return grpc::Status::OK;
+    }
+  }
   response->set_next_start_after(std::move(page->next_start_after));
   return grpc::Status::OK;
 }
@@ -368,8 +380,17 @@ grpc::Status RefsService::History(grpc::ServerContext* /*context*/,
   absl::StatusOr<RefHistoryPage> page = refs_.History(*ref, options);
   if (!page.ok()) return Fail("History", page.status());
   response->mutable_entries()->Reserve(static_cast<int>(page->entries.size()));
+  size_t bytes = 0;
   for (const RefHistoryEntry& entry : page->entries) {
-    ToProto(*ref, entry, response->add_entries());
+    v1::RefHistoryEntry* out = response->add_entries();
+    ToProto(*ref, entry, out);
+    bytes += out->ByteSizeLong();
+    if (bytes > max_page_bytes_ && response->entries_size() > 1) {
+      response->mutable_entries()->RemoveLast();
+      response->set_next_after_generation(
+          response->entries(response->entries_size() - 1).generation());
+      return grpc::Status::OK;
+    }
   }
   response->set_next_after_generation(page->next_after_generation);
   return grpc::Status::OK;

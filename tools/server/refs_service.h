@@ -39,7 +39,16 @@ namespace cairn {
 class RefsService final : public cairn::v1::Refs::WithCallbackMethod_Resolve<
                               cairn::v1::Refs::Service> {
  public:
-  explicit RefsService(RefStore& refs) : refs_(refs) {}
+  // ListRefs and History pages end early (with a continuation token) once
+  // their entries pass this many bytes: well under gRPC's default 4 MiB
+  // limit on received messages, which clients other than cairn keep, and
+  // cairnd's 8 MiB on sent ones. A ref carries its artefacts' metadata
+  // once per slot (up to 64), so a count limit alone does not bound a page.
+  static constexpr size_t kDefaultMaxPageBytes = 2 << 20;
+
+  explicit RefsService(RefStore& refs,
+                       size_t max_page_bytes = kDefaultMaxPageBytes)
+      : refs_(refs), max_page_bytes_(max_page_bytes) {}
   RefsService(const RefsService&) = delete;
   RefsService& operator=(const RefsService&) = delete;
 
@@ -106,6 +115,7 @@ class RefsService final : public cairn::v1::Refs::WithCallbackMethod_Resolve<
                              cairn::v1::ResolveResponse* response);
 
   RefStore& refs_;
+  const size_t max_page_bytes_;
 };
 
 // Conversions to the API messages. Digests are "sha256:<hex>", times Unix

@@ -436,6 +436,77 @@ TEST_F(RefsServiceTest, ListPagesAndFiltersByKind) {
   EXPECT_EQ(page.next_start_after(), "");
 }
 
+// Pages also end by size: whatever the limit asked, a page stops once its
+// entries pass max_page_bytes (here 1000 bytes), and the continuation
+// token still walks every ref and history entry exactly once.
+TEST_F(RefsServiceTest, PagesEndByBytes) {
+  constexpr size_t kPageBytes = 1000;
+  RefsService small_pages(*refs_, kPageBytes);
+  ServerOptions options;
+  options.listen_address = "127.0.0.1:0";
+  int port = 0;
+  absl::StatusOr<std::unique_ptr<grpc::Server>> server =
+      StartServer(options, cas_service_.get(), &port,
+                  {{&small_pages, v1::Refs::service_full_name()}});
+  ASSERT_TRUE(server.ok()) << server.status();
+  std::unique_ptr<v1::Refs::Stub> stub = v1::Refs::NewStub(
+      grpc::CreateChannel(absl::StrCat("127.0.0.1:", port),
+                          grpc::InsecureChannelCredentials()));
+  const std::string d1 = Artefact("1"), d2 = Artefact("2");
+  std::vector<std::string> names;
+  for (int i = 0; i < 10; ++i) {
+    names.push_back(absl::StrCat("tool@b", i));
+    MustSet(names.back(), "noarch", d1);
+  }
+  for (int i = 0; i < 9; ++i) MustSet("tool@b0", "noarch", i % 2 ? d1 : d2);
+
+  std::vector<std::string> listed;
+  std::string start_after;
+  int pages = 0;
+  do {
+    grpc::ClientContext context;
+    v1::ListRefsRequest request;
+    request.set_start_after(start_after);
+    v1::ListRefsResponse page;
+    grpc::Status s = stub->ListRefs(&context, request, &page);
+    ASSERT_TRUE(s.ok()) << s.error_message();
+    ASSERT_GT(page.refs_size(), 0);
+    size_t bytes = 0;
+    for (const v1::Ref& r : page.refs()) {
+      listed.push_back(r.ref());
+      bytes += r.ByteSizeLong();
+    }
+    EXPECT_LE(bytes - page.refs(page.refs_size() - 1).ByteSizeLong(),
+              kPageBytes);
+    start_after = page.next_start_after();
+    ++pages;
+  } while (!start_after.empty() && pages < 20);
+  EXPECT_GE(pages, 2);
+  EXPECT_EQ(listed, names);
+
+  std::vector<uint64_t> generations;
+  uint64_t after = 0;
+  pages = 0;
+  do {
+    grpc::ClientContext context;
+    v1::HistoryRequest request;
+    request.set_ref("tool@b0");
+    request.set_after_generation(after);
+    v1::HistoryResponse page;
+    grpc::Status s = stub->History(&context, request, &page);
+    ASSERT_TRUE(s.ok()) << s.error_message();
+    ASSERT_GT(page.entries_size(), 0);
+    for (const v1::RefHistoryEntry& e : page.entries()) {
+      generations.push_back(e.generation());
+    }
+    after = page.next_after_generation();
+    ++pages;
+  } while (after != 0 && pages < 20);
+  EXPECT_GE(pages, 2);
+  EXPECT_THAT(generations, ElementsAre(1, 2, 3, 4, 5, 6, 7, 8, 9, 10));
+  (*server)->Shutdown();
+}
+
 TEST_F(RefsServiceTest, HistoryRecordsDeletionAndPages) {
   const std::string d1 = Artefact("1");
   const std::string d2 = Artefact("2");
