@@ -345,9 +345,25 @@ grpc::Status CasService::Stat(grpc::ServerContext* context,
   absl::StatusOr<Digest> digest = Digest::Parse(request->digest());
   if (!digest.ok()) return Fail(WithContext(digest.status(), "Stat"));
   if (request->wait_for_index()) {
-    absl::StatusOr<store::ArtefactRecord> indexed =
-        store_.WaitIndexed(*digest, absl::FromChrono(context->deadline()));
-    if (!indexed.ok()) return Fail(WithContext(indexed.status(), "Stat"));
+    // In slices of at most 1 s, so that a client that gives up (or a
+    // server shutting down, which cancels calls) frees this thread before
+    // an index of many minutes completes.
+    const absl::Time deadline = absl::FromChrono(context->deadline());
+    for (;;) {
+      const absl::Time slice =
+          std::min(deadline, absl::Now() + absl::Seconds(1));
+      absl::StatusOr<store::ArtefactRecord> indexed =
+          store_.WaitIndexed(*digest, slice);
+      if (indexed.ok()) break;
+      if (!absl::IsDeadlineExceeded(indexed.status()) || slice >= deadline) {
+        return Fail(WithContext(indexed.status(), "Stat"));
+      }
+      if (context->IsCancelled()) {
+        return Fail(absl::CancelledError(absl::StrCat(
+            "Stat of ", digest->ToString(),
+            ": client went away while waiting for the index")));
+      }
+    }
   }
   absl::StatusOr<BlobInfo> info = store_.Stat(*digest);
   if (!info.ok()) return Fail(WithContext(info.status(), "Stat"));

@@ -20,6 +20,9 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "absl/synchronization/notification.h"
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
 #include "gmock/gmock.h"
 #include "grpcpp/grpcpp.h"
 #include "gtest/gtest.h"
@@ -116,7 +119,11 @@ class CasServiceTest : public ::testing::Test {
  protected:
   void SetUp() override {
     dir_ = FreshTestDir("cas_service_test");
-    StoreOptions store_options;
+    ASSERT_NO_FATAL_FAILURE(Start(StoreOptions()));
+  }
+
+  // Opens the store in dir_ with `store_options` and serves it.
+  void Start(StoreOptions store_options) {
     store_options.data_dir = dir_;
     absl::StatusOr<std::unique_ptr<Store>> store = Store::Open(store_options);
     ASSERT_TRUE(store.ok()) << store.status();
@@ -144,6 +151,17 @@ class CasServiceTest : public ::testing::Test {
     server_.reset();
     service_.reset();
     store_.reset();
+  }
+
+  grpc::Status StatWaitingForIndex(const std::string& digest,
+                                   absl::Duration timeout,
+                                   v1::StatResponse* response) {
+    grpc::ClientContext context;
+    context.set_deadline(absl::ToChronoTime(absl::Now() + timeout));
+    v1::StatRequest request;
+    request.set_digest(digest);
+    request.set_wait_for_index(true);
+    return stub_->Stat(&context, request, response);
   }
 
   // Uploads `bytes` in `chunk`-byte messages, the header in the first.
@@ -366,6 +384,39 @@ TEST_F(CasServiceTest, PushStatReadListRoundTrip) {
   s = ListFiles(tool.content_digest(), &entries);
   EXPECT_EQ(s.error_code(), grpc::StatusCode::NOT_FOUND);
   EXPECT_THAT(s.error_message(), HasSubstr(tool.content_digest()));
+}
+
+// Stat with wait_for_index waits (in slices of 1 s, checking for a client
+// that went away) until the index commits or the call's deadline passes.
+TEST_F(CasServiceTest, StatWaitsForTheIndexUntilItsDeadline) {
+  TearDown();
+  StoreOptions options;
+  options.testing_indexer_gate = std::make_shared<absl::Notification>();
+  ASSERT_NO_FATAL_FAILURE(Start(options));
+  const std::string tarball = TarGz({{"bin/t", Entry::kFile, 0755, "t"}});
+  UploadOptions early;
+  early.acknowledge_before_index = true;
+  absl::StatusOr<std::unique_ptr<ArtefactUpload>> up =
+      store_->BeginUpload(early);
+  ASSERT_TRUE(up.ok()) << up.status();
+  ASSERT_TRUE((*up)->Append(tarball).ok());
+  absl::StatusOr<UploadResult> pushed = (*up)->Finish();
+  ASSERT_TRUE(pushed.ok()) << pushed.status();
+  const std::string digest = pushed->digest.ToString();
+
+  v1::StatResponse response;
+  const absl::Time start = absl::Now();
+  grpc::Status s =
+      StatWaitingForIndex(digest, absl::Milliseconds(1500), &response);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::DEADLINE_EXCEEDED)
+      << s.error_message();
+  EXPECT_GE(absl::Now() - start, absl::Milliseconds(1400));  // 2 slices.
+
+  options.testing_indexer_gate->Notify();
+  s = StatWaitingForIndex(digest, absl::Seconds(60), &response);
+  ASSERT_TRUE(s.ok()) << s.error_message();
+  EXPECT_EQ(response.kind(), "artefact");
+  EXPECT_NE(response.index_state(), "INDEXING");
 }
 
 TEST_F(CasServiceTest, FindMissingKeepsRequestOrder) {
