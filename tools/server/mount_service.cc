@@ -22,6 +22,7 @@
 #include <vector>
 
 #include "absl/strings/match.h"
+#include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/string_view.h"
@@ -162,7 +163,11 @@ absl::Status ClearStaleMount(const std::string& dir) {
   struct stat st;
   if (stat(dir.c_str(), &st) == 0 || errno != ENOTCONN) return absl::OkStatus();
   spdlog::warn("{} is a stale FUSE mount (ENOTCONN); unmounting it", dir);
-  if (umount2(dir.c_str(), MNT_DETACH) == 0) return absl::OkStatus();
+  // UMOUNT_NOFOLLOW: a symlink swapped in after the stat above is not
+  // followed to some other mount.
+  if (umount2(dir.c_str(), MNT_DETACH | UMOUNT_NOFOLLOW) == 0) {
+    return absl::OkStatus();
+  }
   spdlog::warn("umount2({}) failed: {}; trying fusermount3 -u -z", dir,
                strerror(errno));
   std::string prog = "fusermount3", u = "-u", z = "-z", d = dir;
@@ -194,6 +199,12 @@ absl::StatusOr<std::string> ValidateMountRoot(const std::string& dir) {
           absl::StrCat("mount root ", dir, " does not exist"));
     }
     return real.status();
+  }
+  if (*real == "/") {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "mount root ", dir,
+        " is /, which would allow mounts on any empty directory root owns "
+        "(/etc/cron.d, ...); give a directory kept for mounts"));
   }
   if (absl::Status s = CheckTrustedDirectory(*real); !s.ok()) {
     return absl::Status(s.code(), absl::StrCat("mount root: ", s.message()));
@@ -260,6 +271,38 @@ absl::StatusOr<v1::MountInfo> MountService::MountLocal(const std::string& dir,
   return MountLocked(*real, allow_other, v1::MOUNT_ORIGIN_FLAG, "");
 }
 
+absl::Status MountService::CheckTrustedChain(const std::string& dir) const {
+  const std::string& root = options_.mount_root;
+  if (dir != root && !StrictlyInside(dir, root)) {
+    return absl::PermissionDeniedError(absl::StrCat(
+        dir, " is not inside the mount root ", root));
+  }
+  struct stat root_st;
+  if (lstat(root.c_str(), &root_st) != 0) {
+    return absl::ErrnoToStatus(errno, absl::StrCat("lstat ", root));
+  }
+  std::string at = root;
+  if (absl::Status s = CheckTrustedDirectory(at); !s.ok()) return s;
+  for (const auto& part : std::filesystem::path(dir).lexically_relative(root)) {
+    if (part == ".") continue;
+    at = (std::filesystem::path(at) / part).string();
+    if (absl::Status s = CheckTrustedDirectory(at); !s.ok()) return s;
+    // Another file system (a user's FUSE mount, say) can show any owner
+    // and mode and answer later lookups with symlinks.
+    struct stat st;
+    if (lstat(at.c_str(), &st) != 0) {
+      return absl::ErrnoToStatus(errno, absl::StrCat("lstat ", at));
+    }
+    if (st.st_dev != root_st.st_dev) {
+      return absl::PermissionDeniedError(absl::StrCat(
+          at, " is on another file system than the mount root ", root,
+          "; mounts need every directory down to the mount point's parent "
+          "on the root's file system"));
+    }
+  }
+  return absl::OkStatus();
+}
+
 absl::StatusOr<std::string> MountService::CheckRemotePath(
     const std::string& path) {
   const std::string& root = options_.mount_root;
@@ -272,7 +315,8 @@ absl::StatusOr<std::string> MountService::CheckRemotePath(
         absl::StrCat(path, " is not strictly inside the mount root ", root));
   }
   // The parent resolved, the last component as given: where a stale mount
-  // of an earlier daemon would be.
+  // of an earlier daemon would be. Cleared (as root) only below trusted
+  // directories, which no one else can swap a symlink into.
   const std::filesystem::path p(normal);
   absl::StatusOr<std::string> parent = RealPath(p.parent_path().string());
   if (!parent.ok()) return parent.status();
@@ -281,6 +325,7 @@ absl::StatusOr<std::string> MountService::CheckRemotePath(
   struct stat st;
   if (lstat(candidate.c_str(), &st) != 0 && errno == ENOTCONN &&
       StrictlyInside(candidate, root) && mounts_.count(candidate) == 0) {
+    if (absl::Status s = CheckTrustedChain(*parent); !s.ok()) return s;
     if (absl::Status s = ClearStaleMount(candidate); !s.ok()) return s;
   }
 
@@ -301,16 +346,10 @@ absl::StatusOr<std::string> MountService::CheckRemotePath(
           absl::StrCat(*real, " is inside this cairnd's mount ", mounted));
     }
   }
-  // Root, then every directory below it down to the parent.
-  std::string dir = root;
-  if (absl::Status s = CheckTrustedDirectory(dir); !s.ok()) return s;
-  const std::string parent_real =
-      std::filesystem::path(*real).parent_path().string();
-  for (const auto& part :
-       std::filesystem::path(parent_real).lexically_relative(root)) {
-    if (part == ".") continue;
-    dir = (std::filesystem::path(dir) / part).string();
-    if (absl::Status s = CheckTrustedDirectory(dir); !s.ok()) return s;
+  if (absl::Status s =
+          CheckTrustedChain(std::filesystem::path(*real).parent_path());
+      !s.ok()) {
+    return s;
   }
   if (lstat(real->c_str(), &st) != 0) {
     return absl::ErrnoToStatus(errno, absl::StrCat("lstat ", *real));
@@ -342,8 +381,10 @@ absl::StatusOr<v1::MountInfo> MountService::MountRemote(
   }
   absl::StatusOr<std::string> real = CheckRemotePath(request.path());
   if (!real.ok()) {
-    spdlog::warn("mount: refused {} from {}: {}", request.path(), peer,
-                 real.status().ToString());
+    // Escaped: the path is any client's text, and must not forge lines.
+    spdlog::warn("mount: refused {} from {}: {}",
+                 absl::CHexEscape(request.path()), peer,
+                 absl::CHexEscape(real.status().ToString()));
     return real.status();
   }
   return MountLocked(*real, request.allow_other(), v1::MOUNT_ORIGIN_RPC, peer);

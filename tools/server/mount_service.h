@@ -133,6 +133,12 @@ class MountService final : public v1::Mounts::Service {
                                             v1::MountOrigin origin,
                                             const std::string& peer)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Checks `dir` (a realpath: the mount root or inside it) and every
+  // directory from the mount root down to it: each owned by root or
+  // cairnd's user, writable by its owner only, and on the root's file
+  // system. Errors: PermissionDenied naming the directory; FailedPrecondition
+  // (not a directory); the errno of lstat.
+  absl::Status CheckTrustedChain(const std::string& dir) const;
   // The RPC checks of `path`; returns its realpath. Caller holds mu_.
   absl::StatusOr<std::string> CheckRemotePath(const std::string& path)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);

@@ -8,6 +8,8 @@
 #include "tools/server/mount_service.h"
 
 #include <errno.h>
+#include <string.h>
+#include <sys/mount.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -236,6 +238,28 @@ TEST_F(MountServiceTest, MountRootMustNotBeWritableByOthers) {
   EXPECT_EQ(root.status().code(), absl::StatusCode::kPermissionDenied);
   EXPECT_EQ(ValidateMountRoot(dir_ + "/nope").status().code(),
             absl::StatusCode::kNotFound);
+  // "/" would allow mounts on any empty directory root owns.
+  root = ValidateMountRoot("/");
+  EXPECT_EQ(root.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(root.status().message(), HasSubstr("mount root / is /"));
+}
+
+// A directory of another file system inside the root (a user's FUSE mount
+// could show any owner and mode, and answer lookups with symlinks) is no
+// trusted path to a mount point, whatever its owner and mode say.
+TEST_F(MountServiceTest, MountIsRefusedBelowAnotherFileSystem) {
+  MakeDir(root_ + "/other");
+  if (mount("tmpfs", (root_ + "/other").c_str(), "tmpfs", 0, "mode=0755") !=
+      0) {
+    GTEST_SKIP() << "cannot mount a tmpfs here: " << strerror(errno);
+  }
+  MakeDir(root_ + "/other/m");
+  Start(root_);
+  grpc::Status s = Mount(root_ + "/other/m");
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::PERMISSION_DENIED);
+  EXPECT_THAT(s.error_message(),
+              HasSubstr(root_ + "/other is on another file system"));
+  EXPECT_EQ(umount2((root_ + "/other").c_str(), MNT_DETACH), 0);
 }
 
 TEST_F(MountServiceTest, UnmountOfAnUnknownPathIsNotFound) {
