@@ -473,14 +473,24 @@ absl::Status ValidateListenAddress(absl::string_view address) {
     return absl::OkStatus();
   }
   // gRPC accepts some malformed ports (it wraps 99999 to 34463), so check
-  // for "host:port" with a decimal port in [0, 65535] here.
+  // for "host:port" with a port of 1 to 5 decimal digits in [0, 65535]
+  // (SimpleAtoi alone would take "+80" and " 80"), and an IPv6 host in
+  // brackets ("::1:80" is ambiguous).
   const size_t colon = address.rfind(':');
+  const absl::string_view host =
+      colon == absl::string_view::npos ? address : address.substr(0, colon);
+  const absl::string_view port_text =
+      colon == absl::string_view::npos ? "" : address.substr(colon + 1);
   uint32_t port = 0;
-  if (colon == absl::string_view::npos || colon == 0 ||
-      !absl::SimpleAtoi(address.substr(colon + 1), &port) || port > 65535) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("listen address \"", address,
-                     "\" is not host:port with a port in 0..65535"));
+  const bool bracketed = absl::StartsWith(host, "[") && absl::EndsWith(host, "]");
+  if (host.empty() || port_text.empty() || port_text.size() > 5 ||
+      port_text.find_first_not_of("0123456789") != absl::string_view::npos ||
+      !absl::SimpleAtoi(port_text, &port) || port > 65535 ||
+      (!bracketed && host.find(':') != absl::string_view::npos)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "listen address \"", address,
+        "\" is not host:port with a port in 0..65535 (IPv6 hosts in "
+        "brackets: [::1]:8470)"));
   }
   return absl::OkStatus();
 }

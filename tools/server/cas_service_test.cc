@@ -645,7 +645,8 @@ TEST(ValidateListenAddressTest, AcceptsHostPortAndUnix) {
   }
   for (const char* bad :
        {"", "127.0.0.1", "127.0.0.1:", ":8470", "127.0.0.1:65536",
-        "127.0.0.1:http", "127.0.0.1:-1", "[::1]"}) {
+        "127.0.0.1:http", "127.0.0.1:-1", "[::1]", "::1", "::1:8470",
+        "127.0.0.1:+80", "127.0.0.1: 80", "127.0.0.1:000080"}) {
     absl::Status s = ValidateListenAddress(bad);
     EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << bad;
     EXPECT_THAT(s.message(), HasSubstr(absl::StrCat("\"", bad, "\"")));
