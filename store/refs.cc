@@ -792,6 +792,7 @@ absl::StatusOr<ListRefsPage> RefStore::List(
   const size_t limit = ClampLimit(options.limit);
   ListRefsPage page;
   absl::Status error;
+  size_t bytes = 0;
   absl::Status s =
       db_->ListRefs(options.prefix, options.start_after,
                     [&](absl::string_view key, const store::RefRecord& record) {
@@ -799,7 +800,10 @@ absl::StatusOr<ListRefsPage> RefStore::List(
                           record.kind() != KindToProto(*options.kind)) {
                         return true;
                       }
-                      if (page.refs.size() == limit) {
+                      bytes += record.ByteSizeLong();
+                      if (page.refs.size() == limit ||
+                          (options.max_bytes > 0 && !page.refs.empty() &&
+                           bytes > options.max_bytes)) {
                         // One more match exists: this page is not the last.
                         page.next_start_after = page.refs.back().ref.ToString();
                         return false;
@@ -831,10 +835,14 @@ absl::StatusOr<RefHistoryPage> RefStore::History(
   const size_t limit = ClampLimit(options.limit);
   RefHistoryPage page;
   absl::Status error;
+  size_t bytes = 0;
   absl::Status s = db_->ListRefHistory(
       key, options.after_generation,
       [&](const store::RefHistoryRecord& record) {
-        if (page.entries.size() == limit) {
+        bytes += record.ByteSizeLong();
+        if (page.entries.size() == limit ||
+            (options.max_bytes > 0 && !page.entries.empty() &&
+             bytes > options.max_bytes)) {
           page.next_after_generation = page.entries.back().generation;
           return false;
         }

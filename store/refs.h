@@ -174,6 +174,10 @@ struct ListRefsOptions {
   // from the first); pass the previous page's next_start_after.
   std::string start_after;
   size_t limit = 0;  // Refs per page; see kDefaultRefPageSize.
+  // Also ends the page (with next_start_after set) once the stored records
+  // of its refs pass this many bytes; at least one ref per page. 0: no
+  // bound. A ref holds its artefacts' metadata once per slot.
+  size_t max_bytes = 0;
 };
 
 struct ListRefsPage {
@@ -186,6 +190,8 @@ struct RefHistoryOptions {
   // Paging: only entries with a greater generation (0 = from the first).
   uint64_t after_generation = 0;
   size_t limit = 0;  // Entries per page; see kDefaultRefPageSize.
+  // As ListRefsOptions::max_bytes, for the stored history records.
+  size_t max_bytes = 0;
 };
 
 struct RefHistoryPage {
@@ -261,9 +267,10 @@ class RefStore {
   // Marks the release yanked with `reason` (may be empty; at most
   // kMaxYankReasonBytes, no control characters): it no longer resolves by
   // name unless allow_yanked; Get, List and History still show it and its
-  // artefacts stay readable by digest. Yanking a yanked release changes nothing (the
-  // first reason stays). Errors: NotFound; FailedPrecondition if `release`
-  // is a branch (delete it instead).
+  // artefacts stay readable by digest. Yanking a yanked release changes
+  // nothing (the first reason stays; the arguments are still checked).
+  // Errors: InvalidArgument (name, actor, reason); NotFound;
+  // FailedPrecondition if `release` is a branch (delete it instead).
   absl::StatusOr<RefUpdate> Yank(const RefName& release,
                                  absl::string_view reason,
                                  absl::string_view actor);

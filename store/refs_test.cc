@@ -826,6 +826,53 @@ TEST_F(RefsTest, ListFiltersAndPages) {
   EXPECT_THAT(names(options), ElementsAre("tool@v2"));
 }
 
+// max_bytes ends a page by the size of its stored records: with a bound
+// below one record every page holds one ref (or history entry), and the
+// pages still cover everything once, in order.
+TEST_F(RefsTest, PagesEndByStoredBytes) {
+  const Digest a = FakeArtefact("a"), b = FakeArtefact("b");
+  for (const char* ref : {"tool@a", "tool@b", "tool@c"}) {
+    MustSet(ref, "noarch", a);
+  }
+  MustSet("tool@a", "noarch", b);
+  MustSet("tool@a", "noarch", a);
+
+  ListRefsOptions list;
+  list.max_bytes = 1;
+  std::vector<std::string> refs;
+  for (int pages = 1;; ++pages) {
+    absl::StatusOr<ListRefsPage> page = refs_->List(list);
+    ASSERT_TRUE(page.ok()) << page.status();
+    ASSERT_EQ(page->refs.size(), 1u);
+    refs.push_back(page->refs[0].ref.ToString());
+    if (page->next_start_after.empty()) break;
+    list.start_after = page->next_start_after;
+    ASSERT_LT(pages, 10);
+  }
+  EXPECT_THAT(refs, ElementsAre("tool@a", "tool@b", "tool@c"));
+  // A bound above the records' size changes nothing.
+  list = {};
+  list.max_bytes = 1 << 20;
+  absl::StatusOr<ListRefsPage> page = refs_->List(list);
+  ASSERT_TRUE(page.ok()) << page.status();
+  EXPECT_EQ(page->refs.size(), 3u);
+  EXPECT_EQ(page->next_start_after, "");
+
+  RefHistoryOptions history;
+  history.max_bytes = 1;
+  std::vector<uint64_t> generations;
+  for (int pages = 1;; ++pages) {
+    absl::StatusOr<RefHistoryPage> h = refs_->History(Ref("tool@a"), history);
+    ASSERT_TRUE(h.ok()) << h.status();
+    ASSERT_EQ(h->entries.size(), 1u);
+    generations.push_back(h->entries[0].generation);
+    if (h->next_after_generation == 0) break;
+    history.after_generation = h->next_after_generation;
+    ASSERT_LT(pages, 10);
+  }
+  EXPECT_THAT(generations, ElementsAre(1, 2, 3));
+}
+
 TEST_F(RefsTest, ReleaseMetadataComesFromNoarch) {
   const Digest amd64 = FakeArtefact("amd64", "1-amd64");
   const Digest noarch = FakeArtefact("noarch", "1-noarch");

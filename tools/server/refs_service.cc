@@ -349,9 +349,12 @@ grpc::Status RefsService::ListRefs(grpc::ServerContext* /*context*/,
   }
   options.start_after = request->start_after();
   options.limit = request->limit();
+  options.max_bytes = max_page_bytes_;
   absl::StatusOr<ListRefsPage> page = refs_.List(options);
   if (!page.ok()) return Fail("ListRefs", page.status());
   response->mutable_refs()->Reserve(static_cast<int>(page->refs.size()));
+  // RefStore::List bounded the stored records; the API messages (digests
+  // as text) are bigger, so the same bound is checked on them too.
   size_t bytes = 0;
   for (const RefInfo& info : page->refs) {
     v1::Ref* out = response->add_refs();
@@ -377,6 +380,7 @@ grpc::Status RefsService::History(grpc::ServerContext* /*context*/,
   RefHistoryOptions options;
   options.after_generation = request->after_generation();
   options.limit = request->limit();
+  options.max_bytes = max_page_bytes_;
   absl::StatusOr<RefHistoryPage> page = refs_.History(*ref, options);
   if (!page.ok()) return Fail("History", page.status());
   response->mutable_entries()->Reserve(static_cast<int>(page->entries.size()));
