@@ -975,22 +975,25 @@ absl::StatusOr<ArchiveIndex> Index(ByteSource& source,
 
   // Read the rest of the input so gzip CRCs and zstd frames are checked and
   // the source is consumed. After the end-of-archive marker a tar holds
-  // only zeros, padding its last record (10240 bytes by default; 4 MiB
-  // allows a blocking factor of 8192): anything else would be entries
-  // that `tar -i` extracts and the index never saw, or a decompression
-  // bomb outside max_unpacked_bytes.
+  // only zeros, padding its last record (10240 bytes by default):
+  // anything else would be entries that `tar -i` extracts and the index
+  // never saw. Compressed, at most 4 MiB of zeros (a blocking factor of
+  // 8192), or the padding would be a decompression bomb outside
+  // max_unpacked_bytes; uncompressed, every zero was uploaded and stored
+  // (GNU tar's -b goes up to 65535: 32 MiB records).
   constexpr uint64_t kMaxTrailingZeros = 4 << 20;
+  const bool compressed = index.compression != ArtefactRecord::NONE;
   uint64_t trailing = 0;
-  auto after_the_end = [&trailing](absl::string_view bytes) {
+  auto after_the_end = [&trailing, compressed](absl::string_view bytes) {
     if (bytes.find_first_not_of('\0') != absl::string_view::npos) {
       return absl::InvalidArgumentError(
           "corrupt tar archive: data after its end-of-archive marker");
     }
     trailing += bytes.size();
-    if (trailing > kMaxTrailingZeros) {
+    if (compressed && trailing > kMaxTrailingZeros) {
       return absl::InvalidArgumentError(absl::StrCat(
           "corrupt tar archive: more than ", kMaxTrailingZeros,
-          " bytes of zeros after its end-of-archive marker"));
+          " bytes of zeros after its end-of-archive marker (compressed)"));
     }
     return absl::OkStatus();
   };

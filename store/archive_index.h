@@ -15,9 +15,9 @@
 //   - hardlinks whose target is not an earlier regular file of the archive,
 //     or that carry data (pax allows it; extraction would write that data
 //     into the target);
-//   - anything but zeros after the end-of-archive marker, or more than
-//     4 MiB of them (hidden entries, decompression bombs); a header
-//     failing its checksum ("corrupt tar archive").
+//   - anything but zeros after the end-of-archive marker, or, compressed,
+//     more than 4 MiB of them (hidden entries, decompression bombs); a
+//     header failing its checksum ("corrupt tar archive").
 //   - device files, FIFOs and sockets;
 //   - more than max_entries entries, a path longer than max_path_bytes,
 //     more than max_total_path_bytes of paths and link targets in all, or

@@ -956,8 +956,9 @@ TEST(ArchiveIndexTest, HardlinkCarryingDataRejected) {
               HasSubstr("\"b\" is a hardlink to \"a\" that carries 12 bytes"));
 }
 
-// After the end-of-archive marker only zero padding is accepted, and only
-// up to 4 MiB: not hidden entries, not a decompression bomb.
+// After the end-of-archive marker only zero padding is accepted, and,
+// compressed, only up to 4 MiB: not hidden entries, not a decompression
+// bomb.
 TEST(ArchiveIndexTest, OnlyZeroPaddingAfterTheEnd) {
   const std::string tar = UstarEntry("a", '0', "hello") + kEndOfArchive;
   ArchiveLimits limits;
@@ -984,10 +985,16 @@ TEST(ArchiveIndexTest, OnlyZeroPaddingAfterTheEnd) {
       EXPECT_THAT(index.status().message(),
                   HasSubstr("data after its end-of-archive marker"));
     }
+    // Compressed, over 4 MiB of zeros inflate from a few bytes; plain, they
+    // were uploaded (GNU tar -b 16384 pads to 8 MiB records).
     absl::StatusOr<ArchiveIndex> index =
         Index(as(tar + std::string(5 << 20, '\0')), 1 << 16, nullptr, limits);
-    ASSERT_FALSE(index.ok());
-    EXPECT_THAT(index.status().message(), HasSubstr("bytes of zeros after"));
+    if (f == Filter::kNone) {
+      EXPECT_TRUE(index.ok()) << index.status();
+    } else {
+      ASSERT_FALSE(index.ok());
+      EXPECT_THAT(index.status().message(), HasSubstr("bytes of zeros after"));
+    }
   }
 }
 
