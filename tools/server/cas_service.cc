@@ -482,7 +482,8 @@ absl::Status ValidateListenAddress(absl::string_view address) {
   const absl::string_view port_text =
       colon == absl::string_view::npos ? "" : address.substr(colon + 1);
   uint32_t port = 0;
-  const bool bracketed = absl::StartsWith(host, "[") && absl::EndsWith(host, "]");
+  const bool bracketed =
+      absl::StartsWith(host, "[") && absl::EndsWith(host, "]");
   if (host.empty() || port_text.empty() || port_text.size() > 5 ||
       port_text.find_first_not_of("0123456789") != absl::string_view::npos ||
       !absl::SimpleAtoi(port_text, &port) || port > 65535 ||

@@ -17,6 +17,7 @@
 #include <memory>
 #include <random>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
@@ -417,6 +418,107 @@ TEST_F(CasServiceTest, StatWaitsForTheIndexUntilItsDeadline) {
   ASSERT_TRUE(s.ok()) << s.error_message();
   EXPECT_EQ(response.kind(), "artefact");
   EXPECT_NE(response.index_state(), "INDEXING");
+}
+
+// A Store that forwards to another and notifies `waiting` when a
+// WaitIndexed call starts: a test then knows a Stat is waiting in the
+// server.
+class WaitSignallingStore : public Store {
+ public:
+  explicit WaitSignallingStore(Store& inner) : inner_(inner) {}
+  absl::StatusOr<std::vector<Digest>> FindMissing(
+      absl::Span<const Digest> digests) const override {
+    return inner_.FindMissing(digests);
+  }
+  absl::StatusOr<std::unique_ptr<ArtefactUpload>> BeginUpload(
+      const UploadOptions& options) override {
+    return inner_.BeginUpload(options);
+  }
+  absl::StatusOr<BlobInfo> Stat(const Digest& digest) const override {
+    return inner_.Stat(digest);
+  }
+  absl::Status ReadBlob(const Digest& digest, uint64_t offset, size_t length,
+                        std::string* out) const override {
+    return inner_.ReadBlob(digest, offset, length, out);
+  }
+  absl::StatusOr<int> OpenBlobFd(const Digest& digest) const override {
+    return inner_.OpenBlobFd(digest);
+  }
+  absl::StatusOr<int> OpenIndexedFileFd(const Digest& digest) const override {
+    return inner_.OpenIndexedFileFd(digest);
+  }
+  const MetadataDb& metadata() const override { return inner_.metadata(); }
+  MetadataDb& mutable_metadata() override { return inner_.mutable_metadata(); }
+  absl::StatusOr<store::ArtefactRecord> WaitIndexed(
+      const Digest& digest, absl::Time deadline) override {
+    if (!waiting.HasBeenNotified()) waiting.Notify();
+    return inner_.WaitIndexed(digest, deadline);
+  }
+  absl::Status WaitDurable() override { return inner_.WaitDurable(); }
+  int recovered_artefacts() const override {
+    return inner_.recovered_artefacts();
+  }
+  uint64_t AddArtefactListener(ArtefactListener listener) override {
+    return inner_.AddArtefactListener(std::move(listener));
+  }
+  void RemoveArtefactListener(uint64_t id) override {
+    inner_.RemoveArtefactListener(id);
+  }
+
+  absl::Notification waiting;
+
+ private:
+  Store& inner_;
+};
+
+// A Stat waiting for an index that does not come ends when its call is
+// cancelled: here by a server shutting down, whose Shutdown(deadline)
+// cancels the calls still running at the deadline and then waits for
+// their handlers to return. Without the 1 s slices it would wait for the
+// index (never, here).
+TEST_F(CasServiceTest, StatWaitingForAnIndexEndsWhenCancelled) {
+  TearDown();
+  StoreOptions options;
+  options.testing_indexer_gate = std::make_shared<absl::Notification>();
+  ASSERT_NO_FATAL_FAILURE(Start(options));
+  const std::string tarball = TarGz({{"bin/t", Entry::kFile, 0755, "t"}});
+  UploadOptions early;
+  early.acknowledge_before_index = true;
+  absl::StatusOr<std::unique_ptr<ArtefactUpload>> up =
+      store_->BeginUpload(early);
+  ASSERT_TRUE(up.ok()) << up.status();
+  ASSERT_TRUE((*up)->Append(tarball).ok());
+  absl::StatusOr<UploadResult> pushed = (*up)->Finish();
+  ASSERT_TRUE(pushed.ok()) << pushed.status();
+
+  server_->Shutdown();
+  server_.reset();
+  WaitSignallingStore signalling(*store_);
+  CasService service(signalling);
+  ServerOptions server_options;
+  server_options.listen_address = "127.0.0.1:0";
+  int port = 0;
+  absl::StatusOr<std::unique_ptr<grpc::Server>> server =
+      StartServer(server_options, &service, &port);
+  ASSERT_TRUE(server.ok()) << server.status();
+  std::unique_ptr<v1::Cas::Stub> stub = v1::Cas::NewStub(
+      grpc::CreateChannel(absl::StrCat("127.0.0.1:", port),
+                          grpc::InsecureChannelCredentials()));
+  grpc::Status status;
+  std::thread client([&] {
+    grpc::ClientContext context;  // No deadline.
+    v1::StatRequest request;
+    request.set_digest(pushed->digest.ToString());
+    request.set_wait_for_index(true);
+    v1::StatResponse response;
+    status = stub->Stat(&context, request, &response);
+  });
+  signalling.waiting.WaitForNotification();
+  (*server)->Shutdown(
+      absl::ToChronoTime(absl::Now() + absl::Milliseconds(100)));
+  client.join();
+  EXPECT_FALSE(status.ok());
+  options.testing_indexer_gate->Notify();
 }
 
 TEST_F(CasServiceTest, FindMissingKeepsRequestOrder) {
