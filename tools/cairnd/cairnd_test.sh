@@ -39,6 +39,11 @@ printf 'data_dir = "%s"\n[limits]\nmax_entriez = 3\n' "$tmp/d" \
 expect_exit 2 "config unknown key" -- --config "$tmp/badkey.toml"
 grep -q "limits.max_entriez is not a known key" "$tmp/err" ||
   fail "unknown key message: $(cat "$tmp/err")"
+printf '[limits]\nmax_metadata_field_bytes = 16385\n' >"$tmp/bigfield.toml"
+expect_exit 2 "metadata field limit too big" -- --data-dir "$tmp/d" \
+  --config "$tmp/bigfield.toml"
+grep -q "limits.max_metadata_field_bytes must be at most 16384" "$tmp/err" ||
+  fail "metadata field limit message: $(cat "$tmp/err")"
 printf '[grpc]\nbdp_probe = 1\n' >"$tmp/badbool.toml"
 expect_exit 2 "config bool type error" -- --data-dir "$tmp/d" \
   --config "$tmp/badbool.toml"

@@ -192,8 +192,14 @@ std::string ReadConfigFile(const std::string& path, Config* config) {
         } else if (lk == "max_unpacked_bytes") {
           error = get_positive(lnode, full, &config->limits.max_unpacked_bytes);
         } else if (lk == "max_metadata_field_bytes") {
+          // A ref response carries its metadata up to 65 times (64 slots
+          // and the ref): 4 fields of 16 KiB stay under 8 MiB messages.
           error = get_positive(lnode, full,
                                &config->limits.max_metadata_field_bytes);
+          if (error.empty() &&
+              config->limits.max_metadata_field_bytes > 16384) {
+            error = where(full) + " must be at most 16384";
+          }
         } else {
           error = where(full) +
                   " is not a known key (max_entries, "
