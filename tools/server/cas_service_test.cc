@@ -154,6 +154,29 @@ class CasServiceTest : public ::testing::Test {
     store_.reset();
   }
 
+  // Restarts the store with its background indexes held back
+  // (StoreOptions::testing_indexer_gate, returned in *gate) and stores a
+  // small artefact acknowledged before its index: it stays INDEXING until
+  // *gate is notified.
+  void PushHeldInIndexing(std::shared_ptr<absl::Notification>* gate,
+                          Digest* digest) {
+    TearDown();
+    StoreOptions options;
+    options.testing_indexer_gate = std::make_shared<absl::Notification>();
+    *gate = options.testing_indexer_gate;
+    ASSERT_NO_FATAL_FAILURE(Start(options));
+    UploadOptions early;
+    early.acknowledge_before_index = true;
+    absl::StatusOr<std::unique_ptr<ArtefactUpload>> up =
+        store_->BeginUpload(early);
+    ASSERT_TRUE(up.ok()) << up.status();
+    ASSERT_TRUE(
+        (*up)->Append(TarGz({{"bin/t", Entry::kFile, 0755, "t"}})).ok());
+    absl::StatusOr<UploadResult> pushed = (*up)->Finish();
+    ASSERT_TRUE(pushed.ok()) << pushed.status();
+    *digest = pushed->digest;
+  }
+
   grpc::Status StatWaitingForIndex(const std::string& digest,
                                    absl::Duration timeout,
                                    v1::StatResponse* response) {
@@ -390,20 +413,10 @@ TEST_F(CasServiceTest, PushStatReadListRoundTrip) {
 // Stat with wait_for_index waits (in slices of 1 s, checking for a client
 // that went away) until the index commits or the call's deadline passes.
 TEST_F(CasServiceTest, StatWaitsForTheIndexUntilItsDeadline) {
-  TearDown();
-  StoreOptions options;
-  options.testing_indexer_gate = std::make_shared<absl::Notification>();
-  ASSERT_NO_FATAL_FAILURE(Start(options));
-  const std::string tarball = TarGz({{"bin/t", Entry::kFile, 0755, "t"}});
-  UploadOptions early;
-  early.acknowledge_before_index = true;
-  absl::StatusOr<std::unique_ptr<ArtefactUpload>> up =
-      store_->BeginUpload(early);
-  ASSERT_TRUE(up.ok()) << up.status();
-  ASSERT_TRUE((*up)->Append(tarball).ok());
-  absl::StatusOr<UploadResult> pushed = (*up)->Finish();
-  ASSERT_TRUE(pushed.ok()) << pushed.status();
-  const std::string digest = pushed->digest.ToString();
+  std::shared_ptr<absl::Notification> gate;
+  Digest pushed;
+  ASSERT_NO_FATAL_FAILURE(PushHeldInIndexing(&gate, &pushed));
+  const std::string digest = pushed.ToString();
 
   v1::StatResponse response;
   const absl::Time start = absl::Now();
@@ -413,7 +426,7 @@ TEST_F(CasServiceTest, StatWaitsForTheIndexUntilItsDeadline) {
       << s.error_message();
   EXPECT_GE(absl::Now() - start, absl::Milliseconds(1400));  // 2 slices.
 
-  options.testing_indexer_gate->Notify();
+  gate->Notify();
   s = StatWaitingForIndex(digest, absl::Seconds(60), &response);
   ASSERT_TRUE(s.ok()) << s.error_message();
   EXPECT_EQ(response.kind(), "artefact");
@@ -477,19 +490,9 @@ class WaitSignallingStore : public Store {
 // their handlers to return. Without the 1 s slices it would wait for the
 // index (never, here).
 TEST_F(CasServiceTest, StatWaitingForAnIndexEndsWhenCancelled) {
-  TearDown();
-  StoreOptions options;
-  options.testing_indexer_gate = std::make_shared<absl::Notification>();
-  ASSERT_NO_FATAL_FAILURE(Start(options));
-  const std::string tarball = TarGz({{"bin/t", Entry::kFile, 0755, "t"}});
-  UploadOptions early;
-  early.acknowledge_before_index = true;
-  absl::StatusOr<std::unique_ptr<ArtefactUpload>> up =
-      store_->BeginUpload(early);
-  ASSERT_TRUE(up.ok()) << up.status();
-  ASSERT_TRUE((*up)->Append(tarball).ok());
-  absl::StatusOr<UploadResult> pushed = (*up)->Finish();
-  ASSERT_TRUE(pushed.ok()) << pushed.status();
+  std::shared_ptr<absl::Notification> gate;
+  Digest pushed;
+  ASSERT_NO_FATAL_FAILURE(PushHeldInIndexing(&gate, &pushed));
 
   server_->Shutdown();
   server_.reset();
@@ -508,7 +511,7 @@ TEST_F(CasServiceTest, StatWaitingForAnIndexEndsWhenCancelled) {
   std::thread client([&] {
     grpc::ClientContext context;  // No deadline.
     v1::StatRequest request;
-    request.set_digest(pushed->digest.ToString());
+    request.set_digest(pushed.ToString());
     request.set_wait_for_index(true);
     v1::StatResponse response;
     status = stub->Stat(&context, request, &response);
@@ -518,7 +521,7 @@ TEST_F(CasServiceTest, StatWaitingForAnIndexEndsWhenCancelled) {
       absl::ToChronoTime(absl::Now() + absl::Milliseconds(100)));
   client.join();
   EXPECT_FALSE(status.ok());
-  options.testing_indexer_gate->Notify();
+  gate->Notify();
 }
 
 TEST_F(CasServiceTest, FindMissingKeepsRequestOrder) {

@@ -6,6 +6,7 @@
 #include <optional>
 #include <string>
 #include <utility>
+#include <vector>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
@@ -20,6 +21,29 @@
 
 namespace cairn {
 namespace {
+
+// Converts `items` (convert(item, message)) into `out` until their
+// messages pass `max_bytes`, keeping at least one; returns whether the
+// page was cut short. RefStore bounded the stored records by the same
+// figure; the API messages (digests as text) are bigger, so the bound is
+// checked on them too.
+template <typename Item, typename Message, typename Convert>
+bool AddUpTo(const std::vector<Item>& items, size_t max_bytes,
+             google::protobuf::RepeatedPtrField<Message>* out,
+             Convert convert) {
+  out->Reserve(static_cast<int>(items.size()));
+  size_t bytes = 0;
+  for (const Item& item : items) {
+    Message* message = out->Add();
+    convert(item, message);
+    bytes += message->ByteSizeLong();
+    if (bytes > max_bytes && out->size() > 1) {
+      out->RemoveLast();
+      return true;
+    }
+  }
+  return false;
+}
 
 // `status` with "<rpc>: " in front of its message, same code, as a gRPC
 // status.
@@ -352,23 +376,14 @@ grpc::Status RefsService::ListRefs(grpc::ServerContext* /*context*/,
   options.max_bytes = max_page_bytes_;
   absl::StatusOr<ListRefsPage> page = refs_.List(options);
   if (!page.ok()) return Fail("ListRefs", page.status());
-  response->mutable_refs()->Reserve(static_cast<int>(page->refs.size()));
-  // RefStore::List bounded the stored records; the API messages (digests
-  // as text) are bigger, so the same bound is checked on them too.
-  size_t bytes = 0;
-  for (const RefInfo& info : page->refs) {
-    v1::Ref* out = response->add_refs();
-    ToProto(info, out);
-    bytes += out->ByteSizeLong();
-    if (bytes > max_page_bytes_ && response->refs_size() > 1) {
-      // The page ends before this ref: the next one starts with it.
-      response->mutable_refs()->RemoveLast();
-      response->set_next_start_after(
-          response->refs(response->refs_size() - 1).ref());
-      return grpc::Status::OK;
-    }
+  if (AddUpTo(page->refs, max_page_bytes_, response->mutable_refs(),
+              [](const RefInfo& info, v1::Ref* out) { ToProto(info, out); })) {
+    // The page ends before the ref cut: the next one starts with it.
+    response->set_next_start_after(
+        response->refs(response->refs_size() - 1).ref());
+  } else {
+    response->set_next_start_after(std::move(page->next_start_after));
   }
-  response->set_next_start_after(std::move(page->next_start_after));
   return grpc::Status::OK;
 }
 
@@ -383,20 +398,15 @@ grpc::Status RefsService::History(grpc::ServerContext* /*context*/,
   options.max_bytes = max_page_bytes_;
   absl::StatusOr<RefHistoryPage> page = refs_.History(*ref, options);
   if (!page.ok()) return Fail("History", page.status());
-  response->mutable_entries()->Reserve(static_cast<int>(page->entries.size()));
-  size_t bytes = 0;
-  for (const RefHistoryEntry& entry : page->entries) {
-    v1::RefHistoryEntry* out = response->add_entries();
-    ToProto(*ref, entry, out);
-    bytes += out->ByteSizeLong();
-    if (bytes > max_page_bytes_ && response->entries_size() > 1) {
-      response->mutable_entries()->RemoveLast();
-      response->set_next_after_generation(
-          response->entries(response->entries_size() - 1).generation());
-      return grpc::Status::OK;
-    }
+  if (AddUpTo(page->entries, max_page_bytes_, response->mutable_entries(),
+              [&ref](const RefHistoryEntry& entry, v1::RefHistoryEntry* out) {
+                ToProto(*ref, entry, out);
+              })) {
+    response->set_next_after_generation(
+        response->entries(response->entries_size() - 1).generation());
+  } else {
+    response->set_next_after_generation(page->next_after_generation);
   }
-  response->set_next_after_generation(page->next_after_generation);
   return grpc::Status::OK;
 }
 

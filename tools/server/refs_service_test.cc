@@ -41,6 +41,23 @@ using ::testing::ElementsAre;
 using ::testing::HasSubstr;
 using ::testing::StartsWith;
 
+// Every page ListRefs gives for `request`, following next_start_after (at
+// most 20 pages).
+std::vector<v1::ListRefsResponse> ListPages(v1::Refs::Stub& stub,
+                                            v1::ListRefsRequest request) {
+  std::vector<v1::ListRefsResponse> pages;
+  do {
+    grpc::ClientContext context;
+    v1::ListRefsResponse page;
+    grpc::Status s = stub.ListRefs(&context, request, &page);
+    EXPECT_TRUE(s.ok()) << s.error_message();
+    if (!s.ok()) break;
+    request.set_start_after(page.next_start_after());
+    pages.push_back(std::move(page));
+  } while (!request.start_after().empty() && pages.size() < 20);
+  return pages;
+}
+
 class RefsServiceTest : public ::testing::Test {
  protected:
   void SetUp() override {
@@ -407,23 +424,17 @@ TEST_F(RefsServiceTest, ListPagesAndFiltersByKind) {
   v1::RefUpdateResponse response;
   ASSERT_TRUE(CreateRelease("b@v1", {{"noarch", d}}, &response).ok());
 
+  v1::ListRefsRequest two_per_page;
+  two_per_page.set_limit(2);
+  const std::vector<v1::ListRefsResponse> pages =
+      ListPages(*stub_, two_per_page);
   std::vector<std::string> all;
-  std::string start_after;
-  int pages = 0;
-  do {
-    grpc::ClientContext context;
-    v1::ListRefsRequest request;
-    request.set_start_after(start_after);
-    request.set_limit(2);
-    v1::ListRefsResponse page;
-    ASSERT_TRUE(stub_->ListRefs(&context, request, &page).ok());
+  for (const v1::ListRefsResponse& page : pages) {
     for (const v1::Ref& r : page.refs()) all.push_back(r.ref());
-    start_after = page.next_start_after();
-    ++pages;
-  } while (!start_after.empty() && pages < 10);
+  }
   EXPECT_THAT(all,
               ElementsAre("a@main", "b@dev", "b@main", "b@v1", "c/x@main"));
-  EXPECT_EQ(pages, 3);
+  EXPECT_EQ(pages.size(), 3u);
 
   grpc::ClientContext context;
   v1::ListRefsRequest request;
@@ -460,16 +471,10 @@ TEST_F(RefsServiceTest, PagesEndByBytes) {
   }
   for (int i = 0; i < 9; ++i) MustSet("tool@b0", "noarch", i % 2 ? d1 : d2);
 
+  const std::vector<v1::ListRefsResponse> pages =
+      ListPages(*stub, v1::ListRefsRequest());
   std::vector<std::string> listed;
-  std::string start_after;
-  int pages = 0;
-  do {
-    grpc::ClientContext context;
-    v1::ListRefsRequest request;
-    request.set_start_after(start_after);
-    v1::ListRefsResponse page;
-    grpc::Status s = stub->ListRefs(&context, request, &page);
-    ASSERT_TRUE(s.ok()) << s.error_message();
+  for (const v1::ListRefsResponse& page : pages) {
     ASSERT_GT(page.refs_size(), 0);
     size_t bytes = 0;
     for (const v1::Ref& r : page.refs()) {
@@ -478,15 +483,13 @@ TEST_F(RefsServiceTest, PagesEndByBytes) {
     }
     EXPECT_LE(bytes - page.refs(page.refs_size() - 1).ByteSizeLong(),
               kPageBytes);
-    start_after = page.next_start_after();
-    ++pages;
-  } while (!start_after.empty() && pages < 20);
-  EXPECT_GE(pages, 2);
+  }
+  EXPECT_GE(pages.size(), 2u);
   EXPECT_EQ(listed, names);
 
   std::vector<uint64_t> generations;
   uint64_t after = 0;
-  pages = 0;
+  int history_pages = 0;
   do {
     grpc::ClientContext context;
     v1::HistoryRequest request;
@@ -500,9 +503,9 @@ TEST_F(RefsServiceTest, PagesEndByBytes) {
       generations.push_back(e.generation());
     }
     after = page.next_after_generation();
-    ++pages;
-  } while (after != 0 && pages < 20);
-  EXPECT_GE(pages, 2);
+    ++history_pages;
+  } while (after != 0 && history_pages < 20);
+  EXPECT_GE(history_pages, 2);
   EXPECT_THAT(generations, ElementsAre(1, 2, 3, 4, 5, 6, 7, 8, 9, 10));
   (*server)->Shutdown();
 }
