@@ -101,13 +101,53 @@ absl::Status SyncFile(const std::string& path) {
   return status;
 }
 
-// Whether the file at `path` can be read and holds bytes with `digest`.
-bool HoldsBytesOf(const std::string& path, const Digest& digest) {
+// Whether the file at `path` holds bytes with `digest` (false if it is
+// gone). Errors: those of open and read, naming the path: the caller cannot
+// tell, so it must not replace the file.
+absl::StatusOr<bool> HoldsBytesOf(const std::string& path,
+                                  const Digest& digest) {
   int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return false;
+  if (fd < 0) {
+    if (errno == ENOENT) return false;
+    return ErrnoError(errno, "cannot open", path);
+  }
   absl::StatusOr<FileDigest> hashed = Sha256OfFd(fd);
   close(fd);
-  return hashed.ok() && hashed->digest == digest;
+  if (!hashed.ok()) {
+    return absl::Status(hashed.status().code(),
+                        absl::StrCat("cannot read ", path, ": ",
+                                     hashed.status().message()));
+  }
+  return hashed->digest == digest;
+}
+
+// Moves `from` to `to` unless a file is there already: 0, EEXIST, or the
+// errno of the failure. RENAME_NOREPLACE, or where the file system or
+// kernel lacks it (EINVAL, ENOSYS: ZFS before 2.2, NFS, many FUSE file
+// systems) link(2) and unlink(2), which refuse an existing name the same
+// way; where links are refused too, a check for the name, then rename(2).
+int PlaceNoReplace(const std::string& from, const std::string& to) {
+  if (renameat2(AT_FDCWD, from.c_str(), AT_FDCWD, to.c_str(),
+                RENAME_NOREPLACE) == 0) {
+    return 0;
+  }
+  if (errno != EINVAL && errno != ENOSYS) return errno;
+  if (link(from.c_str(), to.c_str()) == 0) {
+    unlink(from.c_str());  // A leftover is removed by the next Open.
+    return 0;
+  }
+  if (errno == EEXIST) return EEXIST;
+  struct stat st;
+  if (lstat(to.c_str(), &st) == 0) return EEXIST;
+  return rename(from.c_str(), to.c_str()) == 0 ? 0 : errno;
+}
+
+// The directory holding `path` ("." for a bare name, "/" for "/x").
+std::string ParentOf(const std::string& path) {
+  const size_t slash = path.rfind('/');
+  if (slash == std::string::npos) return ".";
+  if (slash == 0) return "/";
+  return path.substr(0, slash);
 }
 
 // Creates `path` and every missing parent (mkdir -p). Each directory created
@@ -124,11 +164,7 @@ absl::Status MakeDirs(const std::string& path) {
     absl::Status status = MakeDir(dir, &created);
     if (!status.ok()) return status;
     if (created) {
-      size_t slash = dir.rfind('/');
-      std::string parent = slash == std::string::npos ? "."
-                           : slash == 0               ? "/"
-                                                      : dir.substr(0, slash);
-      status = SyncDir(parent);
+      status = SyncDir(ParentOf(dir));
       if (!status.ok()) return status;
     }
   }
@@ -268,6 +304,10 @@ class BlobWriterImpl : public BlobWriter {
       return absl::FailedPreconditionError(
           absl::StrCat("blob ", digest_.ToString(), " already committed"));
     }
+    // A writer that failed (an Append cut short, a failed fdatasync, whose
+    // retry Linux would report as success) never commits: its temp file
+    // may be a part of the blob.
+    if (!error_.ok()) return error_;
     absl::StatusOr<Digest> digest;
     if (hashing_ == WriterHashing::kCallerHashes) {
       if (!expected.has_value()) {
@@ -310,32 +350,30 @@ class BlobWriterImpl : public BlobWriter {
     // a crash leave unsynced bytes under a name whose record says durable.
     // One with other bytes (what a crash leaves of an unsynced file) is
     // replaced.
-    int rc = renameat2(AT_FDCWD, temp_path_.c_str(), AT_FDCWD,
-                       final_path.c_str(), RENAME_NOREPLACE);
-    const int rename_err = rc == 0 ? 0 : errno;
-    if (rename_err == EEXIST && HoldsBytesOf(final_path, *digest)) {
+    // A file that cannot be checked (open or read failing) stays too, and
+    // the commit fails.
+    int err = PlaceNoReplace(temp_path_, final_path);
+    bool keep_existing = false;
+    if (err == EEXIST) {
+      absl::StatusOr<bool> holds = HoldsBytesOf(final_path, *digest);
+      if (!holds.ok()) return Fail(holds.status());
+      keep_existing = *holds;
+      if (!keep_existing) {
+        err = rename(temp_path_.c_str(), final_path.c_str()) == 0 ? 0 : errno;
+      }
+    }
+    if (keep_existing) {
       RemoveTemp();
       committed_ = true;
       if (durable) {
         status = SyncFile(final_path);
         if (!status.ok()) return Fail(std::move(status));
       }
+    } else if (err != 0) {
+      return Fail(
+          ErrnoError(err, absl::StrCat("cannot rename ", temp_path_, " to"),
+                     final_path));
     } else {
-      if (rename_err == EEXIST || rename_err == EINVAL ||
-          rename_err == ENOSYS) {
-        // EINVAL/ENOSYS: no RENAME_NOREPLACE (file system or kernel).
-        rc = rename(temp_path_.c_str(), final_path.c_str());
-      }
-      if (rc != 0) {
-        // The fallback rename's errno, else renameat2's.
-        const int err = (rename_err == EEXIST || rename_err == EINVAL ||
-                         rename_err == ENOSYS)
-                            ? errno
-                            : rename_err;
-        return Fail(
-            ErrnoError(err, absl::StrCat("cannot rename ", temp_path_, " to"),
-                       final_path));
-      }
       // The temp name is gone; nothing is left to clean up.
       committed_ = true;
     }
@@ -521,6 +559,15 @@ absl::StatusOr<std::unique_ptr<BlobStore>> BlobStore::Open(
   if (!status.ok()) return status;
   status = MakeDirs(layout->tmp_dir);
   if (!status.ok()) return status;
+  // MakeDirs syncs the parents of directories it creates; these may have
+  // been created by a process that died before its sync (or, for the root,
+  // by Store::Open's mkdir), so their entries are synced at every start.
+  for (const std::string& dir :
+       {ParentOf(layout->root), layout->root,
+        absl::StrCat(layout->root, "/blobs")}) {
+    status = SyncDir(dir);
+    if (!status.ok()) return status;
+  }
 
   absl::StatusOr<int> removed = EmptyTempDir(layout->tmp_dir);
   if (!removed.ok()) return removed.status();
