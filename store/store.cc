@@ -1170,6 +1170,7 @@ absl::Status StoreImpl::FlushBatch(std::vector<PendingFlush>& work) {
       return s;
     }
   }
+  CrashPoint("flush_records_written");
   MetadataBatch batch;
   for (PendingFlush& f : work) {
     f.record.set_index_state(store::ArtefactRecord::DURABLE);

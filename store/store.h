@@ -67,6 +67,9 @@ struct StoreOptions {
   //   "tarball_committed"  after the tarball blob is durable, before its
   //                        records are committed
   //   "index_committed"    after the records commit, before the flush
+  //   "flush_records_written"  in the flush, after the syncfs and the
+  //                        file blobs' records (unsynced), before the
+  //                        synced DURABLE commit
   std::string debug_crash_point;
   // Testing only: when set, the indexer thread of every upload acknowledged
   // before its index (UploadOptions::acknowledge_before_index) waits for
