@@ -124,6 +124,25 @@ class CrashTest : public ::testing::Test {
     return missing.ok() && missing->size() == 1 && (*missing)[0] == digest;
   }
 
+  // Starts cairnd with --debug-crash-point=`point`, pushes the tarball at
+  // `path` (*push: the CLI's result) and checks that cairnd killed itself
+  // there (SIGKILL, the point in its log).
+  void PushCrashingAt(const std::string& point, const std::string& path,
+                      CommandResult* push) {
+    ASSERT_NO_FATAL_FAILURE(StartDaemon(
+        {"--log-level", "info", absl::StrCat("--debug-crash-point=", point)}));
+    absl::StatusOr<CommandResult> pushed =
+        RunCli({"--server", daemon_->address(), "push", path});
+    ASSERT_TRUE(pushed.ok()) << pushed.status();
+    *push = *std::move(pushed);
+    absl::StatusOr<int> exit = daemon_->WaitForExit();
+    ASSERT_TRUE(exit.ok()) << exit.status();
+    ASSERT_TRUE(WIFSIGNALED(*exit) && WTERMSIG(*exit) == SIGKILL)
+        << "cairnd " << DescribeWait(*exit) << ", want SIGKILL at " << point
+        << "; logs: " << daemon_->Logs();
+    EXPECT_THAT(daemon_->Logs(), HasSubstr(point));
+  }
+
   // tmp/ is empty and every blob file's bytes hash to its name; also, by
   // FindMissing, every blob the store reports present has a correct file.
   void ExpectConsistentBlobs() {
@@ -291,23 +310,13 @@ TEST_P(CrashPointTest, StoreIsConsistentAfterCrash) {
       absl::StrCat(NewTempDir("crash-point"), "/artefact.tar.gz");
   ASSERT_TRUE(WriteFile(path, bytes).ok());
 
-  ASSERT_NO_FATAL_FAILURE(StartDaemon(
-      {"--log-level", "info", absl::StrCat("--debug-crash-point=", c.point)}));
-  const std::string address = daemon_->address();
-  absl::StatusOr<CommandResult> push =
-      RunCli({"--server", address, "push", path});
-  ASSERT_TRUE(push.ok()) << push.status();
+  CommandResult push;
+  ASSERT_NO_FATAL_FAILURE(PushCrashingAt(c.point, path, &push));
   if (!c.push_may_succeed) {
-    EXPECT_NE(push->exit_code, 0) << "push succeeded although the daemon "
-                                     "should have died: "
-                                  << push->Describe();
+    EXPECT_NE(push.exit_code, 0) << "push succeeded although the daemon "
+                                    "should have died: "
+                                 << push.Describe();
   }
-  absl::StatusOr<int> exit = daemon_->WaitForExit();
-  ASSERT_TRUE(exit.ok()) << exit.status();
-  ASSERT_TRUE(WIFSIGNALED(*exit) && WTERMSIG(*exit) == SIGKILL)
-      << "cairnd " << DescribeWait(*exit) << ", want SIGKILL at " << c.point
-      << "; logs: " << daemon_->Logs();
-  EXPECT_THAT(daemon_->Logs(), HasSubstr(c.point));
 
   // What the crash left on disk shows it happened where it should have.
   absl::StatusOr<std::map<std::string, std::string>> left =
@@ -377,15 +386,8 @@ TEST_F(CrashTest, UnsyncedFileBlobsLostWithTheMachineAreWrittenAgain) {
   const std::string path =
       absl::StrCat(NewTempDir("lost-blobs"), "/artefact.tar.gz");
   ASSERT_TRUE(WriteFile(path, bytes).ok());
-  ASSERT_NO_FATAL_FAILURE(StartDaemon(
-      {"--log-level", "info", "--debug-crash-point=index_committed"}));
-  absl::StatusOr<CommandResult> push =
-      RunCli({"--server", daemon_->address(), "push", path});
-  ASSERT_TRUE(push.ok()) << push.status();
-  absl::StatusOr<int> exit = daemon_->WaitForExit();
-  ASSERT_TRUE(exit.ok()) << exit.status();
-  ASSERT_TRUE(WIFSIGNALED(*exit) && WTERMSIG(*exit) == SIGKILL)
-      << "cairnd " << DescribeWait(*exit);
+  CommandResult push;
+  ASSERT_NO_FATAL_FAILURE(PushCrashingAt("index_committed", path, &push));
 
   absl::StatusOr<std::map<std::string, std::string>> left =
       ListBlobFiles(daemon_->data_dir());
