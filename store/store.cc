@@ -841,6 +841,7 @@ absl::StatusOr<store::ArtefactRecord> StoreImpl::CommitTarball(
       !s.ok()) {
     return s;
   }
+  CrashPoint("indexing_committed");
   return record;
 }
 

@@ -66,6 +66,9 @@ struct StoreOptions {
   //   "file_blob_written"  after the first file blob is renamed into place
   //   "tarball_committed"  after the tarball blob is durable, before its
   //                        records are committed
+  //   "indexing_committed" an upload acknowledged before its index: after
+  //                        its tarball and INDEXING record are durable,
+  //                        before the acknowledgement and the index
   //   "index_committed"    after the records commit, before the flush
   //   "flush_records_written"  in the flush, after the syncfs and the
   //                        file blobs' records (unsynced), before the

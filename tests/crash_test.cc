@@ -125,14 +125,17 @@ class CrashTest : public ::testing::Test {
   }
 
   // Starts cairnd with --debug-crash-point=`point`, pushes the tarball at
-  // `path` (*push: the CLI's result) and checks that cairnd killed itself
-  // there (SIGKILL, the point in its log).
+  // `path` (with --no-wait if `no_wait`; *push: the CLI's result) and
+  // checks that cairnd killed itself there (SIGKILL, the point in its
+  // log).
   void PushCrashingAt(const std::string& point, const std::string& path,
-                      CommandResult* push) {
+                      CommandResult* push, bool no_wait = false) {
     ASSERT_NO_FATAL_FAILURE(StartDaemon(
         {"--log-level", "info", absl::StrCat("--debug-crash-point=", point)}));
-    absl::StatusOr<CommandResult> pushed =
-        RunCli({"--server", daemon_->address(), "push", path});
+    std::vector<std::string> args = {"--server", daemon_->address(), "push",
+                                     path};
+    if (no_wait) args.push_back("--no-wait");
+    absl::StatusOr<CommandResult> pushed = RunCli(args);
     ASSERT_TRUE(pushed.ok()) << pushed.status();
     *push = *std::move(pushed);
     absl::StatusOr<int> exit = daemon_->WaitForExit();
@@ -293,6 +296,8 @@ struct CrashPointCase {
   // Whether the crash may come after the push was answered (the flush
   // runs after it).
   bool push_may_succeed = false;
+  // Push with --no-wait (acknowledged before the index).
+  bool no_wait = false;
 };
 
 void PrintTo(const CrashPointCase& c, std::ostream* os) { *os << c.point; }
@@ -311,7 +316,7 @@ TEST_P(CrashPointTest, StoreIsConsistentAfterCrash) {
   ASSERT_TRUE(WriteFile(path, bytes).ok());
 
   CommandResult push;
-  ASSERT_NO_FATAL_FAILURE(PushCrashingAt(c.point, path, &push));
+  ASSERT_NO_FATAL_FAILURE(PushCrashingAt(c.point, path, &push, c.no_wait));
   if (!c.push_may_succeed) {
     EXPECT_NE(push.exit_code, 0) << "push succeeded although the daemon "
                                     "should have died: "
@@ -419,6 +424,8 @@ INSTANTIATE_TEST_SUITE_P(
     AllCrashPoints, CrashPointTest,
     ::testing::Values(CrashPointCase{"file_blob_written", false},
                       CrashPointCase{"tarball_committed", false},
+                      CrashPointCase{"indexing_committed", true, false,
+                                     /*no_wait=*/true},
                       CrashPointCase{"index_committed", true},
                       CrashPointCase{"flush_records_written", true, true}),
     [](const ::testing::TestParamInfo<CrashPointCase>& info) {

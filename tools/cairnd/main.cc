@@ -301,8 +301,8 @@ std::pair<std::optional<Config>, ParseExit> ParseArgs(int argc, char** argv) {
   app.add_option("--debug-crash-point", debug_crash_point)
       ->group("")  // Hidden from --help.
       ->check(CLI::IsMember(
-          {"file_blob_written", "tarball_committed", "index_committed",
-           "flush_records_written"}));
+          {"file_blob_written", "tarball_committed", "indexing_committed",
+           "index_committed", "flush_records_written"}));
 
   try {
     app.parse(argc, argv);
