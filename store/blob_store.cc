@@ -18,6 +18,7 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
 
 namespace cairn {
 namespace {
@@ -125,7 +126,9 @@ absl::StatusOr<bool> HoldsBytesOf(const std::string& path,
 // errno of the failure. RENAME_NOREPLACE, or where the file system or
 // kernel lacks it (EINVAL, ENOSYS: ZFS before 2.2, NFS, many FUSE file
 // systems) link(2) and unlink(2), which refuse an existing name the same
-// way; where links are refused too, a check for the name, then rename(2).
+// way; where links are refused too, a check for the name, then rename(2)
+// (callers hold the shard's place_mu, so no writer of the same shard
+// comes between).
 int PlaceNoReplace(const std::string& from, const std::string& to) {
   if (renameat2(AT_FDCWD, from.c_str(), AT_FDCWD, to.c_str(),
                 RENAME_NOREPLACE) == 0) {
@@ -139,6 +142,7 @@ int PlaceNoReplace(const std::string& from, const std::string& to) {
   if (errno == EEXIST) return EEXIST;
   struct stat st;
   if (lstat(to.c_str(), &st) == 0) return EEXIST;
+  if (errno != ENOENT) return errno;  // Cannot tell: leave it alone.
   return rename(from.c_str(), to.c_str()) == 0 ? 0 : errno;
 }
 
@@ -222,6 +226,8 @@ struct Layout {
   // blobs_dir has been fsynced in this process. Set only after that fsync,
   // so a durable commit that sees true need not fsync blobs_dir again.
   std::array<std::atomic<bool>, kShards> shard_dir_synced{};
+  // Held by a commit while it places its file in shard i (see Commit).
+  std::array<absl::Mutex, kShards> place_mu;
 
   std::string ShardDir(const Digest& digest) const {
     return absl::StrCat(blobs_dir, "/", digest.Hex().substr(0, 2));
@@ -300,14 +306,15 @@ class BlobWriterImpl : public BlobWriter {
 
   absl::StatusOr<Digest> Commit(
       Durability durability, const std::optional<Digest>& expected) override {
+    // A writer that failed (an Append cut short, a failed fdatasync, whose
+    // retry Linux would report as success) never commits: its temp file
+    // may be a part of the blob. Checked first, so that a retry after a
+    // failure late in Commit reports that failure.
+    if (!error_.ok()) return error_;
     if (committed_) {
       return absl::FailedPreconditionError(
           absl::StrCat("blob ", digest_.ToString(), " already committed"));
     }
-    // A writer that failed (an Append cut short, a failed fdatasync, whose
-    // retry Linux would report as success) never commits: its temp file
-    // may be a part of the blob.
-    if (!error_.ok()) return error_;
     absl::StatusOr<Digest> digest;
     if (hashing_ == WriterHashing::kCallerHashes) {
       if (!expected.has_value()) {
@@ -352,12 +359,21 @@ class BlobWriterImpl : public BlobWriter {
     // replaced.
     // A file that cannot be checked (open or read failing) stays too, and
     // the commit fails.
+    // Under the shard's lock: two writers of one digest must not both find
+    // a torn file and replace each other's (a kDeferred one could then
+    // replace a kDurable one's synced file).
+    absl::MutexLock place_lock(&layout_->place_mu[shard]);
     int err = PlaceNoReplace(temp_path_, final_path);
     bool keep_existing = false;
     if (err == EEXIST) {
       absl::StatusOr<bool> holds = HoldsBytesOf(final_path, *digest);
       if (!holds.ok()) return Fail(holds.status());
       keep_existing = *holds;
+      if (keep_existing && durable) {
+        // Synced before our own synced copy goes: if this fails (a
+        // write-back error Linux reports once), our copy takes the name.
+        if (!SyncFile(final_path).ok()) keep_existing = false;
+      }
       if (!keep_existing) {
         err = rename(temp_path_.c_str(), final_path.c_str()) == 0 ? 0 : errno;
       }
@@ -365,10 +381,6 @@ class BlobWriterImpl : public BlobWriter {
     if (keep_existing) {
       RemoveTemp();
       committed_ = true;
-      if (durable) {
-        status = SyncFile(final_path);
-        if (!status.ok()) return Fail(std::move(status));
-      }
     } else if (err != 0) {
       return Fail(
           ErrnoError(err, absl::StrCat("cannot rename ", temp_path_, " to"),
@@ -380,10 +392,10 @@ class BlobWriterImpl : public BlobWriter {
 
     if (durable) {
       status = SyncDir(shard_dir);
-      if (!status.ok()) return status;
+      if (!status.ok()) return Fail(std::move(status));
       if (!layout_->shard_dir_synced[shard].load(std::memory_order_acquire)) {
         status = SyncDir(layout_->blobs_dir);
-        if (!status.ok()) return status;
+        if (!status.ok()) return Fail(std::move(status));
         layout_->shard_dir_synced[shard].store(true, std::memory_order_release);
       }
     }
@@ -562,9 +574,12 @@ absl::StatusOr<std::unique_ptr<BlobStore>> BlobStore::Open(
   // MakeDirs syncs the parents of directories it creates; these may have
   // been created by a process that died before its sync (or, for the root,
   // by Store::Open's mkdir), so their entries are synced at every start.
+  // The parent's sync is best effort: it may be a directory this process
+  // cannot open, or on a file system without directory fsync (a data
+  // directory mounted over a read-only root image).
+  (void)SyncDir(absl::StrCat(layout->root, "/.."));
   for (const std::string& dir :
-       {ParentOf(layout->root), layout->root,
-        absl::StrCat(layout->root, "/blobs")}) {
+       {layout->root, absl::StrCat(layout->root, "/blobs")}) {
     status = SyncDir(dir);
     if (!status.ok()) return status;
   }

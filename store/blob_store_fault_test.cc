@@ -6,6 +6,7 @@
 // plain pass-throughs unless a test arms them), so it is a target of its
 // own.
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
@@ -105,6 +106,20 @@ TEST(BlobStoreFaultTest, WithoutRenameNoreplaceADurableBlobStays) {
   struct stat st;
   EXPECT_EQ(stat(store->PathFor(Sha256Of(other)).c_str(), &st), 0);
   EXPECT_EQ(st.st_size, 1000);
+  // link(2) left no second name behind.
+  EXPECT_EQ(st.st_nlink, 1u);
+  const std::string tmp =
+      absl::StrCat(path.substr(0, path.find("/blobs/sha256/")), "/tmp");
+  DIR* dir = opendir(tmp.c_str());
+  ASSERT_NE(dir, nullptr) << tmp;
+  int entries = 0;
+  while (struct dirent* e = readdir(dir)) {
+    if (std::string(e->d_name) != "." && std::string(e->d_name) != "..") {
+      ++entries;
+    }
+  }
+  closedir(dir);
+  EXPECT_EQ(entries, 0) << tmp << " is not empty";
   close(pin);
 }
 
