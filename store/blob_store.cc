@@ -115,9 +115,9 @@ absl::StatusOr<bool> HoldsBytesOf(const std::string& path,
   absl::StatusOr<FileDigest> hashed = Sha256OfFd(fd);
   close(fd);
   if (!hashed.ok()) {
-    return absl::Status(hashed.status().code(),
-                        absl::StrCat("cannot read ", path, ": ",
-                                     hashed.status().message()));
+    return absl::Status(
+        hashed.status().code(),
+        absl::StrCat("cannot read ", path, ": ", hashed.status().message()));
   }
   return hashed->digest == digest;
 }
@@ -362,29 +362,31 @@ class BlobWriterImpl : public BlobWriter {
     // Under the shard's lock: two writers of one digest must not both find
     // a torn file and replace each other's (a kDeferred one could then
     // replace a kDurable one's synced file).
-    absl::MutexLock place_lock(&layout_->place_mu[shard]);
-    int err = PlaceNoReplace(temp_path_, final_path);
+    int err = 0;
     bool keep_existing = false;
-    if (err == EEXIST) {
-      absl::StatusOr<bool> holds = HoldsBytesOf(final_path, *digest);
-      if (!holds.ok()) return Fail(holds.status());
-      keep_existing = *holds;
-      if (keep_existing && durable) {
-        // Synced before our own synced copy goes: if this fails (a
-        // write-back error Linux reports once), our copy takes the name.
-        if (!SyncFile(final_path).ok()) keep_existing = false;
-      }
-      if (!keep_existing) {
-        err = rename(temp_path_.c_str(), final_path.c_str()) == 0 ? 0 : errno;
+    {
+      absl::MutexLock place_lock(&layout_->place_mu[shard]);
+      err = PlaceNoReplace(temp_path_, final_path);
+      if (err == EEXIST) {
+        absl::StatusOr<bool> holds = HoldsBytesOf(final_path, *digest);
+        if (!holds.ok()) return Fail(holds.status());
+        keep_existing = *holds;
+        if (keep_existing && durable) {
+          // Synced before our own synced copy goes: if this fails (a
+          // write-back error Linux reports once), our copy takes the name.
+          if (!SyncFile(final_path).ok()) keep_existing = false;
+        }
+        if (!keep_existing) {
+          err = rename(temp_path_.c_str(), final_path.c_str()) == 0 ? 0 : errno;
+        }
       }
     }
     if (keep_existing) {
       RemoveTemp();
       committed_ = true;
     } else if (err != 0) {
-      return Fail(
-          ErrnoError(err, absl::StrCat("cannot rename ", temp_path_, " to"),
-                     final_path));
+      return Fail(ErrnoError(
+          err, absl::StrCat("cannot rename ", temp_path_, " to"), final_path));
     } else {
       // The temp name is gone; nothing is left to clean up.
       committed_ = true;
