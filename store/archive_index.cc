@@ -585,9 +585,9 @@ class Indexer {
         !s.ok()) {
       return s;
     }
-    return CheckMetadataFields(
-        index_->metadata, cairn_json_.present ? kCairnJson : kPackageJson,
-        limits_.max_metadata_field_bytes);
+    return CheckMetadataFields(index_->metadata,
+                               cairn_json_.present ? kCairnJson : kPackageJson,
+                               limits_.max_metadata_field_bytes);
   }
 
  private:
@@ -614,10 +614,10 @@ class Indexer {
       // which libarchive's extraction writes into the target: the target's
       // content would then not be the bytes indexed for it.
       if (archive_entry_size_is_set(entry) && archive_entry_size(entry) > 0) {
-        return Unsafe(raw, absl::StrCat("is a hardlink to ", Quote(hardlink),
-                                        " that carries ",
-                                        archive_entry_size(entry),
-                                        " bytes of data"));
+        return Unsafe(
+            raw,
+            absl::StrCat("is a hardlink to ", Quote(hardlink), " that carries ",
+                         archive_entry_size(entry), " bytes of data"));
       }
       type = FileRecord::HARDLINK;
     } else {

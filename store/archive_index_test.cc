@@ -608,14 +608,14 @@ TEST(ArchiveIndexTest, MetadataFieldsAreBounded) {
   ArchiveLimits limits;
   limits.max_metadata_field_bytes = 16;
   const std::string fits(16, 'L'), over(17, 'L');
-  absl::StatusOr<ArchiveIndex> index =
-      Index(MakeTar({File("cairn.json", absl::StrCat(R"({"licence":")", fits,
-                                                     R"("})"))}),
-            1 << 16, nullptr, limits);
+  absl::StatusOr<ArchiveIndex> index = Index(
+      MakeTar(
+          {File("cairn.json", absl::StrCat(R"({"licence":")", fits, R"("})"))}),
+      1 << 16, nullptr, limits);
   ASSERT_TRUE(index.ok()) << index.status();
   EXPECT_EQ(index->metadata.licence(), fits);
-  index = Index(MakeTar({File("cairn.json", absl::StrCat(R"({"licence":")",
-                                                         over, R"("})"))}),
+  index = Index(MakeTar({File("cairn.json",
+                              absl::StrCat(R"({"licence":")", over, R"("})"))}),
                 1 << 16, nullptr, limits);
   ASSERT_FALSE(index.ok());
   EXPECT_EQ(index.status().code(), absl::StatusCode::kResourceExhausted);
@@ -630,10 +630,11 @@ TEST(ArchiveIndexTest, MetadataFieldsAreBounded) {
   EXPECT_THAT(index.status().message(),
               HasSubstr("package/package.json: entrypoint is 25 bytes"));
   // The default allows 4 KiB.
-  EXPECT_TRUE(Index(MakeTar({File("cairn.json",
-                                  absl::StrCat(R"({"name":")",
-                                               std::string(4096, 'n'),
-                                               R"("})"))})).ok());
+  EXPECT_TRUE(
+      Index(MakeTar({File("cairn.json",
+                          absl::StrCat(R"({"name":")", std::string(4096, 'n'),
+                                       R"("})"))}))
+          .ok());
 }
 
 TEST(ArchiveIndexTest, MetadataLicenseSpellingAndNonStrings) {
@@ -906,7 +907,7 @@ std::string UstarEntry(const std::string& name, char typeflag,
   put(136, "00000000000");
   h[156] = typeflag;
   put(157, link.substr(0, 100));
-  put(257, std::string("ustar\0" "00", 8));
+  put(257, std::string("ustar", 6) + "00");  // Magic with its NUL, version.
   put(148, "        ");
   unsigned sum = 0;
   for (unsigned char c : h) sum += c;
@@ -930,8 +931,8 @@ const std::string kEndOfArchive(1024, '\0');
 // A corrupt header (libarchive: ARCHIVE_RETRY) is a corrupt archive, not
 // an entry without a name.
 TEST(ArchiveIndexTest, BadHeaderChecksumIsCorrupt) {
-  std::string tar = UstarEntry("a", '0', "hello") + UstarEntry("b", '0', "x") +
-                    kEndOfArchive;
+  std::string tar =
+      UstarEntry("a", '0', "hello") + UstarEntry("b", '0', "x") + kEndOfArchive;
   ASSERT_TRUE(Index(tar).ok());
   tar[1024 + 1] ^= 0x01;  // In "b"'s header.
   absl::StatusOr<ArchiveIndex> index = Index(tar);
@@ -944,10 +945,10 @@ TEST(ArchiveIndexTest, BadHeaderChecksumIsCorrupt) {
 // A pax hardlink with data: libarchive's extraction writes that data into
 // the target, so the index would name bytes the archive does not give.
 TEST(ArchiveIndexTest, HardlinkCarryingDataRejected) {
-  const std::string tar = UstarEntry("a", '0', "AAAA") +
-                          UstarEntry("PaxHeaders/b", 'x', PaxRecord("mtime=0")) +
-                          UstarEntry("b", '1', "EVIL-PAYLOAD", "a") +
-                          kEndOfArchive;
+  const std::string tar =
+      UstarEntry("a", '0', "AAAA") +
+      UstarEntry("PaxHeaders/b", 'x', PaxRecord("mtime=0")) +
+      UstarEntry("b", '1', "EVIL-PAYLOAD", "a") + kEndOfArchive;
   absl::StatusOr<ArchiveIndex> index = Index(tar);
   ASSERT_FALSE(index.ok());
   EXPECT_EQ(index.status().code(), absl::StatusCode::kInvalidArgument);
@@ -969,8 +970,8 @@ TEST(ArchiveIndexTest, OnlyZeroPaddingAfterTheEnd) {
     };
     // Small chunks: libarchive reads ahead across them.
     for (size_t chunk : {size_t{7}, size_t{512}, size_t{1} << 16}) {
-      SCOPED_TRACE(absl::StrCat("filter ", static_cast<int>(f), " chunk ",
-                                chunk));
+      SCOPED_TRACE(
+          absl::StrCat("filter ", static_cast<int>(f), " chunk ", chunk));
       EXPECT_TRUE(Index(as(tar + std::string(20480, '\0')), chunk).ok());
       absl::StatusOr<ArchiveIndex> index = Index(
           as(tar + UstarEntry("hidden", '0', "evil") + kEndOfArchive), chunk);

@@ -218,8 +218,8 @@ absl::Status ValidateActor(absl::string_view actor) {
                      actor.size(), " bytes, longer than ", kMaxActorBytes));
   }
   if (HasControlCharacter(actor)) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "actor ", Quote(actor), " contains a control character"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("actor ", Quote(actor), " contains a control character"));
   }
   return absl::OkStatus();
 }

@@ -1127,8 +1127,7 @@ absl::Status StoreImpl::FlushBatch(std::vector<PendingFlush>& work) {
   // The file blobs whose record is missing, or lacks file_use (a
   // tarball's bytes that are also this file's content: marked, so that
   // rejecting that tarball keeps them), by commit-lock stripe.
-  std::vector<std::vector<std::pair<Digest, uint64_t>>> stripes(
-      kCommitStripes);
+  std::vector<std::vector<std::pair<Digest, uint64_t>>> stripes(kCommitStripes);
   for (const PendingFlush& f : work) {
     for (const auto& [d, size] : f.files) {
       absl::StatusOr<store::BlobRecord> has = meta_->GetBlob(d);

@@ -300,9 +300,9 @@ std::pair<std::optional<Config>, ParseExit> ParseArgs(int argc, char** argv) {
   // Testing only (tests/crash_test.cc): see StoreOptions::debug_crash_point.
   app.add_option("--debug-crash-point", debug_crash_point)
       ->group("")  // Hidden from --help.
-      ->check(CLI::IsMember(
-          {"file_blob_written", "tarball_committed", "indexing_committed",
-           "index_committed", "flush_records_written"}));
+      ->check(CLI::IsMember({"file_blob_written", "tarball_committed",
+                             "indexing_committed", "index_committed",
+                             "flush_records_written"}));
 
   try {
     app.parse(argc, argv);
@@ -434,8 +434,7 @@ int Run(const Config& config) {
       config.data_dir, config.listen, config.limits.max_entries,
       config.limits.max_path_bytes, config.limits.max_total_path_bytes,
       config.limits.max_unpacked_bytes, config.limits.max_metadata_field_bytes,
-      config.server.bdp_probe,
-      config.server.stream_lookahead_bytes,
+      config.server.bdp_probe, config.server.stream_lookahead_bytes,
       config.server.max_concurrent_streams, config.server.max_threads,
       config.mount.empty() ? "none" : config.mount,
       config.mount_allow_other ? " (allow_other)" : "",

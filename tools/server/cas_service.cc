@@ -359,9 +359,9 @@ grpc::Status CasService::Stat(grpc::ServerContext* context,
         return Fail(WithContext(indexed.status(), "Stat"));
       }
       if (context->IsCancelled()) {
-        return Fail(absl::CancelledError(absl::StrCat(
-            "Stat of ", digest->ToString(),
-            ": client went away while waiting for the index")));
+        return Fail(absl::CancelledError(
+            absl::StrCat("Stat of ", digest->ToString(),
+                         ": client went away while waiting for the index")));
       }
     }
   }

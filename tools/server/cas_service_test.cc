@@ -504,9 +504,8 @@ TEST_F(CasServiceTest, StatWaitingForAnIndexEndsWhenCancelled) {
   absl::StatusOr<std::unique_ptr<grpc::Server>> server =
       StartServer(server_options, &service, &port);
   ASSERT_TRUE(server.ok()) << server.status();
-  std::unique_ptr<v1::Cas::Stub> stub = v1::Cas::NewStub(
-      grpc::CreateChannel(absl::StrCat("127.0.0.1:", port),
-                          grpc::InsecureChannelCredentials()));
+  std::unique_ptr<v1::Cas::Stub> stub = v1::Cas::NewStub(grpc::CreateChannel(
+      absl::StrCat("127.0.0.1:", port), grpc::InsecureChannelCredentials()));
   grpc::Status status;
   std::thread client([&] {
     grpc::ClientContext context;  // No deadline.

@@ -21,8 +21,8 @@
 #include <utility>
 #include <vector>
 
-#include "absl/strings/match.h"
 #include "absl/strings/escaping.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/string_view.h"
@@ -274,8 +274,8 @@ absl::StatusOr<v1::MountInfo> MountService::MountLocal(const std::string& dir,
 absl::Status MountService::CheckTrustedChain(const std::string& dir) const {
   const std::string& root = options_.mount_root;
   if (dir != root && !StrictlyInside(dir, root)) {
-    return absl::PermissionDeniedError(absl::StrCat(
-        dir, " is not inside the mount root ", root));
+    return absl::PermissionDeniedError(
+        absl::StrCat(dir, " is not inside the mount root ", root));
   }
   struct stat root_st;
   if (lstat(root.c_str(), &root_st) != 0) {

@@ -97,9 +97,8 @@ class MountServiceTest : public ::testing::Test {
                     {{service_.get(), v1::Mounts::service_full_name()}});
     ASSERT_TRUE(server.ok()) << server.status();
     server_ = *std::move(server);
-    stub_ = v1::Mounts::NewStub(
-        grpc::CreateChannel(absl::StrCat("127.0.0.1:", port),
-                            grpc::InsecureChannelCredentials()));
+    stub_ = v1::Mounts::NewStub(grpc::CreateChannel(
+        absl::StrCat("127.0.0.1:", port), grpc::InsecureChannelCredentials()));
   }
 
   grpc::Status Mount(const std::string& path, v1::MountResponse* response,
@@ -115,8 +114,7 @@ class MountServiceTest : public ::testing::Test {
     return Mount(path, &response);
   }
 
-  grpc::Status Unmount(const std::string& path,
-                       v1::UnmountResponse* response) {
+  grpc::Status Unmount(const std::string& path, v1::UnmountResponse* response) {
     grpc::ClientContext context;
     v1::UnmountRequest request;
     request.set_path(path);

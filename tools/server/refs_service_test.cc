@@ -460,9 +460,8 @@ TEST_F(RefsServiceTest, PagesEndByBytes) {
       StartServer(options, cas_service_.get(), &port,
                   {{&small_pages, v1::Refs::service_full_name()}});
   ASSERT_TRUE(server.ok()) << server.status();
-  std::unique_ptr<v1::Refs::Stub> stub = v1::Refs::NewStub(
-      grpc::CreateChannel(absl::StrCat("127.0.0.1:", port),
-                          grpc::InsecureChannelCredentials()));
+  std::unique_ptr<v1::Refs::Stub> stub = v1::Refs::NewStub(grpc::CreateChannel(
+      absl::StrCat("127.0.0.1:", port), grpc::InsecureChannelCredentials()));
   const std::string d1 = Artefact("1"), d2 = Artefact("2");
   std::vector<std::string> names;
   for (int i = 0; i < 10; ++i) {
