@@ -19,6 +19,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
+#include "store/paths.h"
 
 namespace cairn {
 namespace {
@@ -146,14 +147,6 @@ int PlaceNoReplace(const std::string& from, const std::string& to) {
   return rename(from.c_str(), to.c_str()) == 0 ? 0 : errno;
 }
 
-// The directory holding `path` ("." for a bare name, "/" for "/x").
-std::string ParentOf(const std::string& path) {
-  const size_t slash = path.rfind('/');
-  if (slash == std::string::npos) return ".";
-  if (slash == 0) return "/";
-  return path.substr(0, slash);
-}
-
 // Creates `path` and every missing parent (mkdir -p). Each directory created
 // is made durable by fsyncing its parent.
 absl::Status MakeDirs(const std::string& path) {
@@ -168,7 +161,7 @@ absl::Status MakeDirs(const std::string& path) {
     absl::Status status = MakeDir(dir, &created);
     if (!status.ok()) return status;
     if (created) {
-      status = SyncDir(ParentOf(dir));
+      status = SyncDir(ParentDirectory(dir));
       if (!status.ok()) return status;
     }
   }

@@ -21,6 +21,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/strip.h"
 #include "grpcpp/grpcpp.h"
+#include "store/paths.h"
 #include "store/unique_fd.h"
 #include "tools/cairn/digest_cache.h"
 #include "tools/cleanup/remove_on_signal.h"
@@ -460,16 +461,6 @@ absl::StatusOr<v1::WriteResponse> CasClient::Upload(
   return response;
 }
 
-namespace {
-// The directory holding `path` ("." for a bare name).
-std::string DirectoryOf(const std::string& path) {
-  const size_t slash = path.rfind('/');
-  if (slash == std::string::npos) return ".";
-  if (slash == 0) return "/";
-  return path.substr(0, slash);
-}
-}  // namespace
-
 absl::StatusOr<PullResult> CasClient::Pull(const Digest& digest,
                                            const std::string& out_path,
                                            const ProgressFn& progress,
@@ -572,7 +563,7 @@ absl::StatusOr<PullResult> CasClient::Pull(const Digest& digest,
   }
   if (fsync_output) {
     // The rename itself is durable once the directory is.
-    const std::string dir = DirectoryOf(out_path);
+    const std::string dir = ParentDirectory(out_path);
     UniqueFd dfd(open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
     if (dfd.get() < 0 || fsync(dfd.get()) != 0) {
       return Errno(absl::StrCat("fsync directory ", dir, " of ", out_path));
