@@ -557,9 +557,30 @@ class Indexer {
 
   absl::Status Run() {
     for (;;) {
+      // The previous entry's data and padding are consumed first, so that
+      // what the next header read consumes is a header or the end marker.
+      if (any_header_ && archive_read_data_skip(a_) != ARCHIVE_OK) {
+        return ReadError(last_name_);
+      }
+      const uint64_t before = Consumed(a_);
       struct archive_entry* entry = nullptr;
       const int r = archive_read_next_header(a_, &entry);
-      if (r == ARCHIVE_EOF) break;
+      if (r == ARCHIVE_EOF) {
+        // libarchive also ends cleanly where the input ends at a block
+        // boundary without the marker (POSIX.1-2017 pax, "ustar Interchange
+        // Format": "two consecutive blocks of zero-filled records"): the
+        // tail of a cut upload, entries lost. One zero block is accepted,
+        // as GNU tar and libarchive do.
+        if (Consumed(a_) == before) {
+          return absl::InvalidArgumentError(absl::StrCat(
+              "truncated tar archive: it ends ",
+              any_header_ ? absl::StrCat("after entry ", Quote(last_name_))
+                          : std::string("before any entry"),
+              " without the end-of-archive marker (512-byte blocks of "
+              "zeros)"));
+        }
+        break;
+      }
       // ARCHIVE_RETRY (a header failing its checksum) is above
       // ARCHIVE_WARN, and no success either.
       if (r != ARCHIVE_OK && r != ARCHIVE_WARN) {

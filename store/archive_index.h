@@ -17,7 +17,9 @@
 //     into the target);
 //   - anything but zeros after the end-of-archive marker, or, compressed,
 //     more than 4 MiB of them (hidden entries, decompression bombs); a
-//     header failing its checksum ("corrupt tar archive").
+//     header failing its checksum ("corrupt tar archive"); a tar ending at
+//     an entry boundary without its end-of-archive marker ("truncated tar
+//     archive": the front of a cut upload; one zero block is accepted).
 //   - device files, FIFOs and sockets;
 //   - more than max_entries entries, a path longer than max_path_bytes,
 //     more than max_total_path_bytes of paths and link targets in all, or

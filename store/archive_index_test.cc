@@ -957,6 +957,37 @@ TEST(ArchiveIndexTest, HardlinkCarryingDataRejected) {
               HasSubstr("\"b\" is a hardlink to \"a\" that carries 12 bytes"));
 }
 
+// A tar that ends at an entry boundary without its end-of-archive marker
+// is the front of a cut upload: libarchive ends it cleanly, the index must
+// not.
+TEST(ArchiveIndexTest, TarWithoutItsEndMarkerIsTruncated) {
+  const std::string entries =
+      UstarEntry("a", '0', "hello") + UstarEntry("b", '0', std::string(512, 0));
+  for (Filter f : {Filter::kNone, Filter::kGzip, Filter::kZstd}) {
+    auto as = [f](const std::string& plain) {
+      return f == Filter::kNone ? plain : Compress(plain, f);
+    };
+    for (size_t chunk : {size_t{7}, size_t{512}, size_t{1} << 16}) {
+      SCOPED_TRACE(
+          absl::StrCat("filter ", static_cast<int>(f), " chunk ", chunk));
+      EXPECT_TRUE(Index(as(entries + kEndOfArchive), chunk).ok());
+      // One zero block, as GNU tar and libarchive accept.
+      EXPECT_TRUE(Index(as(entries + std::string(512, 0)), chunk).ok());
+      // "b" ends in a zero block of data: not taken for the marker.
+      absl::StatusOr<ArchiveIndex> index = Index(as(entries), chunk);
+      ASSERT_FALSE(index.ok());
+      EXPECT_EQ(index.status().code(), absl::StatusCode::kInvalidArgument);
+      EXPECT_TRUE(IsArchiveRejection(index.status()));
+      EXPECT_THAT(index.status().message(),
+                  HasSubstr("truncated tar archive: it ends after entry "
+                            "\"b\" without the end-of-archive marker"));
+      index = Index(as(UstarEntry("a", '0', "hello")), chunk);
+      ASSERT_FALSE(index.ok());
+      EXPECT_THAT(index.status().message(), HasSubstr("after entry \"a\""));
+    }
+  }
+}
+
 // After the end-of-archive marker only zero padding is accepted, and,
 // compressed, only up to 4 MiB: not hidden entries, not a decompression
 // bomb.
