@@ -328,6 +328,11 @@ class BlobWriterImpl : public BlobWriter {
           absl::StrCat("blob digest mismatch: expected ", expected->ToString(),
                        ", got ", digest->ToString(), " (", size_, " bytes)")));
     }
+    // Blobs are immutable: read-only for everyone whatever the umask (the
+    // temp file was created 0644 less the umask).
+    if (fchmod(fd_, 0444) != 0) {
+      return Fail(ErrnoError(errno, "cannot chmod", temp_path_));
+    }
     const bool durable = durability == Durability::kDurable;
     if (durable && fdatasync(fd_) != 0) {
       return Fail(ErrnoError(errno, "cannot fdatasync", temp_path_));
@@ -601,9 +606,11 @@ absl::Status PreadFully(int fd, uint64_t offset, size_t length,
       if (errno == EINTR) continue;
       int err = errno;
       out->resize(done);
-      return absl::InternalError(absl::StrCat("pread of fd ", fd, " at offset ",
-                                              offset + done, ": ",
-                                              ErrnoText(err)));
+      // EIO: the device lost stored bytes.
+      return absl::Status(
+          err == EIO ? absl::StatusCode::kDataLoss : CodeForErrno(err),
+          absl::StrCat("pread of fd ", fd, " at offset ", offset + done, ": ",
+                       ErrnoText(err)));
     }
     if (n == 0) break;  // End of file.
     done += static_cast<size_t>(n);

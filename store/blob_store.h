@@ -127,7 +127,8 @@ class BlobStore {
 };
 
 // Reads [offset, offset + length) of a blob file into `out` (resized to the
-// bytes read; fewer only at end of file). Errors: Internal on I/O failure.
+// bytes read; fewer only at end of file). Errors: DataLoss on EIO (the
+// device lost stored bytes), ResourceExhausted on ENOMEM, else Internal.
 absl::Status PreadFully(int fd, uint64_t offset, size_t length,
                         std::string* out);
 

@@ -2,9 +2,9 @@
 //
 // BlobWriter::Commit under faults the file system or the process can give:
 // no RENAME_NOREPLACE, a failed open of the blob already in place, an
-// Append cut short. This binary interposes renameat2(2) and open(2) (both
-// plain pass-throughs unless a test arms them), so it is a target of its
-// own.
+// Append cut short, a read the device fails. This binary interposes
+// renameat2(2), open(2) and pread(2) (plain pass-throughs unless a test arms
+// them), so it is a target of its own.
 
 #include <dirent.h>
 #include <errno.h>
@@ -31,7 +31,17 @@ namespace {
 std::atomic<bool> no_rename_noreplace{false};
 // Armed: open(2) of this path fails with EMFILE (a full fd table).
 std::atomic<const char*> emfile_path{nullptr};
+// Armed: pread(2) of this fd fails with EIO (a failing device).
+std::atomic<int> eio_fd{-1};
 }  // namespace
+
+extern "C" ssize_t pread(int fd, void* buf, size_t count, off_t offset) {
+  if (fd == eio_fd.load()) {
+    errno = EIO;
+    return -1;
+  }
+  return static_cast<ssize_t>(syscall(SYS_pread64, fd, buf, count, offset));
+}
 
 extern "C" int renameat2(int olddirfd, const char* oldpath, int newdirfd,
                          const char* newpath, unsigned int flags) {
@@ -168,6 +178,29 @@ TEST(BlobStoreFaultTest, AWriterWhoseAppendFailedDoesNotCommit) {
   EXPECT_NE(stat(store->PathFor(Sha256Of(data)).c_str(), &st), 0)
       << st.st_size << " bytes of a " << data.size()
       << "-byte blob are visible under its name";
+}
+
+// A blob the device cannot read is lost data (DATA_LOSS, EIO at the
+// mount), not an internal error.
+TEST(BlobStoreFaultTest, ReadErrorOfTheDeviceIsDataLoss) {
+  std::unique_ptr<BlobStore> store = OpenStore();
+  ASSERT_NE(store, nullptr);
+  auto writer = store->NewWriter();
+  ASSERT_TRUE(writer.ok()) << writer.status();
+  ASSERT_TRUE((*writer)->Append("stored bytes").ok());
+  absl::StatusOr<Digest> digest = (*writer)->Commit(Durability::kDurable);
+  ASSERT_TRUE(digest.ok()) << digest.status();
+  absl::StatusOr<int> fd = store->OpenFd(*digest);
+  ASSERT_TRUE(fd.ok()) << fd.status();
+  std::string out;
+  ASSERT_TRUE(PreadFully(*fd, 0, 100, &out).ok());
+  EXPECT_EQ(out, "stored bytes");
+  eio_fd.store(*fd);
+  const absl::Status s = PreadFully(*fd, 0, 100, &out);
+  eio_fd.store(-1);
+  EXPECT_EQ(s.code(), absl::StatusCode::kDataLoss) << s;
+  EXPECT_NE(s.message().find("Input/output error"), std::string::npos) << s;
+  close(*fd);
 }
 
 }  // namespace

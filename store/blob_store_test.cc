@@ -100,6 +100,8 @@ TEST(BlobStoreTest, RoundTrip) {
   // Several ~1 MiB chunks plus an odd tail.
   std::string data = Pattern((3 << 20) + 12345, 1);
 
+  // Blob files are read-only whatever the umask.
+  const mode_t umask_was = umask(0);
   auto writer = store->NewWriter();
   ASSERT_TRUE(writer.ok()) << writer.status();
   for (size_t off = 0; off < data.size(); off += 1 << 20) {
@@ -123,6 +125,10 @@ TEST(BlobStoreTest, RoundTrip) {
             absl::StrCat(root, "/blobs/sha256/", hex.substr(0, 2), "/", hex));
   EXPECT_EQ(ReadFile(store->PathFor(*digest)), data);
   EXPECT_THAT(FilesUnder(root + "/tmp"), IsEmpty());
+  umask(umask_was);
+  struct stat st;
+  ASSERT_EQ(stat(store->PathFor(*digest).c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 07777, 0444u);
 
   auto size = store->FileSize(*digest);
   ASSERT_TRUE(size.ok());
