@@ -390,6 +390,19 @@ TEST_F(CairnFsTest, TreeWalkNeedsNoLookupPerEntry) {
   EXPECT_GE(again.readdirs - before.readdirs, static_cast<uint64_t>(kDirs));
 }
 
+// Names and symlink targets that are not UTF-8 are served as the archive
+// has them.
+TEST_F(CairnFsTest, NamesThatAreNotUtf8AreServedAsTheyAre) {
+  const Digest d = Push({{"bad\xff", TarEntry::kFile, 0644, "x\n"},
+                         {"link", TarEntry::kSymlink, 0777, "tgt\xfe"}});
+  Mount();
+  EXPECT_EQ(ReadFileText(ByDigest(d) + "/bad\xff"), "x\n");
+  char buf[64];
+  const ssize_t n = readlink((ByDigest(d) + "/link").c_str(), buf, sizeof(buf));
+  ASSERT_GE(n, 0) << strerror(errno);
+  EXPECT_EQ(std::string(buf, n), "tgt\xfe");
+}
+
 // The mount keeps an entry's node only while the kernel holds its inode:
 // once the kernel drops its caches (and sends FORGET), the table shrinks
 // back, and a new walk finds the same inode numbers (a hardlink still its

@@ -31,6 +31,9 @@ std::string BuildTar(const std::vector<TarEntry>& entries,
                      TarCompression compression) {
   archive* a = archive_write_new();
   Check(archive_write_set_format_pax_restricted(a), a, "format");
+  // Names as bytes, whatever the locale (those that are not UTF-8 too).
+  Check(archive_write_set_format_option(a, "pax", "hdrcharset", "BINARY"), a,
+        "hdrcharset");
   switch (compression) {
     case TarCompression::kNone:
       Check(archive_write_add_filter_none(a), a, "filter");
