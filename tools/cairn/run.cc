@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "absl/status/status.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
@@ -53,11 +54,13 @@ absl::StatusOr<std::string> FindMount(const RunArgs& args,
 }
 
 // Replaces the process with `path` and `args`. Returns only on failure.
-absl::Status Exec(const std::string& path, const std::vector<std::string>& args,
-                  const Io& io) {
+// `argv0` is the name the program is run under (multi-call binaries such
+// as busybox choose by it).
+absl::Status Exec(const std::string& path, const std::string& argv0,
+                  const std::vector<std::string>& args, const Io& io) {
   std::vector<std::string> owned;
   owned.reserve(args.size() + 1);
-  owned.push_back(path);
+  owned.push_back(argv0);
   owned.insert(owned.end(), args.begin(), args.end());
   std::vector<char*> argv;
   argv.reserve(owned.size() + 1);
@@ -110,40 +113,72 @@ absl::StatusOr<std::string> PickMount(const v1::ListMountsResponse& mounts) {
       "no Cairn mount known (the daemon serves none): ", kHowToGetAMount));
 }
 
+namespace {
+
+// realpath(3) of `path`, or the errno as a Status naming it; NotFound for
+// ENOENT and ENOTDIR (a component missing or not a directory).
+absl::StatusOr<std::string> RealPath(const std::string& path) {
+  std::unique_ptr<char, decltype(&free)> real(realpath(path.c_str(), nullptr),
+                                              &free);
+  if (real == nullptr) {
+    const int err = errno;
+    if (err == ENOENT || err == ENOTDIR) {
+      return absl::NotFoundError(absl::StrCat(path, " does not exist"));
+    }
+    return absl::ErrnoToStatus(err, absl::StrCat("realpath ", path));
+  }
+  return std::string(real.get());
+}
+
+}  // namespace
+
 absl::StatusOr<std::string> EntryInMount(const std::string& mount,
                                          const std::string& digest,
                                          const std::string& entry) {
   const std::string dir = absl::StrCat(mount, "/by-digest/", digest);
-  struct stat st;
-  if (stat(dir.c_str(), &st) != 0) {
-    const int err = errno;
-    if (err == ENOENT || err == ENOTDIR) {
+  absl::StatusOr<std::string> root = RealPath(dir);
+  if (!root.ok()) {
+    if (absl::IsNotFound(root.status())) {
       return absl::NotFoundError(absl::StrCat(
           dir, " does not exist: is ", mount,
           " a Cairn mount of the daemon the ref was resolved on?"));
     }
-    return absl::ErrnoToStatus(err, absl::StrCat("stat ", dir));
+    return root.status();
   }
   const std::string path = absl::StrCat(dir, "/", entry);
-  if (stat(path.c_str(), &st) != 0) {
-    const int err = errno;
-    if (err == ENOENT || err == ENOTDIR) {
+  // Symlinks (the entry's, or a directory's on the way) are followed, but
+  // only within the artefact: a target outside it (the host's files, or
+  // another artefact through a ref symlink at the top of the mount) would
+  // run something the resolved digest does not pin.
+  absl::StatusOr<std::string> real = RealPath(path);
+  if (!real.ok()) {
+    if (absl::IsNotFound(real.status())) {
       return absl::NotFoundError(absl::StrCat("entry ", entry,
                                               " is not in artefact ", digest,
                                               ": ", path, " does not exist"));
     }
-    return absl::ErrnoToStatus(err, absl::StrCat("stat ", path));
+    return real.status();
+  }
+  if (!absl::StartsWith(*real, absl::StrCat(*root, "/"))) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "entry ", entry, " of artefact ", digest, " resolves to ", *real,
+        ", outside the artefact: cairn run executes only files the resolved "
+        "digest pins"));
+  }
+  struct stat st;
+  if (stat(real->c_str(), &st) != 0) {
+    return absl::ErrnoToStatus(errno, absl::StrCat("stat ", path));
   }
   if (!S_ISREG(st.st_mode)) {
     return absl::FailedPreconditionError(
         absl::StrCat(path, " is not a regular file"));
   }
-  if (access(path.c_str(), X_OK) != 0) {
+  if (access(real->c_str(), X_OK) != 0) {
     return absl::PermissionDeniedError(
         absl::StrCat(path, " is not executable (mode ",
                      absl::StrFormat("%04o", st.st_mode & 07777), ")"));
   }
-  return path;
+  return *real;
 }
 
 int RunRun(const GlobalFlags& flags, const RunArgs& args, const Io& io) {
@@ -215,7 +250,10 @@ int RunRun(const GlobalFlags& flags, const RunArgs& args, const Io& io) {
   absl::StatusOr<std::string> path =
       EntryInMount(*mount, resolved->digest(), entry);
   if (!path.ok()) return ReportError(io, path.status());
-  return ReportError(io, Exec(*path, args.args, io));
+  return ReportError(io, Exec(*path,
+                              absl::StrCat(*mount, "/by-digest/",
+                                           resolved->digest(), "/", entry),
+                              args.args, io));
 }
 
 }  // namespace cli

@@ -50,11 +50,13 @@ absl::StatusOr<std::string> CleanEntryPath(absl::string_view entry);
 // one.
 absl::StatusOr<std::string> PickMount(const v1::ListMountsResponse& mounts);
 
-// <mount>/by-digest/<digest>/<entry>, checked: the artefact's directory
-// exists in the mount, and the entry is an executable regular file
-// (symlinks followed). Errors: NotFound naming the missing path;
-// FailedPrecondition (not a regular file); PermissionDenied (not
-// executable, naming the path and mode); other stat errors naming the path.
+// The file to execute for <mount>/by-digest/<digest>/<entry>, with
+// symlinks resolved (realpath(3)), checked: the artefact's directory exists
+// in the mount, the entry resolves inside it, and to an executable regular
+// file. Errors: NotFound naming the missing path; FailedPrecondition (it
+// resolves outside the artefact, naming where; not a regular file);
+// PermissionDenied (not executable, naming the path and mode); other errors
+// naming the path.
 absl::StatusOr<std::string> EntryInMount(const std::string& mount,
                                          const std::string& digest,
                                          const std::string& entry);

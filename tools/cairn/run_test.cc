@@ -81,7 +81,36 @@ class EntryInMountTest : public ::testing::Test {
 TEST_F(EntryInMountTest, FindsAnExecutable) {
   absl::StatusOr<std::string> path = EntryInMount(mount_, kDigest, "bin/tool");
   ASSERT_TRUE(path.ok()) << path.status();
-  EXPECT_EQ(*path, art_ + "/bin/tool");
+  EXPECT_EQ(*path, fs::canonical(art_ + "/bin/tool").string());
+  // A symlink inside the artefact is followed.
+  fs::create_symlink("tool", art_ + "/bin/alias");
+  path = EntryInMount(mount_, kDigest, "bin/alias");
+  ASSERT_TRUE(path.ok()) << path.status();
+  EXPECT_EQ(*path, fs::canonical(art_ + "/bin/tool").string());
+}
+
+// Symlinks leading out of the artefact (to the host's files, or through the
+// mount's top level into another artefact) are refused: the digest the ref
+// resolved to would not pin what runs.
+TEST_F(EntryInMountTest, RefusesEntriesResolvingOutsideTheArtefact) {
+  const std::string other =
+      mount_ + "/by-digest/sha256:" + std::string(64, '1');
+  fs::create_directories(other + "/bin");
+  std::ofstream(other + "/bin/x") << "#!/bin/sh\n";
+  fs::permissions(other + "/bin/x", fs::perms(0755));
+  fs::create_symlink("/bin/sh", art_ + "/bin/host");
+  fs::create_symlink("../../" + fs::path(other).filename().string() + "/bin/x",
+                     art_ + "/bin/rel");
+  fs::create_symlink(other + "/bin", art_ + "/sbin");
+  for (const char* entry : {"bin/host", "bin/rel", "sbin/x"}) {
+    absl::StatusOr<std::string> r = EntryInMount(mount_, kDigest, entry);
+    EXPECT_EQ(r.status().code(), absl::StatusCode::kFailedPrecondition)
+        << entry << ": " << r.status();
+    EXPECT_THAT(r.status().message(),
+                HasSubstr(absl::StrCat("entry ", entry, " of artefact ",
+                                       kDigest, " resolves to ")));
+    EXPECT_THAT(r.status().message(), HasSubstr("outside the artefact"));
+  }
 }
 
 TEST_F(EntryInMountTest, NamesWhatIsWrong) {
