@@ -353,6 +353,7 @@ absl::StatusOr<v1::WriteResponse> CasClient::Push(const std::string& path,
   // The digest, which FindMissing needs: from the digest cache when the
   // file is unchanged since it was last hashed, else a first pass over the
   // file (the upload's second read is then served from the page cache).
+  const int64_t stat_time = DigestCache::NowNanos();
   struct stat st;
   if (fstat(fd.get(), &st) != 0) return Errno(absl::StrCat("stat ", path));
   const DigestCache cache = DigestCache::Default();
@@ -364,7 +365,7 @@ absl::StatusOr<v1::WriteResponse> CasClient::Push(const std::string& path,
     if (!hashed.ok()) return hashed.status();
     digest = hashed->first;
     size = hashed->second;
-    cache.Store(st, digest);
+    cache.Store(st, stat_time, digest);
   }
   if (options.expect.has_value() && *options.expect != digest) {
     return absl::DataLossError(absl::StrCat(

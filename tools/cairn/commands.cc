@@ -338,10 +338,11 @@ int RunDigest(const GlobalFlags& flags, const std::string& path, const Io& io) {
   // Stamps of the file hashed, taken before hashing: a change while hashing
   // alters ctime, so the cache entry recorded here never matches the
   // changed file (nor another file renamed over the path meanwhile).
+  const int64_t stat_time = DigestCache::NowNanos();
   struct stat st;
   absl::StatusOr<std::pair<Digest, uint64_t>> hashed = HashFile(path, &st);
   if (!hashed.ok()) return ReportError(io, hashed.status());
-  DigestCache::Default().Store(st, hashed->first);
+  DigestCache::Default().Store(st, stat_time, hashed->first);
   if (flags.json) {
     PrintJson(io, {{"digest", hashed->first.ToString()},
                    {"size", hashed->second},

@@ -74,16 +74,21 @@ std::optional<Digest> DigestCache::Lookup(const struct stat& st) const {
   return *digest;
 }
 
-void DigestCache::Store(const struct stat& st, const Digest& digest) const {
-  if (dir_.empty()) return;
-  MakeDirs(dir_);
+int64_t DigestCache::NowNanos() {
   struct timespec now;
   clock_gettime(CLOCK_REALTIME, &now);
+  return Nanos(now);
+}
+
+void DigestCache::Store(const struct stat& st, int64_t stat_time_ns,
+                        const Digest& digest) const {
+  if (dir_.empty()) return;
+  MakeDirs(dir_);
   const std::string path = EntryPath(st);
   const std::string temp = absl::StrCat(path, ".", getpid(), ".tmp");
   {
     std::ofstream out(temp, std::ios::trunc);
-    out << Stamp(st) << " " << Nanos(now) << " " << digest.ToString() << "\n";
+    out << Stamp(st) << " " << stat_time_ns << " " << digest.ToString() << "\n";
     if (!out.good()) {
       std::remove(temp.c_str());
       return;

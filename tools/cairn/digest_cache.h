@@ -44,8 +44,17 @@ class DigestCache {
   // The digest recorded for the file `st` describes, if still valid.
   std::optional<Digest> Lookup(const struct stat& st) const;
 
+  // Nanoseconds since the epoch (CLOCK_REALTIME), for Store's
+  // `stat_time_ns`.
+  static int64_t NowNanos();
+
   // Records that the file `st` describes hashes to `digest`.
-  void Store(const struct stat& st, const Digest& digest) const;
+  // `stat_time_ns` (NowNanos) must be read before the stat(2) that gave
+  // `st`: it is what the racy window is measured from. A time read after
+  // hashing would let a write landing in the stat's timestamp tick, after
+  // its bytes were hashed, pass for clean.
+  void Store(const struct stat& st, int64_t stat_time_ns,
+             const Digest& digest) const;
 
  private:
   std::string EntryPath(const struct stat& st) const;

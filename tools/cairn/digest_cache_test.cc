@@ -50,9 +50,23 @@ class DigestCacheTest : public ::testing::Test {
 TEST_F(DigestCacheTest, FreshEntryIsRacyAndNotTrusted) {
   DigestCache cache(root_ + "/digests");
   const struct stat st = Stat();
-  cache.Store(st, Sha256Of("first content"));
+  cache.Store(st, DigestCache::NowNanos(), Sha256Of("first content"));
   // Recorded within the racy window of the file's ctime.
   EXPECT_FALSE(cache.Lookup(st).has_value());
+}
+
+// The racy window counts from when the file was stat'ed, not from when
+// its (maybe long) hash was stored: a write in the stat's tick after its
+// bytes were hashed would otherwise pass for clean.
+TEST_F(DigestCacheTest, RacyWindowCountsFromTheStat) {
+  DigestCache cache(root_ + "/digests");
+  const struct stat st = Stat();
+  const int64_t ctime = Nanos(st.st_ctim);
+  cache.Store(st, ctime + 1000000, Sha256Of("x"));
+  EXPECT_FALSE(cache.Lookup(st).has_value());
+  cache.Store(st, ctime + (DigestCache::kRacyWindowSeconds + 1) * 1000000000,
+              Sha256Of("x"));
+  EXPECT_EQ(cache.Lookup(st), Sha256Of("x"));
 }
 
 TEST_F(DigestCacheTest, SettledEntryIsTrustedUntilTheFileChanges) {
@@ -75,7 +89,7 @@ TEST_F(DigestCacheTest, SettledEntryIsTrustedUntilTheFileChanges) {
 
 TEST_F(DigestCacheTest, DisabledAndCorruptCachesMiss) {
   DigestCache disabled("");
-  disabled.Store(Stat(), Sha256Of("x"));
+  disabled.Store(Stat(), DigestCache::NowNanos(), Sha256Of("x"));
   EXPECT_FALSE(disabled.Lookup(Stat()).has_value());
   const struct stat st = Stat();
   std::filesystem::create_directories(root_ + "/digests");
