@@ -43,7 +43,15 @@ void InstallRemoveOnSignal() {
   std::memset(&sa, 0, sizeof(sa));
   sa.sa_handler = Handle;
   sigemptyset(&sa.sa_mask);
-  for (int sig : {SIGINT, SIGTERM, SIGHUP}) sigaction(sig, &sa, nullptr);
+  for (int sig : {SIGINT, SIGTERM, SIGHUP}) {
+    // A signal the parent ignores (nohup; SIGINT in background jobs) stays
+    // ignored, here and in programs `cairn run` execs.
+    struct sigaction old;
+    if (sigaction(sig, nullptr, &old) == 0 && old.sa_handler == SIG_IGN) {
+      continue;
+    }
+    sigaction(sig, &sa, nullptr);
+  }
   installed.store(true, std::memory_order_release);
 }
 

@@ -23,8 +23,9 @@
 
 namespace cairn {
 
-// Installs the handler for SIGINT, SIGTERM and SIGHUP. Call once, before
-// any thread starts.
+// Installs the handler for SIGINT, SIGTERM and SIGHUP, except for those
+// the process inherited as ignored (nohup, background jobs): they stay
+// ignored. Call once, before any thread starts.
 void InstallRemoveOnSignal();
 
 class RemoveOnSignal {

@@ -57,6 +57,29 @@ TEST(RemoveOnSignalTest, RegisteredFilesGoAndTheSignalStillKills) {
   }
 }
 
+// A signal inherited as ignored (nohup) stays ignored: the file stays and
+// the process lives on, and an exec'd program inherits the SIG_IGN.
+TEST(RemoveOnSignalTest, InheritedIgnoredSignalsStayIgnored) {
+  const std::string path = TestPath("nohup");
+  const pid_t pid = fork();
+  if (pid == 0) {
+    signal(SIGHUP, SIG_IGN);
+    InstallRemoveOnSignal();
+    std::ofstream(path) << "partial";
+    RemoveOnSignal registered(path);
+    raise(SIGHUP);
+    struct sigaction now;
+    sigaction(SIGHUP, nullptr, &now);
+    _exit(now.sa_handler == SIG_IGN ? 0 : 3);
+  }
+  int status = 0;
+  waitpid(pid, &status, 0);
+  ASSERT_TRUE(WIFEXITED(status)) << "status " << status;
+  EXPECT_EQ(WEXITSTATUS(status), 0);
+  EXPECT_TRUE(Exists(path));
+  unlink(path.c_str());
+}
+
 TEST(RemoveOnSignalTest, WithoutInstallNothingIsRegistered) {
   // Only the parent runs this: no handler here, so registering is a no-op
   // that must not crash or touch the file.
