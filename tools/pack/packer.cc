@@ -10,6 +10,7 @@
 #include <sys/stat.h>
 #include <sys/types.h>
 #include <unistd.h>
+#include <zlib.h>
 
 #include <algorithm>
 #include <atomic>
@@ -611,6 +612,31 @@ class Checker {
   absl::Status Run(TarStream& tar);
 
  private:
+  // cairn pack ends the tar stream with the end-of-archive marker: record
+  // padding (tar's 10240-byte records) is another digest for the same
+  // tree, anything else is refused by cairnd.
+  absl::Status CheckAfterTheEnd(TarStream& tar) {
+    const uint64_t end = tar.offset();
+    char block[kTarBlock];
+    bool data = false;
+    for (;;) {
+      absl::StatusOr<size_t> got = tar.Read(block, kTarBlock);
+      if (!got.ok()) return got.status();
+      if (*got == 0) break;
+      std::memset(block + *got, 0, kTarBlock - *got);
+      data = data || !AllZero(block);
+    }
+    if (data) {
+      Report(absl::StrCat("data after the end-of-archive marker at tar offset ",
+                          end, " (cairnd refuses such archives)"));
+    } else if (tar.offset() > end) {
+      Report(absl::StrCat(tar.offset() - end,
+                          " bytes of zero padding after the end-of-archive "
+                          "marker, want none"));
+    }
+    return absl::OkStatus();
+  }
+
   // Owner, time and format fields every header must have, as issues.
   void CheckCommonFields(const Header& h, absl::string_view what,
                          std::vector<std::string>* issues) {
@@ -730,6 +756,8 @@ absl::Status Checker::Run(TarStream& tar) {
                             header_offset));
       } else if (*got != kTarBlock) {
         Report("archive ends after one zero block, want two");
+      } else {
+        CAIRN_RETURN_IF_ERROR(CheckAfterTheEnd(tar));
       }
       break;
     }
@@ -1063,6 +1091,52 @@ absl::Status PackDirectory(const std::string& dir, const std::string& out_path,
   return PackDirectoryWithResult(dir, out_path, options).status();
 }
 
+// Reports bytes after the first gzip member of file `fd` (RFC 1952): a
+// second member (gzip -d and cairnd read it on) or other trailing bytes
+// (cairnd refuses them); cairn pack writes one member ending the file.
+// zlib's inflate stops at the member's end, which libarchive's gzip reader
+// would read past. Read errors and corrupt or truncated data are left to
+// the tar pass, which reports them.
+void CheckGzipMembers(int fd, Checker* checker) {
+  z_stream zs;
+  std::memset(&zs, 0, sizeof(zs));
+  if (inflateInit2(&zs, 16 + MAX_WBITS) != Z_OK) return;
+  std::vector<unsigned char> in(1 << 18), out(1 << 18);
+  uint64_t read_to = 0;  // File offset read up to.
+  bool member_end = false;
+  while (!member_end) {
+    if (zs.avail_in == 0) {
+      ssize_t n;
+      do {
+        n = pread(fd, in.data(), in.size(), static_cast<off_t>(read_to));
+      } while (n < 0 && errno == EINTR);
+      if (n <= 0) break;
+      read_to += static_cast<uint64_t>(n);
+      zs.next_in = in.data();
+      zs.avail_in = static_cast<uInt>(n);
+    }
+    zs.next_out = out.data();
+    zs.avail_out = static_cast<uInt>(out.size());
+    const int r = inflate(&zs, Z_NO_FLUSH);
+    if (r == Z_STREAM_END) {
+      member_end = true;
+    } else if (r != Z_OK && r != Z_BUF_ERROR) {
+      break;
+    }
+  }
+  const uint64_t end = read_to - zs.avail_in;
+  inflateEnd(&zs);
+  struct stat st;
+  if (!member_end || fstat(fd, &st) != 0) return;
+  const uint64_t size = static_cast<uint64_t>(st.st_size);
+  if (size > end) {
+    checker->Report(absl::StrCat(
+        size - end, " bytes after the gzip member ending at file offset ", end,
+        " (another member or trailing data), want one member ending the "
+        "file"));
+  }
+}
+
 absl::StatusOr<CheckResult> CheckArchive(const std::string& path) {
   UniqueFd fd(open(path.c_str(), O_RDONLY | O_CLOEXEC));
   if (fd.get() < 0) return ErrnoError(errno, absl::StrCat("check: ", path));
@@ -1108,6 +1182,8 @@ absl::StatusOr<CheckResult> CheckArchive(const std::string& path) {
     checker.Report(absl::StrCat("archive is compressed with ",
                                 result.compression, ", want gzip"));
   }
+
+  if (gzip) CheckGzipMembers(fd.get(), &checker);
 
   TarStream tar(a.get());
   absl::Status status = checker.Run(tar);

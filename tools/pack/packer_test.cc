@@ -29,6 +29,7 @@ namespace cairn {
 namespace {
 
 using ::testing::AllOf;
+using ::testing::Contains;
 using ::testing::ElementsAre;
 using ::testing::HasSubstr;
 using ::testing::IsEmpty;
@@ -630,6 +631,47 @@ TEST(CheckArchiveTest, PlainTarIsReadButReported) {
   EXPECT_THAT(check->reasons,
               ElementsAre("archive is not compressed, want gzip"));
   EXPECT_EQ(check->entries, 10u);
+}
+
+// What follows the end-of-archive marker, and the gzip member: cairn pack
+// writes neither padding nor a second member, so either is reported.
+TEST(CheckArchiveTest, BytesAfterTheEndAreReported) {
+  const std::string dir = TestDir("check_after_end");
+  BuildTree(dir + "/tree", 0);
+  const std::string out = dir + "/out.tar.gz";
+  ASSERT_TRUE(PackDirectory(dir + "/tree", out).ok());
+  auto sh = [](const std::string& command) {
+    ASSERT_EQ(system(command.c_str()), 0) << command;
+  };
+  auto reasons = [](const std::string& path) {
+    absl::StatusOr<CheckResult> check = CheckArchive(path);
+    EXPECT_TRUE(check.ok()) << check.status();
+    return check.ok() ? check->reasons : std::vector<std::string>{"error"};
+  };
+  sh("gzip -dc " + out + " > " + dir + "/plain.tar");
+  // Record padding, as `tar` writes it.
+  sh("cd " + dir + " && (cat plain.tar; head -c 9216 /dev/zero) | gzip -n > " +
+     "pad.tar.gz");
+  EXPECT_THAT(reasons(dir + "/pad.tar.gz"),
+              ElementsAre("9216 bytes of zero padding after the "
+                          "end-of-archive marker, want none"));
+  sh("cd " + dir + " && (cat plain.tar; echo hidden) | gzip -n > data.tar.gz");
+  EXPECT_THAT(reasons(dir + "/data.tar.gz"),
+              ElementsAre(HasSubstr("data after the end-of-archive marker")));
+  // A second gzip member; then bytes that are no gzip at all.
+  const uint64_t size = std::filesystem::file_size(out);
+  sh("cd " + dir + " && (cat out.tar.gz; echo x | gzip -n) > two.tar.gz");
+  EXPECT_THAT(reasons(dir + "/two.tar.gz"),
+              Contains(HasSubstr(
+                  absl::StrCat(" bytes after the gzip member ending at "
+                               "file offset ",
+                               size,
+                               " (another member or trailing data), want "
+                               "one member ending the file"))));
+  sh("cd " + dir + " && (cat out.tar.gz; echo junk) > junk.tar.gz");
+  EXPECT_THAT(reasons(dir + "/junk.tar.gz"),
+              Contains(HasSubstr("5 bytes after the gzip member")));
+  EXPECT_THAT(reasons(out), IsEmpty());
 }
 
 TEST(CheckArchiveTest, PaxExtendedKeysAreReported) {
