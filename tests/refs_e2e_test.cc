@@ -590,6 +590,17 @@ TEST_F(RefsE2eTest, IfGenerationIsCompareAndSwap) {
            "ABORTED");
   EXPECT_EQ(Resolve("tool@ci", kAmd64)["digest"], b.digest);
 
+  // Generations are decimal: not octal, hex, signed or out of range
+  // (usage errors, exit 2, before any request).
+  for (const char* bad : {"-1", "0x3", "1e3", "18446744073709551616", ""}) {
+    CommandResult r = Cli({"rm", "tool@ci", "--if-generation", bad});
+    EXPECT_EQ(r.exit_code, 2) << bad << ": " << r.Describe();
+    EXPECT_THAT(r.stderr_text, HasSubstr("want a decimal number")) << bad;
+  }
+  // A leading zero is decimal too: 010 is 10, not 8.
+  EXPECT_THAT(CliFails({"rm", "tool@ci", "--if-generation", "010"}, "ABORTED"),
+              HasSubstr("if_generation 10"));
+
   // Deleting a branch takes the same guard.
   CliFails({"rm", "tool@ci", "--if-generation", "1"}, "ABORTED");
   CommandResult rm = Cli({"rm", "tool@ci", "--if-generation", "2"});

@@ -15,10 +15,34 @@
 #include <vector>
 
 #include "CLI/CLI.hpp"
+#include "absl/strings/numbers.h"
 #include "tools/cairn/commands.h"
 #include "tools/cairn/mounts.h"
 #include "tools/cairn/run.h"
 #include "tools/cleanup/remove_on_signal.h"
+
+namespace {
+
+// A generation: decimal digits only. CLI11's own conversion takes "010" as
+// octal, "0x9" as hex and "-1" as 2^64-1.
+CLI::Validator DecimalUint64() {
+  return CLI::Validator(
+      [](std::string& text) -> std::string {
+        uint64_t value = 0;
+        if (text.empty() ||
+            text.find_first_not_of("0123456789") != std::string::npos ||
+            !absl::SimpleAtoi(text, &value)) {
+          return "want a decimal number from 0 to 18446744073709551615, got "
+                 "\"" +
+                 text + "\"";
+        }
+        text = std::to_string(value);  // No leading zero left for CLI11.
+        return std::string();
+      },
+      "", "decimal");
+}
+
+}  // namespace
 
 int main(int argc, char** argv) {
   using cairn::cli::GlobalFlags;
@@ -99,6 +123,7 @@ int main(int argc, char** argv) {
                        "Only if the branch is at this generation (0: it "
                        "must not exist); else ABORTED")
           ->type_name("N")
+          ->transform(DecimalUint64())
           ->needs(push_ref_opt);
   bool push_no_wait = false;
   push->add_flag("--no-wait", push_no_wait,
@@ -204,7 +229,8 @@ int main(int argc, char** argv) {
   CLI::Option* rm_if_generation_opt =
       rm->add_option("--if-generation", rm_if_generation,
                      "Only if the branch is at this generation; else ABORTED")
-          ->type_name("N");
+          ->type_name("N")
+          ->transform(DecimalUint64());
 
   std::string digest_file;
   CLI::App* digest = app.add_subcommand(
