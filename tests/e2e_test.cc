@@ -872,6 +872,29 @@ TEST_F(E2eTest, CliErrorsNameTheCode) {
   CommandResult bad = Cli({"pull", "sha256:NOTHEX", "-o", work_ + "/x"});
   EXPECT_NE(bad.exit_code, 0);
   EXPECT_THAT(bad.stderr_text, HasSubstr("cairn: error: INVALID_ARGUMENT"));
+
+  // In a shell: "-o -" from the work directory, and stdout on /dev/full.
+  absl::StatusOr<std::string> cairn = RunfilePath("tools/cairn/cairn");
+  ASSERT_TRUE(cairn.ok()) << cairn.status();
+  auto sh = [&](const std::string& command) {
+    absl::StatusOr<CommandResult> r =
+        RunCommand({"/bin/sh", "-c",
+                    absl::StrCat("cd ", work_, " && ", *cairn, " --server ",
+                                 daemon_->address(), " ", command)});
+    EXPECT_TRUE(r.ok()) << r.status();
+    return r.ok() ? *r : CommandResult{};
+  };
+  // "-o -" is refused, not written as a file named "-".
+  CommandResult dash = sh(absl::StrCat("pull ", DigestOf("x"), " -o -"));
+  EXPECT_EQ(dash.exit_code, 2) << dash.Describe();
+  EXPECT_THAT(dash.stderr_text,
+              HasSubstr("-o - (standard output) is not supported"));
+  struct stat st;
+  EXPECT_NE(lstat((work_ + "/-").c_str(), &st), 0);
+  // Output the shell cannot take fails the command.
+  CommandResult full = sh("digest /proc/self/exe > /dev/full");
+  EXPECT_EQ(full.exit_code, 1) << full.Describe();
+  EXPECT_THAT(full.stderr_text, HasSubstr("cannot write standard output"));
 }
 
 }  // namespace

@@ -72,7 +72,9 @@ absl::Status WriteFull(int fd, const std::string& data,
 }
 
 absl::StatusOr<int> OpenRegular(const std::string& path, uint64_t* size) {
-  int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  // O_NONBLOCK: opening a FIFO without a writer would wait for one; the
+  // type is checked below, and regular files ignore the flag.
+  int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK);
   if (fd < 0) return Errno(path);
   struct stat st;
   if (fstat(fd, &st) != 0) {

@@ -454,6 +454,11 @@ TEST(ClientTest, HashFile) {
   EXPECT_EQ(HashFile(dir + "/nope").status().code(),
             absl::StatusCode::kNotFound);
   EXPECT_EQ(HashFile(dir).status().code(), absl::StatusCode::kInvalidArgument);
+  // A FIFO nobody writes to is refused, not waited on.
+  ASSERT_EQ(mkfifo((dir + "/fifo").c_str(), 0600), 0) << strerror(errno);
+  r = HashFile(dir + "/fifo");
+  EXPECT_EQ(r.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(r.status().message(), HasSubstr("is not a regular file"));
 }
 
 // Two stages: one collects, one hashes (the shape Pull uses).

@@ -48,6 +48,23 @@ absl::StatusOr<std::unique_ptr<CasClient>> Connect(const GlobalFlags& flags) {
   return CasClient::Create(options);
 }
 
+// -o FILE: required, and "-" (standard output) is not supported: refused
+// rather than written as a file named "-".
+absl::Status CheckOutputArg(absl::string_view command,
+                            const std::string& output) {
+  if (output.empty()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(command, ": -o FILE is required"));
+  }
+  if (output == "-") {
+    return absl::InvalidArgumentError(
+        absl::StrCat(command,
+                     ": -o - (standard output) is not supported; name a file "
+                     "(./- for one called \"-\")"));
+  }
+  return absl::OkStatus();
+}
+
 void PrintJson(const Io& io, const nlohmann::ordered_json& j) {
   // Invalid UTF-8 (e.g. raw file names) is replaced, never thrown on.
   *io.out << j.dump(2, ' ', false,
@@ -173,10 +190,8 @@ int ReportError(const Io& io, const absl::Status& status, int exit_code) {
 
 int RunPack(const GlobalFlags& flags, const std::string& dir,
             const std::string& output, const Io& io) {
-  if (output.empty()) {
-    return ReportError(io,
-                       absl::InvalidArgumentError("pack: -o FILE is required"),
-                       kExitUsage);
+  if (absl::Status s = CheckOutputArg("pack", output); !s.ok()) {
+    return ReportError(io, s, kExitUsage);
   }
   absl::StatusOr<PackResult> result = PackDirectoryWithResult(dir, output);
   if (!result.ok()) return ReportError(io, result.status());
@@ -308,10 +323,8 @@ int RunPull(const GlobalFlags& flags, const std::string& digest_text,
             const std::string& output, const Io& io, bool fsync_output) {
   absl::StatusOr<Digest> digest = ParseDigestArg("DIGEST", digest_text);
   if (!digest.ok()) return ReportError(io, digest.status(), kExitUsage);
-  if (output.empty()) {
-    return ReportError(io,
-                       absl::InvalidArgumentError("pull: -o FILE is required"),
-                       kExitUsage);
+  if (absl::Status s = CheckOutputArg("pull", output); !s.ok()) {
+    return ReportError(io, s, kExitUsage);
   }
   absl::StatusOr<std::unique_ptr<CasClient>> client = Connect(flags);
   if (!client.ok()) return ReportError(io, client.status(), kExitUsage);
@@ -612,10 +625,8 @@ int RunPullTarget(const GlobalFlags& flags, const std::string& target,
   }
   absl::StatusOr<v1::ResolveRequest> request = ResolveRequestFor(target, args);
   if (!request.ok()) return ReportError(io, request.status(), kExitUsage);
-  if (output.empty()) {
-    return ReportError(io,
-                       absl::InvalidArgumentError("pull: -o FILE is required"),
-                       kExitUsage);
+  if (absl::Status s = CheckOutputArg("pull", output); !s.ok()) {
+    return ReportError(io, s, kExitUsage);
   }
   absl::StatusOr<Connection> c = ConnectRefs(flags);
   if (!c.ok()) return ReportError(io, c.status(), kExitUsage);

@@ -310,53 +310,64 @@ int main(int argc, char** argv) {
 
   cairn::cli::Io io{&std::cout, &std::cerr,
                     /*progress=*/isatty(STDERR_FILENO) == 1 && !flags.quiet};
-  if (*pack) {
-    if (pack_check) return cairn::cli::RunPackCheck(flags, pack_path, io);
-    return cairn::cli::RunPack(flags, pack_path, pack_output, io);
-  }
-  if (*push) {
-    std::optional<cairn::cli::PushRef> ref;
-    if (push_ref_opt->count() > 0) {
-      ref = cairn::cli::PushRef{push_ref, push_arch, std::nullopt};
-      if (push_if_generation_opt->count() > 0) {
-        ref->if_generation = push_if_generation;
-      }
+  auto dispatch = [&]() -> int {
+    if (*pack) {
+      if (pack_check) return cairn::cli::RunPackCheck(flags, pack_path, io);
+      return cairn::cli::RunPack(flags, pack_path, pack_output, io);
     }
-    return cairn::cli::RunPush(flags, push_file, push_expect, ref, push_no_wait,
-                               io);
+    if (*push) {
+      std::optional<cairn::cli::PushRef> ref;
+      if (push_ref_opt->count() > 0) {
+        ref = cairn::cli::PushRef{push_ref, push_arch, std::nullopt};
+        if (push_if_generation_opt->count() > 0) {
+          ref->if_generation = push_if_generation;
+        }
+      }
+      return cairn::cli::RunPush(flags, push_file, push_expect, ref,
+                                 push_no_wait, io);
+    }
+    if (*pull) {
+      return cairn::cli::RunPullTarget(flags, pull_target,
+                                       {pull_arch, pull_allow_yanked},
+                                       pull_output, io, pull_fsync);
+    }
+    if (*release) {
+      return cairn::cli::RunRelease(flags, release_ref, release_slots, io);
+    }
+    if (*promote) {
+      return cairn::cli::RunPromote(flags, promote_branch, promote_release,
+                                    promote_expected, io);
+    }
+    if (*resolve) {
+      return cairn::cli::RunResolve(flags, resolve_ref,
+                                    {resolve_arch, resolve_allow_yanked}, io);
+    }
+    if (*ls) return cairn::cli::RunList(flags, ls_prefix, ls_kind, io);
+    if (*history) return cairn::cli::RunHistory(flags, history_ref, io);
+    if (*yank) return cairn::cli::RunYank(flags, yank_ref, yank_reason, io);
+    if (*rm) {
+      std::optional<uint64_t> if_generation;
+      if (rm_if_generation_opt->count() > 0) if_generation = rm_if_generation;
+      return cairn::cli::RunDelete(flags, rm_ref, if_generation, io);
+    }
+    if (*digest) return cairn::cli::RunDigest(flags, digest_file, io);
+    if (*stat) return cairn::cli::RunStat(flags, stat_digest, stat_wait, io);
+    if (*inspect) return cairn::cli::RunInspect(flags, inspect_digest, io);
+    if (*run) return cairn::cli::RunRun(flags, run_args, io);
+    if (*mount) {
+      return cairn::cli::RunMount(flags, mount_dir, mount_allow_other, io);
+    }
+    if (*umount) return cairn::cli::RunUmount(flags, umount_dir, io);
+    if (*mounts) return cairn::cli::RunMounts(flags, io);
+    return kExitUsage;  // Unreachable: require_subcommand(1).
+  };
+  const int code = dispatch();
+  // Output the shell could not take (a full disk, a closed pipe) is a
+  // failure, not a success with nothing printed.
+  std::cout.flush();
+  if (code == cairn::cli::kExitOk && !std::cout.good()) {
+    std::cerr << "cairn: error: cannot write standard output\n";
+    return cairn::cli::kExitFailure;
   }
-  if (*pull) {
-    return cairn::cli::RunPullTarget(flags, pull_target,
-                                     {pull_arch, pull_allow_yanked},
-                                     pull_output, io, pull_fsync);
-  }
-  if (*release) {
-    return cairn::cli::RunRelease(flags, release_ref, release_slots, io);
-  }
-  if (*promote) {
-    return cairn::cli::RunPromote(flags, promote_branch, promote_release,
-                                  promote_expected, io);
-  }
-  if (*resolve) {
-    return cairn::cli::RunResolve(flags, resolve_ref,
-                                  {resolve_arch, resolve_allow_yanked}, io);
-  }
-  if (*ls) return cairn::cli::RunList(flags, ls_prefix, ls_kind, io);
-  if (*history) return cairn::cli::RunHistory(flags, history_ref, io);
-  if (*yank) return cairn::cli::RunYank(flags, yank_ref, yank_reason, io);
-  if (*rm) {
-    std::optional<uint64_t> if_generation;
-    if (rm_if_generation_opt->count() > 0) if_generation = rm_if_generation;
-    return cairn::cli::RunDelete(flags, rm_ref, if_generation, io);
-  }
-  if (*digest) return cairn::cli::RunDigest(flags, digest_file, io);
-  if (*stat) return cairn::cli::RunStat(flags, stat_digest, stat_wait, io);
-  if (*inspect) return cairn::cli::RunInspect(flags, inspect_digest, io);
-  if (*run) return cairn::cli::RunRun(flags, run_args, io);
-  if (*mount) {
-    return cairn::cli::RunMount(flags, mount_dir, mount_allow_other, io);
-  }
-  if (*umount) return cairn::cli::RunUmount(flags, umount_dir, io);
-  if (*mounts) return cairn::cli::RunMounts(flags, io);
-  return kExitUsage;  // Unreachable: require_subcommand(1).
+  return code;
 }
