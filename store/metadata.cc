@@ -442,10 +442,16 @@ class MetadataDbImpl : public MetadataDb {
   }
 
   absl::Status ListAllFiles(
-      const Digest& artefact,
+      const Digest& artefact, absl::string_view start_after,
       const std::function<bool(absl::string_view path,
                                const store::FileRecord&)>& fn) const override {
     std::string prefix(artefact.raw());
+    std::string start = prefix;
+    if (!start_after.empty()) {
+      // The smallest key after the entry's (no name holds a NUL).
+      start = FileKey(artefact, start_after);
+      start.push_back('\0');
+    }
     std::optional<std::string> upper = PrefixSuccessor(prefix);
     rocksdb::Slice upper_slice;
     rocksdb::ReadOptions options;
@@ -456,7 +462,7 @@ class MetadataDbImpl : public MetadataDb {
     options.prefix_same_as_start = true;
     std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(options, files_));
     std::string path;
-    for (it->Seek(prefix); it->Valid(); it->Next()) {
+    for (it->Seek(start); it->Valid(); it->Next()) {
       absl::string_view key = ToView(it->key());
       if (key.substr(0, prefix.size()) != prefix) break;
       absl::string_view dir, name;

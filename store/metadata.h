@@ -118,9 +118,13 @@ class MetadataDb {
                                const store::FileRecord&)>& fn) const = 0;
 
   // Calls fn(path, record) for every entry of the artefact, grouped by
-  // directory (key order). Stops early when fn returns false.
+  // directory (key order), starting after the entry at path `start_after`
+  // ("" = from the first; the listing resumes there even if that entry is
+  // gone). Stops early when fn returns false. The RocksDB iterator lives
+  // for this call only: callers that pause between pages (a slow client)
+  // list a page per call and pin nothing meanwhile.
   virtual absl::Status ListAllFiles(
-      const Digest& artefact,
+      const Digest& artefact, absl::string_view start_after,
       const std::function<bool(absl::string_view path,
                                const store::FileRecord&)>& fn) const = 0;
 

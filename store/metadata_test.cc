@@ -88,11 +88,12 @@ class MetadataTest : public ::testing::Test {
     return names;
   }
 
-  std::vector<std::string> ListAll(const Digest& artefact,
-                                   int limit = 1 << 30) {
+  std::vector<std::string> ListAll(const Digest& artefact, int limit = 1 << 30,
+                                   const std::string& start_after = "") {
     std::vector<std::string> paths;
     absl::Status s = db_->ListAllFiles(
-        artefact, [&](absl::string_view path, const store::FileRecord&) {
+        artefact, start_after,
+        [&](absl::string_view path, const store::FileRecord&) {
           paths.emplace_back(path);
           return static_cast<int>(paths.size()) < limit;
         });
@@ -262,6 +263,12 @@ TEST_F(MetadataTest, ListAllFiles) {
   EXPECT_THAT(ListAll(d, 2), ElementsAre("a", "b"));
   EXPECT_THAT(ListAll(next), ElementsAre("a", "zzz"));
   EXPECT_THAT(ListAll(Sha256Of("none")), IsEmpty());
+  // Resumed after an entry, page by page: every entry once, in order.
+  EXPECT_THAT(ListAll(d, 2, "b"), ElementsAre("a/b", "a/x"));
+  EXPECT_THAT(ListAll(d, 2, "a/x"), ElementsAre("a/b/c"));
+  EXPECT_THAT(ListAll(d, 2, "a/b/c"), IsEmpty());
+  EXPECT_THAT(ListAll(d, 9, "a/a"), ElementsAre("a/b", "a/x", "a/b/c"));
+  EXPECT_THAT(ListAll(next, 9, "a"), ElementsAre("zzz"));
 }
 
 TEST_F(MetadataTest, DeleteFilesOnlyTouchesThatArtefact) {

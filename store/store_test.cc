@@ -931,7 +931,7 @@ TEST_F(StoreTest, AllCompressionsGiveTheSameIndex) {
     ASSERT_TRUE(r.ok()) << r.status();
     std::vector<std::string> listing;
     ASSERT_TRUE(store_->metadata()
-                    .ListAllFiles(r->digest,
+                    .ListAllFiles(r->digest, "",
                                   [&](absl::string_view path,
                                       const store::FileRecord& rec) {
                                     listing.push_back(std::string(path) + " " +

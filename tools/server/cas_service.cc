@@ -419,50 +419,53 @@ grpc::Status CasService::ListFiles(
     return true;
   };
 
-  absl::Status list_status = db.ListAllFiles(
-      *digest,
-      [&](absl::string_view path, const store::FileRecord& record) -> bool {
-        v1::FileEntry* e = batch.add_entries();
-        e->set_path(path.data(), path.size());
-        e->set_type(ToApiType(record.type()));
-        e->set_mode(record.mode());
-        e->set_size(record.size());
-        if (!record.content_digest().empty()) {
-          absl::StatusOr<Digest> content =
-              Digest::FromRaw(record.content_digest());
-          if (!content.ok()) {
-            stream_status = absl::DataLossError(absl::StrCat(
-                "ListFiles of ", name, ": corrupt file record for \"", path,
-                "\": ", content.status().message()));
-            return false;
+  // A page per ListAllFiles call: its iterator is gone before the page is
+  // written, so a client that reads slowly (or not at all) pins no RocksDB
+  // version, however long the stream stays open. The pages make one
+  // listing: a complete index is never changed.
+  std::string last;  // Path of the last entry listed.
+  for (;;) {
+    bool full = false;
+    absl::Status list_status = db.ListAllFiles(
+        *digest, last,
+        [&](absl::string_view path, const store::FileRecord& record) -> bool {
+          last.assign(path.data(), path.size());
+          v1::FileEntry* e = batch.add_entries();
+          e->set_path(path.data(), path.size());
+          e->set_type(ToApiType(record.type()));
+          e->set_mode(record.mode());
+          e->set_size(record.size());
+          if (!record.content_digest().empty()) {
+            absl::StatusOr<Digest> content =
+                Digest::FromRaw(record.content_digest());
+            if (!content.ok()) {
+              stream_status = absl::DataLossError(absl::StrCat(
+                  "ListFiles of ", name, ": corrupt file record for \"", path,
+                  "\": ", content.status().message()));
+              return false;
+            }
+            e->set_content_digest(content->ToString());
+          } else {
+            e->clear_content_digest();
           }
-          e->set_content_digest(content->ToString());
-        } else {
-          e->clear_content_digest();
-        }
-        e->set_link_target(record.link_target());
-        batch_bytes += path.size() + record.link_target().size() + 96;
-        if (batch.entries_size() >= static_cast<int>(kListBatchEntries) ||
-            batch_bytes >= kListBatchBytes) {
-          if (!flush()) {
-            stream_status = absl::CancelledError(
-                absl::StrCat("ListFiles of ", name, ": client went away after ",
-                             sent, " entries"));
-            return false;
-          }
-          if (context->IsCancelled()) {
-            stream_status = absl::CancelledError(absl::StrCat(
-                "ListFiles of ", name, ": cancelled after ", sent, " entries"));
-            return false;
-          }
-        }
-        return true;
-      });
-  if (!stream_status.ok()) return Fail(stream_status);
-  if (!list_status.ok()) return Fail(WithContext(list_status, "ListFiles"));
-  if (!flush()) {
-    return Fail(absl::CancelledError(absl::StrCat(
-        "ListFiles of ", name, ": client went away after ", sent, " entries")));
+          e->set_link_target(record.link_target());
+          batch_bytes += path.size() + record.link_target().size() + 96;
+          full = batch.entries_size() >= static_cast<int>(kListBatchEntries) ||
+                 batch_bytes >= kListBatchBytes;
+          return !full;
+        });
+    if (!stream_status.ok()) return Fail(stream_status);
+    if (!list_status.ok()) return Fail(WithContext(list_status, "ListFiles"));
+    if (!flush()) {
+      return Fail(absl::CancelledError(absl::StrCat("ListFiles of ", name,
+                                                    ": client went away after ",
+                                                    sent, " entries")));
+    }
+    if (!full) break;
+    if (context->IsCancelled()) {
+      return Fail(absl::CancelledError(absl::StrCat(
+          "ListFiles of ", name, ": cancelled after ", sent, " entries")));
+    }
   }
   return grpc::Status::OK;
 }
