@@ -166,13 +166,14 @@ class TreePacker {
         before_read_(std::move(before_read)),
         buffer_(kReadBufferBytes) {}
 
-  absl::Status Run() { return PackDir("", nullptr); }
+  absl::Status Run() { return PackDir("", "", nullptr, AT_FDCWD); }
   const PackResult& result() const { return result_; }
 
  private:
   struct Child {
-    std::string key;  // Name, plus "/" for directories: the sort key.
-    std::string rel;  // Path relative to the root, without trailing "/".
+    std::string key;   // Name, plus "/" for directories: the sort key.
+    std::string name;  // In its directory.
+    std::string rel;   // Path relative to the root, without trailing "/".
     struct stat st;
   };
 
@@ -191,14 +192,21 @@ class TreePacker {
   // as its parent's listing stat'ed it (null for the root, which may be a
   // symlink to a directory); the one opened must be that very directory,
   // never a symlink swapped in since, which would pack files from outside
-  // the tree.
-  absl::Status PackDir(const std::string& rel_dir, const struct stat* listed) {
+  // the tree. Children are opened relative to their directory's fd (`name`
+  // in `parent_fd`; the root by its path), so no path is longer than a
+  // name and trees deeper than PATH_MAX pack.
+  absl::Status PackDir(const std::string& rel_dir, const std::string& name,
+                       const struct stat* listed, int parent_fd) {
     const std::string full = FullPath(rel_dir);
     std::vector<Child> children;
+    std::unique_ptr<DIR, DirClose> dir;
     {
       if (listed != nullptr && before_read_) before_read_(rel_dir);
-      UniqueFd opened(open(full.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC |
-                                             (listed ? O_NOFOLLOW : 0)));
+      UniqueFd opened(
+          listed == nullptr
+              ? open(full.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+              : openat(parent_fd, name.c_str(),
+                       O_RDONLY | O_DIRECTORY | O_CLOEXEC | O_NOFOLLOW));
       if (opened.get() < 0) {
         // Listed as a directory, now something else (a symlink: ELOOP or
         // ENOTDIR with O_NOFOLLOW | O_DIRECTORY).
@@ -217,7 +225,7 @@ class TreePacker {
         return absl::AbortedError(
             absl::StrCat("pack: ", full, " was replaced while being packed"));
       }
-      std::unique_ptr<DIR, DirClose> dir(fdopendir(opened.get()));
+      dir.reset(fdopendir(opened.get()));
       if (dir == nullptr) {
         return ErrnoError(errno, absl::StrCat("pack: open directory ", full));
       }
@@ -236,6 +244,7 @@ class TreePacker {
         const absl::string_view name = de->d_name;
         if (name == "." || name == "..") continue;
         Child child;
+        child.name = std::string(name);
         child.rel = rel_dir.empty() ? std::string(name)
                                     : absl::StrCat(rel_dir, "/", name);
         if (fstatat(dfd, de->d_name, &child.st, AT_SYMLINK_NOFOLLOW) != 0) {
@@ -251,11 +260,14 @@ class TreePacker {
     // (unsigned bytes): the bytewise order of the convention.
     std::sort(children.begin(), children.end(),
               [](const Child& x, const Child& y) { return x.key < y.key; });
+    // The directory stays open while its children are packed: they are
+    // opened relative to it.
+    const int dfd = dirfd(dir.get());
     for (const Child& child : children) {
       if (Skipped(child.st)) continue;
-      CAIRN_RETURN_IF_ERROR(PackEntry(child.rel, child.st));
+      CAIRN_RETURN_IF_ERROR(PackEntry(dfd, child));
       if (S_ISDIR(child.st.st_mode)) {
-        CAIRN_RETURN_IF_ERROR(PackDir(child.rel, &child.st));
+        CAIRN_RETURN_IF_ERROR(PackDir(child.rel, child.name, &child.st, dfd));
       }
     }
     return absl::OkStatus();
@@ -282,7 +294,10 @@ class TreePacker {
     return absl::OkStatus();
   }
 
-  absl::Status PackEntry(const std::string& rel, const struct stat& st) {
+  // Packs `child` of the directory open as `dfd`.
+  absl::Status PackEntry(int dfd, const Child& child) {
+    const std::string& rel = child.rel;
+    const struct stat& st = child.st;
     archive_entry* e = entry_.get();
     if (S_ISDIR(st.st_mode)) {
       StartEntry(absl::StrCat(rel, "/"));
@@ -292,7 +307,7 @@ class TreePacker {
       return WriteHeader(rel);
     }
     if (S_ISLNK(st.st_mode)) {
-      absl::StatusOr<std::string> target = ReadLink(rel, st);
+      absl::StatusOr<std::string> target = ReadLink(dfd, child);
       if (!target.ok()) return target.status();
       StartEntry(rel);
       archive_entry_set_filetype(e, AE_IFLNK);
@@ -301,18 +316,18 @@ class TreePacker {
       archive_entry_copy_symlink(e, target->c_str());
       return WriteHeader(rel);
     }
-    if (S_ISREG(st.st_mode)) return PackRegular(rel, st);
+    if (S_ISREG(st.st_mode)) return PackRegular(dfd, child);
     return absl::InvalidArgumentError(absl::StrCat(
         "pack: ", FullPath(rel), " is ", SpecialTypeName(st.st_mode),
         "; only regular files, directories and symlinks can be packed"));
   }
 
-  absl::StatusOr<std::string> ReadLink(const std::string& rel,
-                                       const struct stat& st) {
-    const std::string full = FullPath(rel);
-    std::string target(std::max<size_t>(st.st_size, 64) + 1, '\0');
+  absl::StatusOr<std::string> ReadLink(int dfd, const Child& child) {
+    const std::string full = FullPath(child.rel);
+    std::string target(std::max<size_t>(child.st.st_size, 64) + 1, '\0');
     for (;;) {
-      ssize_t n = readlink(full.c_str(), target.data(), target.size());
+      ssize_t n =
+          readlinkat(dfd, child.name.c_str(), target.data(), target.size());
       if (n < 0)
         return ErrnoError(errno, absl::StrCat("pack: readlink ", full));
       if (static_cast<size_t>(n) < target.size()) {
@@ -323,7 +338,9 @@ class TreePacker {
     }
   }
 
-  absl::Status PackRegular(const std::string& rel, const struct stat& st) {
+  absl::Status PackRegular(int dfd, const Child& child) {
+    const std::string& rel = child.rel;
+    const struct stat& st = child.st;
     archive_entry* e = entry_.get();
     const int mode = NormalisedFileMode(st.st_mode);
     if (st.st_nlink > 1) {
@@ -339,7 +356,8 @@ class TreePacker {
       }
     }
     const std::string full = FullPath(rel);
-    UniqueFd fd(open(full.c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC));
+    UniqueFd fd(
+        openat(dfd, child.name.c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC));
     if (fd.get() < 0)
       return ErrnoError(errno, absl::StrCat("pack: open ", full));
     struct stat now;

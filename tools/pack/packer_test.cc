@@ -5,6 +5,7 @@
 #include <archive.h>
 #include <archive_entry.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <sys/stat.h>
 #include <sys/time.h>
 #include <sys/types.h>
@@ -473,6 +474,41 @@ TEST(PackDirectoryTest, LargeFileIsStreamedIntact) {
   ASSERT_EQ(entries.size(), 1u);
   EXPECT_EQ(entries[0].size, static_cast<int64_t>(content.size()));
   EXPECT_TRUE(entries[0].content == content);
+}
+
+// Paths longer than PATH_MAX (GNU tar packs them): every file is opened
+// relative to its directory.
+TEST(PackDirectoryTest, TreeDeeperThanPathMaxPacks) {
+  const std::string dir = TestDir("deep");
+  MakeDir(dir + "/tree");
+  const std::string level(200, 'd');
+  int fd = open((dir + "/tree").c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  ASSERT_GE(fd, 0);
+  std::string rel;
+  for (int i = 0; i < 25; ++i) {  // 25 * 201 bytes: over PATH_MAX (4096).
+    ASSERT_EQ(mkdirat(fd, level.c_str(), 0755), 0) << strerror(errno);
+    const int next =
+        openat(fd, level.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    ASSERT_GE(next, 0) << strerror(errno);
+    close(fd);
+    fd = next;
+    rel += level + "/";
+  }
+  const int f = openat(fd, "leaf", O_WRONLY | O_CREAT | O_CLOEXEC, 0644);
+  ASSERT_GE(f, 0) << strerror(errno);
+  ASSERT_EQ(write(f, "deep\n", 5), 5);
+  close(f);
+  ASSERT_EQ(symlinkat("leaf", fd, "link"), 0);
+  close(fd);
+  ASSERT_GT(rel.size(), static_cast<size_t>(PATH_MAX));
+
+  absl::Status s = PackDirectory(dir + "/tree", dir + "/out.tar.gz");
+  ASSERT_TRUE(s.ok()) << s;
+  const std::vector<Entry> entries = ReadEntries(dir + "/out.tar.gz");
+  ASSERT_EQ(entries.size(), 27u);  // 25 directories, the file, the link.
+  EXPECT_EQ(entries[25].path, rel + "leaf");
+  EXPECT_EQ(entries[25].content, "deep\n");
+  EXPECT_EQ(entries[26].path, rel + "link");
 }
 
 TEST(PackDirectoryTest, LongAndNonAsciiNamesAreLocaleIndependent) {
