@@ -927,6 +927,7 @@ void StoreImpl::Reject(const Digest& digest, const absl::Status& why) {
     // never gone without one.
     absl::MutexLock index_lock(&index_mu_);
     s = meta_->Commit(std::move(batch), /*sync=*/true);
+    if (s.ok()) CrashPoint("reject_committed");
     if (s.ok() && unused) s = blobs_->Remove(digest);
     NoteIndexOutcomeLocked(digest, Rejected(why), /*rejected=*/true);
   }

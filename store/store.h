@@ -73,6 +73,10 @@ struct StoreOptions {
   //   "flush_records_written"  in the flush, after the syncfs and the
   //                        file blobs' records (unsynced), before the
   //                        synced DURABLE commit
+  //   "reject_committed"   rejecting an acknowledged artefact (found unsafe
+  //                        in the background or at a restart's re-derivation
+  //                        under today's limits): after the records' deletion
+  //                        is durable, before the tarball file is removed
   std::string debug_crash_point;
   // Testing only: when set, the indexer thread of every upload acknowledged
   // before its index (UploadOptions::acknowledge_before_index) waits for

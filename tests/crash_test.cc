@@ -420,6 +420,49 @@ TEST_F(CrashTest, UnsyncedFileBlobsLostWithTheMachineAreWrittenAgain) {
   ASSERT_NO_FATAL_FAILURE(ExpectDurableAfterCleanRestart(digest));
 }
 
+// An artefact acknowledged before its index is rejected when its archive
+// proves unsafe; here at the restart's re-derivation, under limits lowered
+// meanwhile (today's limits apply to an archive never accepted), with a
+// crash after the rejection's records are durable and before its tarball
+// file is removed. The next start finds the artefact gone for good (no
+// INDEXING record is left to re-derive); the orphaned file harms nothing
+// and the same bytes can be pushed again.
+TEST_F(CrashTest, CrashInsideARejectLeavesTheArtefactGone) {
+  const std::vector<TarEntry> entries = SmallEntries(11);
+  const std::string bytes = BuildTar(entries);
+  const std::string digest = DigestOf(bytes);
+  const std::string dir = NewTempDir("reject");
+  const std::string path = absl::StrCat(dir, "/artefact.tar.gz");
+  ASSERT_TRUE(WriteFile(path, bytes).ok());
+  const std::string low_limits = absl::StrCat(dir, "/low-limits.toml");
+  ASSERT_TRUE(WriteFile(low_limits, "[limits]\nmax_entries = 5\n").ok());
+
+  CommandResult push;
+  ASSERT_NO_FATAL_FAILURE(
+      PushCrashingAt("indexing_committed", path, &push, /*no_wait=*/true));
+  absl::Status started =
+      daemon_->Restart({"--log-level", "info", "--config", low_limits,
+                        "--debug-crash-point=reject_committed"});
+  ASSERT_FALSE(started.ok()) << "cairnd started; want a crash in Reject";
+  EXPECT_THAT(started.message(), HasSubstr("signal 9")) << started;
+  EXPECT_THAT(daemon_->Logs(), HasSubstr("rejected after it was acknowledged"));
+  EXPECT_THAT(daemon_->Logs(), HasSubstr("reject_committed"));
+
+  ASSERT_NO_FATAL_FAILURE(RestartDaemon());
+  EXPECT_THAT(daemon_->Logs(), ::testing::Not(HasSubstr("re-deriving")));
+  EXPECT_TRUE(IsMissing(digest));
+  absl::StatusOr<cairn::v1::StatResponse> stat = client_->Stat(digest);
+  EXPECT_EQ(stat.status().code(), absl::StatusCode::kNotFound) << stat.status();
+  ASSERT_NO_FATAL_FAILURE(ExpectConsistentBlobs());
+
+  absl::StatusOr<CommandResult> retry =
+      RunCli({"--server", daemon_->address(), "push", path});
+  ASSERT_TRUE(retry.ok()) << retry.status();
+  ASSERT_EQ(retry->exit_code, 0) << retry->Describe();
+  ASSERT_NO_FATAL_FAILURE(ExpectFullyPresent(bytes, entries));
+  ASSERT_NO_FATAL_FAILURE(ExpectDurableAfterCleanRestart(digest));
+}
+
 INSTANTIATE_TEST_SUITE_P(
     AllCrashPoints, CrashPointTest,
     ::testing::Values(CrashPointCase{"file_blob_written", false},

@@ -302,7 +302,7 @@ std::pair<std::optional<Config>, ParseExit> ParseArgs(int argc, char** argv) {
       ->group("")  // Hidden from --help.
       ->check(CLI::IsMember({"file_blob_written", "tarball_committed",
                              "indexing_committed", "index_committed",
-                             "flush_records_written"}));
+                             "flush_records_written", "reject_committed"}));
 
   try {
     app.parse(argc, argv);
