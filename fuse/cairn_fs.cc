@@ -1207,9 +1207,10 @@ bool WantsPassthrough(State& s, fuse_ino_t ino) {
 
 // Passthrough open of `ino` (WantsPassthrough): verifies its blob and puts
 // the blob's backing id in fi->fh, which the writev hook turns into
-// FOPEN_PASSTHROUGH. Returns 0 or an errno. Once the kernel refused a
-// backing id (FusePassthrough::Acquire then refuses new blobs for good),
-// new blobs keep fh 0: read through OpRead.
+// FOPEN_PASSTHROUGH. Returns 0 or an errno. When the kernel gives no
+// backing id, the open keeps fh 0 and is read through OpRead: for that
+// blob from then on after a transient shortage, for every new blob after a
+// refusal (FusePassthrough::Acquire).
 int OpenPassthrough(State& s, fuse_ino_t ino, fuse_file_info* fi) {
   std::shared_ptr<const Node> n;
   Digest digest;
@@ -1221,6 +1222,13 @@ int OpenPassthrough(State& s, fuse_ino_t ino, fuse_file_info* fi) {
   if (id.ok()) {
     fi->fh = *id;
     s.passthrough_opens.fetch_add(1, std::memory_order_relaxed);
+  } else if (absl::IsFailedPrecondition(id.status())) {
+    // Refused before, for this blob or for good: logged then.
+  } else if (!s.passthrough->refused()) {
+    spdlog::warn(
+        "fuse: {}: no passthrough backing file for now ({}); that blob is "
+        "served through cairnd in this mount",
+        s.mountpoint, id.status().ToString());
   } else if (!s.passthrough_refused.exchange(true)) {
     spdlog::error(
         "fuse: {}: the kernel refused a passthrough backing file ({}); files "

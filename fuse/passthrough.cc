@@ -135,13 +135,24 @@ absl::StatusOr<uint32_t> FusePassthrough::Acquire(const Digest& digest,
         absl::StrCat("FUSE passthrough for blob ", digest.ToString(),
                      ": the kernel refused an earlier backing file"));
   }
+  if (fallen_back_.contains(digest)) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("FUSE passthrough for blob ", digest.ToString(),
+                     ": its backing file failed before; it is served "
+                     "without passthrough in this mount"));
+  }
   BackingMap map;
   std::memset(&map, 0, sizeof(map));
   map.fd = fd;
   const int id = ioctl(dev_fd_, kBackingOpen, &map);
   if (id <= 0) {
     const int err = id < 0 ? errno : EPROTO;
-    refused_ = true;
+    if (err == ENOMEM || err == ENOSPC || err == EMFILE || err == ENFILE ||
+        err == EAGAIN) {
+      fallen_back_.insert(digest);
+    } else {
+      refused_ = true;
+    }
     return absl::ErrnoToStatus(
         err, absl::StrCat("FUSE_DEV_IOC_BACKING_OPEN of blob ",
                           digest.ToString(), " (FUSE passthrough)"));
@@ -149,6 +160,11 @@ absl::StatusOr<uint32_t> FusePassthrough::Acquire(const Digest& digest,
   by_digest_.emplace(digest, Backing{static_cast<uint32_t>(id), 1});
   by_id_.emplace(static_cast<uint32_t>(id), digest);
   return static_cast<uint32_t>(id);
+}
+
+bool FusePassthrough::refused() const {
+  absl::MutexLock lock(&backing_mu_);
+  return refused_;
 }
 
 void FusePassthrough::Release(uint32_t id) {

@@ -76,12 +76,19 @@ class FusePassthrough {
   // owned; only used when the digest has no live id) if needed, plus one
   // reference. Errors: the ioctl's errno as a Status (PermissionDenied
   // without CAP_SYS_ADMIN, Unimplemented when the connection has no
-  // passthrough, ...), naming the digest. After the first refusal no new
-  // blob is registered (FailedPrecondition), while live ids keep being
-  // handed out: the kernel fails an open whose inode already has a
-  // passthrough file open unless it uses the same backing file, and one
-  // whose inode has cached opens if it uses one.
+  // passthrough, ResourceExhausted for ENOMEM, ENOSPC (ids), EMFILE,
+  // ENFILE; Unavailable for EAGAIN), naming the digest. Live ids keep
+  // being handed out after any failure, but the kernel fails an open whose
+  // inode already has a passthrough file open unless it uses the same
+  // backing file, and one whose inode has cached opens if it uses one. So
+  // a blob that failed is never registered again (FailedPrecondition): for
+  // good after a transient failure (memory, ids, file table), and after
+  // any other (a refusal: refused()) no new blob is.
   absl::StatusOr<uint32_t> Acquire(const Digest& digest, int fd);
+
+  // Whether the kernel refused a backing file for a reason other than a
+  // transient shortage: no new blob gets one from then on.
+  bool refused() const;
 
   // Drops one reference to backing id `id` (an OPEN's fh); the last one
   // closes the id. Unknown ids are ignored.
@@ -107,6 +114,9 @@ class FusePassthrough {
   };
   mutable absl::Mutex backing_mu_;
   bool refused_ ABSL_GUARDED_BY(backing_mu_) = false;
+  // Blobs whose registration failed for a transient reason: served
+  // without passthrough in this connection from then on.
+  absl::flat_hash_set<Digest> fallen_back_ ABSL_GUARDED_BY(backing_mu_);
   absl::flat_hash_map<Digest, Backing> by_digest_ ABSL_GUARDED_BY(backing_mu_);
   absl::flat_hash_map<uint32_t, Digest> by_id_ ABSL_GUARDED_BY(backing_mu_);
 };

@@ -3,22 +3,51 @@
 // FusePassthrough's protocol handling on hand-made requests and replies
 // (no mount): what INIT and OPEN replies become. The backing-file ioctls
 // need a FUSE connection and are tested through a real mount
-// (fuse/cairn_fs_test.cc, tests/fuse_test.cc).
+// (fuse/cairn_fs_test.cc, tests/fuse_test.cc); here ioctl(2) is
+// interposed to give the failures a mount cannot be made to give.
 
 #include "fuse/passthrough.h"
 
 #include <errno.h>
 #include <fcntl.h>
 #include <linux/fuse.h>
+#include <sys/syscall.h>
 #include <sys/uio.h>
 #include <unistd.h>
 
+#include <atomic>
+#include <cstdarg>
 #include <cstring>
 #include <string>
 
 #include "absl/status/status.h"
 #include "gtest/gtest.h"
 #include "store/digest.h"
+
+namespace {
+// Armed (fake_fd >= 0): ioctl(2) on fake_fd fails with fake_errno if it is
+// not 0, else returns fake_id; fake_calls counts the calls.
+std::atomic<int> fake_fd{-1};
+std::atomic<int> fake_errno{0};
+std::atomic<int> fake_id{0};
+std::atomic<int> fake_calls{0};
+}  // namespace
+
+extern "C" int ioctl(int fd, unsigned long request, ...) {
+  va_list ap;
+  va_start(ap, request);
+  void* arg = va_arg(ap, void*);
+  va_end(ap);
+  if (fd == fake_fd.load()) {
+    fake_calls.fetch_add(1);
+    if (fake_errno.load() != 0) {
+      errno = fake_errno.load();
+      return -1;
+    }
+    return fake_id.load();
+  }
+  return static_cast<int>(syscall(SYS_ioctl, fd, request, arg));
+}
 
 namespace cairn {
 namespace {
@@ -192,6 +221,63 @@ TEST(FusePassthroughTest, AcquireOutsideAFuseConnectionNamesTheBlob) {
   EXPECT_EQ(p.live(), 0u);
   p.Release(1);  // Unknown: ignored.
   close(blob);
+  close(dev);
+}
+
+// A transient failure (memory, ids, file table) sends only that blob
+// through cairnd, for good (its inode may have cached opens now, which a
+// passthrough open would conflict with); other blobs still get backing
+// files. Any other failure is a refusal: no new blob gets one.
+TEST(FusePassthroughTest, TransientFailuresFallBackPerBlob) {
+  const int dev = open("/dev/null", O_RDWR | O_CLOEXEC);
+  ASSERT_GE(dev, 0);
+  FusePassthrough p(dev);
+  fake_fd.store(dev);
+  const int blob = dev;  // Not looked at by the fake.
+  const Digest a = Sha256Of("a"), b = Sha256Of("b"), c = Sha256Of("c");
+
+  for (int err : {ENOMEM, ENOSPC, EMFILE, ENFILE, EAGAIN}) {
+    SCOPED_TRACE(err);
+    const Digest d = Sha256Of(std::to_string(err));
+    fake_errno.store(err);
+    fake_calls.store(0);
+    absl::StatusOr<uint32_t> id = p.Acquire(d, blob);
+    EXPECT_TRUE(absl::IsResourceExhausted(id.status()) ||
+                absl::IsUnavailable(id.status()))
+        << id.status();
+    EXPECT_FALSE(p.refused());
+    // That blob is not tried again, even once the shortage is over.
+    fake_errno.store(0);
+    fake_id.store(7);
+    EXPECT_EQ(p.Acquire(d, blob).status().code(),
+              absl::StatusCode::kFailedPrecondition);
+    EXPECT_EQ(fake_calls.load(), 1);
+  }
+  // Another blob still gets one.
+  fake_errno.store(0);
+  fake_id.store(7);
+  absl::StatusOr<uint32_t> id = p.Acquire(a, blob);
+  ASSERT_TRUE(id.ok()) << id.status();
+  EXPECT_EQ(*id, 7u);
+
+  // A refusal stops new blobs; live ids are still handed out.
+  fake_errno.store(EPERM);
+  EXPECT_EQ(p.Acquire(b, blob).status().code(),
+            absl::StatusCode::kPermissionDenied);
+  EXPECT_TRUE(p.refused());
+  fake_errno.store(0);
+  fake_id.store(8);
+  fake_calls.store(0);
+  EXPECT_EQ(p.Acquire(c, blob).status().code(),
+            absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(fake_calls.load(), 0);
+  id = p.Acquire(a, blob);
+  ASSERT_TRUE(id.ok()) << id.status();
+  EXPECT_EQ(*id, 7u);
+  p.Release(7);
+  p.Release(7);
+  EXPECT_EQ(p.live(), 0u);
+  fake_fd.store(-1);
   close(dev);
 }
 
