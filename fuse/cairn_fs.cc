@@ -6,6 +6,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <fuse3/fuse_lowlevel.h>
+#include <poll.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
@@ -34,7 +35,9 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
 #include "absl/strings/string_view.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
@@ -152,6 +155,19 @@ struct CairnFs::State {
   // device number); 0 if unknown.
   unsigned conn_id = 0;
   dev_t dev = 0;  // The mount's st_dev; 0 if unknown.
+  // Its ID in /proc/self/mountinfo; 0 if unknown. With `dev` and a FUSE
+  // type, what tells this mount from one that took the path later.
+  int mount_id = 0;
+  // The mount point after realpath(3), as /proc/self/mountinfo shows it.
+  std::string canonical_mountpoint;
+  // Set by the loop thread when fuse_session_loop returned: the connection
+  // ended (aborted, or unmounted from outside) or Unmount stopped it.
+  std::atomic<bool> loop_ended{false};
+  std::atomic<bool> unmounting{false};  // Unmount began.
+  // Unmount could not end the connection (another file system covers the
+  // mount point and fusectl is not mounted): the loop and workers keep the
+  // State, which ~CairnFs then leaks.
+  bool abandoned = false;
 
   mutable absl::Mutex mu;
   // Inodes (docs/fuse.md, "Inodes"). Root is 1, /by-digest 2. Every
@@ -1697,6 +1713,66 @@ void InvalidateByDigest(State& s, const Digest& artefact) {
   InvalidateListing(s, kByDigestIno);
 }
 
+// Whether the FUSE connection of /dev/fuse descriptor `fd` has ended
+// (aborted, or its file system unmounted): poll(2) reports POLLERR, as
+// libfuse's fuse_kern_unmount checks.
+bool ConnectionEnded(int fd) {
+  pollfd p{fd, 0, 0};
+  return poll(&p, 1, 0) == 1 && (p.revents & POLLERR) != 0;
+}
+
+// A line of /proc/self/mountinfo (proc(5)).
+struct MountEntry {
+  int id = 0;     // Field 1: the mount ID (reused once the mount is gone).
+  dev_t dev = 0;  // Field 3: "major:minor" (anonymous ones are reused too).
+  std::string fstype;  // After the "-" separator: "fuse", "tmpfs", ...
+};
+
+// The mount on top at canonical `path`: the last line of
+// /proc/self/mountinfo mounted there (field 5, with spaces, tabs, newlines
+// and backslashes as \ooo octal escapes). Nullopt when nothing is mounted
+// there or the table cannot be read.
+std::optional<MountEntry> TopMount(const std::string& path) {
+  std::ifstream in("/proc/self/mountinfo");
+  std::optional<MountEntry> top;
+  std::string line;
+  while (std::getline(in, line)) {
+    std::vector<absl::string_view> f = absl::StrSplit(line, ' ');
+    if (f.size() < 5) continue;
+    std::string point;
+    for (size_t i = 0; i < f[4].size(); ++i) {
+      if (f[4][i] == '\\' && i + 3 < f[4].size()) {
+        const absl::string_view oct = f[4].substr(i + 1, 3);
+        if (oct.find_first_not_of("01234567") == absl::string_view::npos) {
+          point.push_back(static_cast<char>(
+              (oct[0] - '0') * 64 + (oct[1] - '0') * 8 + (oct[2] - '0')));
+          i += 3;
+          continue;
+        }
+      }
+      point.push_back(f[4][i]);
+    }
+    if (point != path) continue;
+    MountEntry e;
+    unsigned major_id = 0, minor_id = 0;
+    const std::vector<absl::string_view> mm = absl::StrSplit(f[2], ':');
+    if (!absl::SimpleAtoi(f[0], &e.id) || mm.size() != 2 ||
+        !absl::SimpleAtoi(mm[0], &major_id) ||
+        !absl::SimpleAtoi(mm[1], &minor_id)) {
+      continue;
+    }
+    e.dev = makedev(major_id, minor_id);
+    for (size_t k = 5; k + 1 < f.size(); ++k) {
+      if (f[k] == "-") {
+        e.fstype = std::string(f[k + 1]);
+        break;
+      }
+    }
+    top = std::move(e);
+  }
+  return top;
+}
+
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<CairnFs>> CairnFs::Mount(
@@ -1709,6 +1785,12 @@ absl::StatusOr<std::unique_ptr<CairnFs>> CairnFs::Mount(
   state->store = store;
   state->refs = refs;
   state->mountpoint = mountpoint;
+  if (char* real = realpath(mountpoint.c_str(), nullptr); real != nullptr) {
+    state->canonical_mountpoint = real;
+    free(real);
+  } else {
+    state->canonical_mountpoint = mountpoint;
+  }
   state->options = options;
   state->slot = options.slot.empty() ? HostSlot() : options.slot;
   state->refs_mtime_ns = absl::GetCurrentTimeNanos();
@@ -1769,9 +1851,17 @@ absl::StatusOr<std::unique_ptr<CairnFs>> CairnFs::Mount(
   state->session = se;
   state->mounted = true;
   state->workers = std::make_unique<Workers>(options.workers);
-  state->loop = std::thread([se] {
+  State* const looped = state.get();
+  state->loop = std::thread([se, looped] {
     if (int err = fuse_session_loop(se); err != 0) {
       spdlog::error("fuse: session loop ended with error {}", err);
+    }
+    looped->loop_ended.store(true);
+    if (!looped->unmounting.load()) {
+      spdlog::warn(
+          "fuse: {}: the FUSE connection ended (unmounted from outside?); "
+          "this mount is gone",
+          looped->mountpoint);
     }
   });
   // Answered by the loop (INIT, then GETATTR of the root).
@@ -1779,6 +1869,10 @@ absl::StatusOr<std::unique_ptr<CairnFs>> CairnFs::Mount(
   if (stat(mountpoint.c_str(), &root_st) == 0) {
     state->conn_id = minor(root_st.st_dev);
     state->dev = root_st.st_dev;
+    if (std::optional<MountEntry> top = TopMount(state->canonical_mountpoint);
+        top.has_value() && top->dev == state->dev) {
+      state->mount_id = top->id;
+    }
     SetReadahead(root_st.st_dev, state->max_read);
   }
   State* raw = state.get();
@@ -1801,7 +1895,12 @@ absl::StatusOr<std::unique_ptr<CairnFs>> CairnFs::Mount(
 
 CairnFs::CairnFs(std::unique_ptr<State> state) : state_(std::move(state)) {}
 
-CairnFs::~CairnFs() { Unmount(); }
+CairnFs::~CairnFs() {
+  Unmount();
+  // Still used by the loop and the workers (Unmount could not end the
+  // connection): leaked on purpose.
+  if (state_->abandoned) (void)state_.release();
+}
 
 const std::string& CairnFs::mountpoint() const { return state_->mountpoint; }
 
@@ -1836,19 +1935,36 @@ CairnFsStats CairnFs::stats() const {
 void CairnFs::Unmount() {
   if (!state_->mounted) return;
   state_->mounted = false;
+  state_->unmounting.store(true);
   // First, so no invalidation runs on a session being torn down.
   state_->refs->RemoveChangeListener(state_->ref_listener_id);
   state_->store->RemoveArtefactListener(state_->artefact_listener_id);
   fuse_session_exit(state_->session);
+  // What is there now: the connection may have ended already (unmounted
+  // from outside: its fusectl number and its path may then belong to
+  // other mounts), and another file system may cover the mount point.
+  // Only this mount's own connection is aborted, and only this mount is
+  // unmounted at the path (it must be the one on top there).
+  const bool ended = state_->loop_ended.load() ||
+                     ConnectionEnded(fuse_session_fd(state_->session));
+  const auto on_top = [this, ended] {
+    // Unknown identity (the root could not be stat'ed at mount): the path
+    // is trusted while the connection lives.
+    if (state_->mount_id == 0) return !ended;
+    std::optional<MountEntry> top = TopMount(state_->canonical_mountpoint);
+    return top.has_value() && top->id == state_->mount_id &&
+           top->dev == state_->dev && absl::StartsWith(top->fstype, "fuse");
+  };
   // Abort the connection so every worker's read(2) of /dev/fuse fails with
   // ENODEV and the loop ends, even while processes still hold files in the
-  // mount: through fusectl (/sys/fs/fuse/connections) if it is mounted,
-  // else with a forced unmount, whose umount_begin aborts a FUSE
-  // connection before the busy check (so EBUSY still means aborted). Both
-  // need root; without them the lazy unmount below ends the connection
-  // only once the mount is no longer in use.
-  bool aborted = false;
-  if (state_->conn_id != 0) {
+  // mount: through fusectl (/sys/fs/fuse/connections) if it is mounted
+  // (while the connection lives, its number is this mount's), else with a
+  // forced unmount, whose umount_begin aborts a FUSE connection before the
+  // busy check (so EBUSY still means aborted). Both need root; without
+  // them the lazy unmount below ends the connection only once the mount is
+  // no longer in use.
+  bool aborted = ended;
+  if (!aborted && state_->conn_id != 0) {
     const std::string abort_path =
         absl::StrCat("/sys/fs/fuse/connections/", state_->conn_id, "/abort");
     const int fd = open(abort_path.c_str(), O_WRONLY | O_CLOEXEC);
@@ -1857,7 +1973,7 @@ void CairnFs::Unmount() {
       close(fd);
     }
   }
-  if (!aborted) {
+  if (!aborted && on_top()) {
     aborted =
         umount2(state_->mountpoint.c_str(), MNT_FORCE) == 0 || errno == EBUSY;
   }
@@ -1871,21 +1987,25 @@ void CairnFs::Unmount() {
     // Runs what the loop queued (replies to an aborted connection fail).
     state_->workers->Stop();
     // libfuse skips the unmount of an aborted connection: detach it here,
-    // if it is still there (the path shows this mount's device, from the
-    // kernel's cache, or ENOTCONN; after a successful forced unmount it
-    // shows what is underneath, which must not be detached, nor when this
-    // mount's device is unknown).
-    struct stat st;
-    const bool still_mounted =
-        stat(state_->mountpoint.c_str(), &st) != 0
-            ? errno == ENOTCONN
-            : state_->dev != 0 && st.st_dev == state_->dev;
-    if (still_mounted && umount2(state_->mountpoint.c_str(), MNT_DETACH) != 0 &&
+    // if it is still on top at the path (after a successful forced unmount,
+    // or an unmount from outside, the path shows something else).
+    if (on_top() && umount2(state_->mountpoint.c_str(), MNT_DETACH) != 0 &&
         errno != EINVAL) {
       spdlog::warn("fuse: umount2({}) failed: {}", state_->mountpoint,
                    strerror(errno));
     }
     fuse_session_unmount(state_->session);  // Closes the fd.
+  } else if (!on_top()) {
+    // Covered by another file system, and no fusectl to abort the
+    // connection with: nothing here can end it.
+    spdlog::error(
+        "fuse: {}: cannot unmount: another file system is mounted over it "
+        "and /sys/fs/fuse/connections is not mounted; the connection stays "
+        "until the kernel ends it",
+        state_->mountpoint);
+    state_->loop.detach();
+    state_->abandoned = true;
+    return;
   } else if (umount2(state_->mountpoint.c_str(), MNT_DETACH) == 0) {
     // The connection ends, and the loop with it, once the mount is no
     // longer in use.

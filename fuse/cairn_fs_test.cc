@@ -15,6 +15,7 @@
 #include <sys/mman.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
+#include <sys/statfs.h>
 #include <sys/statvfs.h>
 #include <sys/syscall.h>
 #include <sys/sysmacros.h>
@@ -401,6 +402,49 @@ TEST_F(CairnFsTest, NamesThatAreNotUtf8AreServedAsTheyAre) {
   const ssize_t n = readlink((ByDigest(d) + "/link").c_str(), buf, sizeof(buf));
   ASSERT_GE(n, 0) << strerror(errno);
   EXPECT_EQ(std::string(buf, n), "tgt\xfe");
+}
+
+// A mount unmounted from outside (umount, fusermount3 -u) has no
+// connection any more, and its fusectl number and its path may belong to
+// other mounts by the time Unmount runs: Unmount must touch neither. Here
+// a tmpfs takes the path, and another Cairn mount (most likely) the
+// connection number; fusectl is mounted for the test if it is not (as
+// systemd does), so that the number is used.
+TEST_F(CairnFsTest, UnmountAfterAnOutsideUnmountHarmsNoOtherMount) {
+  const Digest d = Push({{"f", TarEntry::kFile, 0644, "still here\n"}});
+  const std::string fusectl = "/sys/fs/fuse/connections";
+  struct statfs sfs;
+  const bool had_fusectl = statfs(fusectl.c_str(), &sfs) == 0 &&
+                           sfs.f_type == 0x65735543;  // FUSECTL_SUPER_MAGIC
+  if (!had_fusectl) {
+    ASSERT_EQ(mount("fusectl", fusectl.c_str(), "fusectl", 0, nullptr), 0)
+        << strerror(errno);
+  }
+  Mount();
+  struct stat st;
+  ASSERT_EQ(stat(mnt_.c_str(), &st), 0) << strerror(errno);
+  ASSERT_EQ(umount2(mnt_.c_str(), MNT_DETACH), 0) << strerror(errno);
+
+  // The path: a tmpfs with a file. The number: a second mount.
+  ASSERT_EQ(mount("victim", mnt_.c_str(), "tmpfs", 0, nullptr), 0)
+      << strerror(errno);
+  std::ofstream(mnt_ + "/precious") << "data";
+  const std::string mnt2 = dir_ + "/mnt2";
+  std::filesystem::create_directories(mnt2);
+  absl::StatusOr<std::unique_ptr<CairnFs>> second =
+      CairnFs::Mount(store_.get(), refs_.get(), mnt2);
+  ASSERT_TRUE(second.ok()) << second.status();
+  const std::string in_second =
+      absl::StrCat(mnt2, "/by-digest/", d.ToString(), "/f");
+  EXPECT_EQ(ReadFileText(in_second), "still here\n");
+
+  fs_->Unmount();
+  EXPECT_EQ(ReadFileText(mnt_ + "/precious"), "data");
+  EXPECT_EQ(ReadFileText(in_second), "still here\n");
+
+  (*second)->Unmount();
+  EXPECT_EQ(umount2(mnt_.c_str(), 0), 0) << strerror(errno);
+  if (!had_fusectl) EXPECT_EQ(umount2(fusectl.c_str(), 0), 0);
 }
 
 // The mount keeps an entry's node only while the kernel holds its inode:
