@@ -217,6 +217,11 @@ struct CairnFs::State {
   // Serialise the verification of one blob (striped by digest), so the
   // concurrent READs of a file's first bytes hash it once.
   static constexpr size_t kVerifyStripes = 64;
+  // Blobs being hashed by a worker (EnsureVerified), with the READs and
+  // opens of the same blob that came meanwhile: queued here rather than
+  // holding workers of their own, they run again once the hash is done.
+  absl::flat_hash_map<Digest, std::vector<std::function<void()>>> verifying
+      ABSL_GUARDED_BY(mu);
   absl::Mutex verify_mu[kVerifyStripes];
   // The kernel opens files and directories without asking (OpOpen and
   // OpOpendir reply ENOSYS).
@@ -289,6 +294,7 @@ struct CairnFs::State {
   std::atomic<uint64_t> readdirs{0};
   std::atomic<uint64_t> reads{0};
   std::atomic<uint64_t> passthrough_opens{0};
+  std::atomic<uint64_t> verification_waits{0};
   std::atomic<uint64_t> large_reads{0};
   std::atomic<uint64_t> blob_opens{0};
   std::atomic<uint64_t> spliced_replies{0};
@@ -1120,40 +1126,28 @@ void OpReaddirplus(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
   ReplyListing<true>(req, ino, size, off);
 }
 
-// Checks the blob `fd` of `n` against its digest unless some earlier read
-// did in this daemon's life. Returns 0 or EIO (logged): for wrong bytes,
-// remembered until restart; for a failed read of the blob, not; and
-// without hashing once the mount is being unmounted.
-int EnsureVerified(State& s, const Node& n, const Digest& digest, int fd) {
-  struct stat st;
-  if (fstat(fd, &st) != 0) {
-    spdlog::error("fuse: {} of artefact {}: fstat of blob {}: {}", n.path,
-                  n.artefact.ToString(), digest.ToString(), strerror(errno));
-    return EIO;
-  }
-  const std::pair<dev_t, ino_t> file{st.st_dev, st.st_ino};
-  auto verified = [&] {
-    absl::MutexLock lock(&s.mu);
-    auto it = s.verified.find(digest);
-    return it != s.verified.end() && it->second == file;
-  };
-  if (verified()) return 0;
-  absl::MutexLock stripe(
-      &s.verify_mu[absl::Hash<Digest>()(digest) % State::kVerifyStripes]);
-  if (verified()) return 0;  // Another READ verified it meanwhile.
+// The hash of EnsureVerified, under the blob's verify stripe: 0 if `file`
+// (the blob's identity) is verified meanwhile or hashes right, else EIO.
+int VerifyLocked(State& s, const Node& n, const Digest& digest, int fd,
+                 std::pair<dev_t, ino_t> file) {
   {
     absl::MutexLock lock(&s.mu);
-    if (s.corrupt.contains(digest)) return EIO;  // Logged when found.
+    auto it = s.verified.find(digest);
+    if (it != s.verified.end() && it->second == file) return 0;
+    if (s.corrupt.contains(digest)) return EIO;
   }
   if (s.exiting.load(std::memory_order_relaxed)) return EIO;
-  absl::StatusOr<FileDigest> hashed = Sha256OfFd(fd);
+  if (s.options.testing_before_hash) s.options.testing_before_hash(digest);
+  absl::StatusOr<FileDigest> hashed = Sha256OfFd(fd, &s.exiting);
   if (!hashed.ok()) {
     // Not the bytes' fault: the next read tries again.
-    spdlog::error(
-        "fuse: {} of artefact {}: cannot read blob {}: {}; "
-        "returning EIO",
-        n.path, n.artefact.ToString(), digest.ToString(),
-        hashed.status().ToString());
+    if (!absl::IsCancelled(hashed.status())) {
+      spdlog::error(
+          "fuse: {} of artefact {}: cannot read blob {}: {}; "
+          "returning EIO",
+          n.path, n.artefact.ToString(), digest.ToString(),
+          hashed.status().ToString());
+    }
     return EIO;
   }
   if (hashed->digest != digest) {
@@ -1168,6 +1162,67 @@ int EnsureVerified(State& s, const Node& n, const Digest& digest, int fd) {
   absl::MutexLock lock(&s.mu);
   s.verified[digest] = file;
   return 0;
+}
+
+// EnsureVerified's answer when the caller's `retry` was queued behind
+// another worker's hash of the same blob (the caller returns; `retry` runs
+// on a worker once that hash is done).
+constexpr int kDeferred = -1;
+
+// Checks the blob `fd` of `n` against its digest unless some earlier read
+// did in this daemon's life. Returns 0 or EIO (logged): for wrong bytes,
+// remembered until restart; for a failed read of the blob, not; and
+// without hashing (or with the hash cut short) once the mount is being
+// unmounted. While another worker hashes the same blob, `retry` (if not
+// null; moved from) is queued behind it and kDeferred returned, so that
+// READs at other offsets of one large blob do not take every worker and
+// stall the reads of every other file; with a null `retry` the caller
+// waits for that hash.
+int EnsureVerified(State& s, const Node& n, const Digest& digest, int fd,
+                   std::function<void()>* retry) {
+  struct stat st;
+  if (fstat(fd, &st) != 0) {
+    spdlog::error("fuse: {} of artefact {}: fstat of blob {}: {}", n.path,
+                  n.artefact.ToString(), digest.ToString(), strerror(errno));
+    return EIO;
+  }
+  const std::pair<dev_t, ino_t> file{st.st_dev, st.st_ino};
+  auto verified = [&] {
+    absl::MutexLock lock(&s.mu);
+    auto it = s.verified.find(digest);
+    return it != s.verified.end() && it->second == file;
+  };
+  if (verified()) return 0;
+  bool hashing = false;  // This call hashes, and then runs the waiters.
+  {
+    absl::MutexLock lock(&s.mu);
+    if (s.corrupt.contains(digest)) return EIO;  // Logged when found.
+    auto [it, inserted] = s.verifying.try_emplace(digest);
+    if (!inserted && retry != nullptr) {
+      it->second.push_back(std::move(*retry));
+      s.verification_waits.fetch_add(1, std::memory_order_relaxed);
+      return kDeferred;
+    }
+    hashing = inserted;
+  }
+  int result = 0;
+  {
+    absl::MutexLock stripe(
+        &s.verify_mu[absl::Hash<Digest>()(digest) % State::kVerifyStripes]);
+    result = VerifyLocked(s, n, digest, fd, file);
+  }
+  if (hashing) {
+    std::vector<std::function<void()>> waiters;
+    {
+      absl::MutexLock lock(&s.mu);
+      auto it = s.verifying.find(digest);
+      waiters = std::move(it->second);
+      s.verifying.erase(it);
+    }
+    // From a worker, so allowed even while Workers::Stop runs.
+    for (std::function<void()>& w : waiters) s.workers->Run(std::move(w));
+  }
+  return result;
 }
 
 // The node and content digest of regular file `ino`. Returns 0 or an
@@ -1191,8 +1246,10 @@ int FileOf(State& s, fuse_ino_t ino, std::shared_ptr<const Node>* node,
 
 // Opens blob `d` of file `n` and checks it against its digest unless that
 // was done before in this daemon's life (EnsureVerified). Returns 0 and
-// the open blob in *fd, or an errno: EIO for wrong or missing bytes.
-int OpenVerifiedBlob(State& s, const Node& n, const Digest& d, int* fd) {
+// the open blob in *fd, or an errno: EIO for wrong or missing bytes; or
+// kDeferred (`retry` queued, as EnsureVerified).
+int OpenVerifiedBlob(State& s, const Node& n, const Digest& d, int* fd,
+                     std::function<void()>* retry) {
   // The index is committed, so the file blob is in place even before the
   // flusher has written its record (Store::OpenIndexedFileFd).
   absl::StatusOr<int> blob = s.store->OpenIndexedFileFd(d);
@@ -1203,7 +1260,7 @@ int OpenVerifiedBlob(State& s, const Node& n, const Digest& d, int* fd) {
     // file (stat shows it): EIO.
     return absl::IsNotFound(blob.status()) ? EIO : StatusToErrno(blob.status());
   }
-  if (int err = EnsureVerified(s, n, d, *blob); err != 0) {
+  if (int err = EnsureVerified(s, n, d, *blob, retry); err != 0) {
     close(*blob);
     return err;
   }
@@ -1226,13 +1283,17 @@ bool WantsPassthrough(State& s, fuse_ino_t ino) {
 // FOPEN_PASSTHROUGH. Returns 0 or an errno. When the kernel gives no
 // backing id, the open keeps fh 0 and is read through OpRead: for that
 // blob from then on after a transient shortage, for every new blob after a
-// refusal (FusePassthrough::Acquire).
-int OpenPassthrough(State& s, fuse_ino_t ino, fuse_file_info* fi) {
+// refusal (FusePassthrough::Acquire). Or kDeferred: `retry` queued behind
+// another worker's hash of the blob (EnsureVerified).
+int OpenPassthrough(State& s, fuse_ino_t ino, fuse_file_info* fi,
+                    std::function<void()>* retry) {
   std::shared_ptr<const Node> n;
   Digest digest;
   if (int err = FileOf(s, ino, &n, &digest); err != 0) return err;
   int fd = -1;
-  if (int err = OpenVerifiedBlob(s, *n, digest, &fd); err != 0) return err;
+  if (int err = OpenVerifiedBlob(s, *n, digest, &fd, retry); err != 0) {
+    return err;
+  }
   absl::StatusOr<uint32_t> id = s.passthrough->Acquire(digest, fd);
   close(fd);
   if (id.ok()) {
@@ -1252,6 +1313,23 @@ int OpenPassthrough(State& s, fuse_ino_t ino, fuse_file_info* fi) {
         s.mountpoint, id.status().ToString());
   }
   return 0;
+}
+
+// OpOpen's passthrough open, on a worker.
+void ServeOpen(State& s, fuse_req_t req, fuse_ino_t ino, fuse_file_info fi) {
+  fuse_file_info copy = fi;
+  std::function<void()> retry = [&s, req, ino, fi] {
+    ServeOpen(s, req, ino, fi);
+  };
+  const int err = OpenPassthrough(s, ino, &copy, &retry);
+  if (err == kDeferred) return;
+  if (err != 0) return (void)fuse_reply_err(req, err);
+  // Passthrough opens (fh: a backing id) have no FUSE page cache to
+  // keep, and the kernel refuses them with any flag but NOFLUSH,
+  // DIRECT_IO and PARALLEL_DIRECT_WRITES (FOPEN_PASSTHROUGH_MASK,
+  // fs/fuse/iomode.c).
+  copy.keep_cache = copy.fh == 0;
+  fuse_reply_open(req, &copy);
 }
 
 // Files need no handle: READ finds the blob from the inode. So OPEN is
@@ -1275,17 +1353,7 @@ void OpOpen(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
     return (void)fuse_reply_open(req, fi);
   }
   // Opens, maybe hashes, and registers the blob: on a worker.
-  s.workers->Run([&s, req, ino, copy = *fi]() mutable {
-    if (int err = OpenPassthrough(s, ino, &copy); err != 0) {
-      return (void)fuse_reply_err(req, err);
-    }
-    // Passthrough opens (fh: a backing id) have no FUSE page cache to
-    // keep, and the kernel refuses them with any flag but NOFLUSH,
-    // DIRECT_IO and PARALLEL_DIRECT_WRITES (FOPEN_PASSTHROUGH_MASK,
-    // fs/fuse/iomode.c).
-    copy.keep_cache = copy.fh == 0;
-    fuse_reply_open(req, &copy);
-  });
+  s.workers->Run([&s, req, ino, copy = *fi] { ServeOpen(s, req, ino, copy); });
 }
 
 // Only opens handed out by OpOpen are released: a passthrough one drops
@@ -1302,9 +1370,9 @@ void OpRelease(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
 // The verified, open blob of file `ino` for a READ: for a file bigger than
 // max_read from State::open_blobs (else opened, OpenVerifiedBlob, and added
 // there), for a smaller one opened. Null and *err set (an errno) on
-// failure.
-std::shared_ptr<const UniqueFd> BlobForRead(State& s, fuse_ino_t ino,
-                                            int* err) {
+// failure, or kDeferred (`retry` queued, EnsureVerified).
+std::shared_ptr<const UniqueFd> BlobForRead(State& s, fuse_ino_t ino, int* err,
+                                            std::function<void()>* retry) {
   std::shared_ptr<const Node> n;
   Digest digest;
   if (*err = FileOf(s, ino, &n, &digest); *err != 0) return nullptr;
@@ -1321,7 +1389,9 @@ std::shared_ptr<const UniqueFd> BlobForRead(State& s, fuse_ino_t ino,
     }
   }
   int fd = -1;
-  if (*err = OpenVerifiedBlob(s, *n, digest, &fd); *err != 0) return nullptr;
+  if (*err = OpenVerifiedBlob(s, *n, digest, &fd, retry); *err != 0) {
+    return nullptr;
+  }
   s.blob_opens.fetch_add(1, std::memory_order_relaxed);
   auto blob = std::make_shared<const UniqueFd>(fd);
   if (!shared) return blob;
@@ -1349,7 +1419,11 @@ void ServeRead(State& s, fuse_req_t req, fuse_ino_t ino, size_t size,
     return (void)fuse_reply_err(req, EIO);
   }
   int err = 0;
-  std::shared_ptr<const UniqueFd> blob = BlobForRead(s, ino, &err);
+  std::function<void()> retry = [&s, req, ino, size, off] {
+    ServeRead(s, req, ino, size, off);
+  };
+  std::shared_ptr<const UniqueFd> blob = BlobForRead(s, ino, &err, &retry);
+  if (err == kDeferred) return;
   if (blob == nullptr) return (void)fuse_reply_err(req, err);
   const int fd = blob->get();
   if (size >= 2 * s.page_size) {
@@ -1927,6 +2001,8 @@ CairnFsStats CairnFs::stats() const {
   }
   st.blob_opens = state_->blob_opens.load(std::memory_order_relaxed);
   st.spliced_replies = state_->spliced_replies.load(std::memory_order_relaxed);
+  st.verification_waits =
+      state_->verification_waits.load(std::memory_order_relaxed);
   absl::MutexLock lock(&state_->mu);
   st.inodes = state_->nodes.size();
   return st;

@@ -18,6 +18,7 @@
 #define CAIRN_FUSE_CAIRN_FS_H_
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 
@@ -43,6 +44,9 @@ struct CairnFsOptions {
   // data directory on a file system that stacks on nothing (ext4, xfs);
   // where the kernel does not offer it the mount works as without it.
   bool passthrough = false;
+  // Testing only: called on a worker just before a blob's first
+  // verification hash (EnsureVerified), with the blob's digest.
+  std::function<void(const Digest&)> testing_before_hash;
 };
 
 // Counters of one mount since it was mounted (for tests and benchmarks).
@@ -79,6 +83,10 @@ struct CairnFsStats {
   // yet forgotten), "/", /by-digest, and one per namespace and ref name
   // listed (docs/fuse.md, "Inodes").
   uint64_t inodes = 0;
+  // READs and passthrough opens that came while another worker hashed
+  // their blob for its first verification, and were queued behind that
+  // hash rather than holding a worker of their own.
+  uint64_t verification_waits = 0;
 };
 
 class CairnFs {

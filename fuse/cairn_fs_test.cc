@@ -23,20 +23,25 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <functional>
+#include <future>
 #include <map>
 #include <memory>
 #include <set>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "absl/cleanup/cleanup.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/str_cat.h"
+#include "absl/synchronization/notification.h"
+#include "absl/time/clock.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "proto/store_records.pb.h"
@@ -590,6 +595,57 @@ TEST_F(CairnFsTest, LargeFileReadsBackWithRaisedReadahead) {
   const CairnFsStats st = fs_->stats();
   EXPECT_GE(st.large_reads, 5u) << st.reads << " READs";
   EXPECT_EQ(st.spliced_replies, st.large_reads) << st.reads << " READs";
+}
+
+// While a worker hashes a large blob for its first verification, READs of
+// that blob at other offsets queue behind the hash instead of taking the
+// other workers, which stay free for every other file. Here the hash is
+// held (testing_before_hash) with two workers: one hashes, the READ at
+// another offset is queued, and a small file's READ is still answered.
+TEST_F(CairnFsTest, ReadsWaitingForAHashLeaveWorkersFree) {
+  const std::string big = PatternBytes(16 << 20, 21);
+  const Digest d = Push({{"big", TarEntry::kFile, 0644, big},
+                         {"small", TarEntry::kFile, 0644, "small\n"}});
+  absl::Notification hashing, release;
+  CairnFsOptions options;
+  options.workers = 2;
+  const Digest big_digest = Sha256Of(big);
+  options.testing_before_hash = [&](const Digest& blob) {
+    if (blob != big_digest) return;
+    if (!hashing.HasBeenNotified()) hashing.Notify();
+    release.WaitForNotification();
+  };
+  Mount(options);
+  const std::string path = ByDigest(d) + "/big";
+  auto read_at = [&](off_t off) {
+    const int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return std::string("<open failed>");
+    std::string buf(4096, '\0');
+    const ssize_t n = pread(fd, buf.data(), buf.size(), off);
+    close(fd);
+    return n < 0 ? std::string("<read failed>") : buf.substr(0, n);
+  };
+  std::future<std::string> first =
+      std::async(std::launch::async, read_at, off_t{0});
+  hashing.WaitForNotification();
+  std::future<std::string> second =
+      std::async(std::launch::async, read_at, off_t{12 << 20});
+  // The second READ is queued behind the hash (not holding a worker).
+  const absl::Time deadline = absl::Now() + absl::Seconds(10);
+  while (fs_->stats().verification_waits == 0 && absl::Now() < deadline) {
+    std::this_thread::yield();
+  }
+  EXPECT_EQ(fs_->stats().verification_waits, 1u);
+  // A worker is free: the small file is read while the hash is held.
+  std::future<std::string> small = std::async(
+      std::launch::async, [&] { return ReadFileText(ByDigest(d) + "/small"); });
+  const bool small_done =
+      small.wait_for(std::chrono::seconds(10)) == std::future_status::ready;
+  EXPECT_TRUE(small_done) << "a READ of another file waited for the hash";
+  release.Notify();
+  if (small_done) EXPECT_EQ(small.get(), "small\n");
+  EXPECT_EQ(first.get(), big.substr(0, 4096));
+  EXPECT_EQ(second.get(), big.substr(12 << 20, 4096));
 }
 
 // The READs of a file bigger than one READ share one open file of its blob

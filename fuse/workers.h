@@ -5,7 +5,9 @@
 // and hands those that may take long (READ, a blob's first verification)
 // to Workers, which reply when done.
 //
-// Thread-safe: Run may be called from any thread until Stop.
+// Thread-safe: Run may be called from any thread until Stop, and by a task
+// (on a worker thread) even while Stop runs: what it queues runs before
+// Stop returns (that worker drains the queue before it exits).
 
 #ifndef CAIRN_FUSE_WORKERS_H_
 #define CAIRN_FUSE_WORKERS_H_
@@ -31,7 +33,8 @@ class Workers {
   Workers& operator=(const Workers&) = delete;
 
   // Queues `task`; one of the threads runs it, tasks starting in the order
-  // they were queued. Must not be called after Stop() began.
+  // they were queued. Must not be called after Stop() began, except from
+  // a task.
   void Run(std::function<void()> task);
 
   // Runs every task still queued, then joins the threads. Idempotent.

@@ -105,12 +105,16 @@ Digest Sha256Of(absl::string_view data) {
   return h.Finish();
 }
 
-absl::StatusOr<FileDigest> Sha256OfFd(int fd) {
+absl::StatusOr<FileDigest> Sha256OfFd(int fd, const std::atomic<bool>* cancel) {
   posix_fadvise(fd, 0, 0, POSIX_FADV_SEQUENTIAL);
   Sha256 hash;
   std::vector<char> buf(1 << 20);
   FileDigest out;
   for (;;) {
+    if (cancel != nullptr && cancel->load(std::memory_order_relaxed)) {
+      return absl::CancelledError(
+          absl::StrCat("hash cancelled after ", out.size, " bytes"));
+    }
     const ssize_t n = pread(fd, buf.data(), buf.size(), out.size);
     if (n < 0) {
       if (errno == EINTR) continue;

@@ -11,6 +11,7 @@
 #define CAIRN_STORE_DIGEST_H_
 
 #include <array>
+#include <atomic>
 #include <cstddef>
 #include <cstdint>
 #include <string>
@@ -100,8 +101,10 @@ struct FileDigest {
 // with pread(2) in 1 MiB chunks (the fd's offset is untouched; the kernel
 // is told the reads are sequential), and their number. Errors: a failed
 // pread as absl::ErrnoToStatus (EIO is Unknown, for example), which says
-// nothing about the bytes. Thread-safe for distinct calls.
-absl::StatusOr<FileDigest> Sha256OfFd(int fd);
+// nothing about the bytes; Cancelled once `*cancel` (if not null) is true,
+// checked before each chunk. Thread-safe for distinct calls.
+absl::StatusOr<FileDigest> Sha256OfFd(
+    int fd, const std::atomic<bool>* cancel = nullptr);
 
 }  // namespace cairn
 
