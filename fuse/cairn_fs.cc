@@ -1743,11 +1743,22 @@ void InvalidateListing(State& s, fuse_ino_t ino) {
   }
 }
 
+// Whether no ref's text starts with namespace `prefix` ("team/sub/"). A
+// failed listing counts as empty (the entry is then invalidated, as
+// before: a stale namespace entry would be worse).
+bool NamespaceIsEmpty(const State& s, const std::string& prefix) {
+  ListRefsOptions options;
+  options.prefix = prefix;
+  options.limit = 1;
+  absl::StatusOr<ListRefsPage> page = s.refs->List(options);
+  return !page.ok() || page->refs.empty();
+}
+
 // Drops the kernel's cached entry of `ref`, so the next path walk through
 // it LOOKUPs the ref's new resolution, and the cached listings of "/" and
 // of the ref's namespaces (a ref or namespace may have appeared or gone);
-// if the ref is gone, also the entries of its namespace directories (which
-// may be empty now). Runs on the thread that changed the ref (RefStore
+// if the ref is gone, also the entries of its namespace directories that
+// it left empty. Runs on the thread that changed the ref (RefStore
 // change listener), never on a FUSE worker: the kernel takes the parent
 // directory's lock, which a path walk waiting for a LOOKUP reply may hold,
 // and LOOKUP never waits for ref updates.
@@ -1766,9 +1777,10 @@ void InvalidateRef(State& s, const RefName& ref) {
         prefix.empty() ? FUSE_ROOT_ID : s.Find("n:" + prefix);
     // parent 0: nothing under that namespace was ever looked up.
     if (parent != 0) {
-      // A namespace's own entry only if the ref is gone (it may have been
-      // the namespace's last).
-      if (first || gone) {
+      // A namespace's own entry only if the ref was its last: invalidating
+      // the entry of a namespace that still has refs would unlink the
+      // directory under processes using it (their cwd shows "(deleted)").
+      if (first || (gone && NamespaceIsEmpty(s, text.substr(0, end) + "/"))) {
         InvalidateEntry(s, parent, text.substr(begin, end - begin));
       }
       InvalidateListing(s, parent);

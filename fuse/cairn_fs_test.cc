@@ -748,6 +748,19 @@ TEST_F(CairnFsTest, RootAndNamespacesShowRefChangesAtOnce) {
   EXPECT_EQ(errno, ENOENT);
   EXPECT_THAT(ReadDirNames(mnt_),
               ElementsAre("by-digest", "team", "tool@main"));
+
+  // A namespace that keeps refs keeps its entry: a process working in it
+  // (here an open directory) does not see it unlinked.
+  const int team = open((mnt_ + "/team").c_str(), O_RDONLY | O_DIRECTORY);
+  ASSERT_GE(team, 0) << strerror(errno);
+  const std::string team_fd = absl::StrCat("/proc/self/fd/", team);
+  ASSERT_TRUE(refs_->DeleteBranch(*RefName::Parse("team/y@main"), "t").ok());
+  EXPECT_EQ(ReadLinkText(team_fd), mnt_ + "/team");
+  EXPECT_THAT(ReadDirNames(mnt_ + "/team"), ElementsAre("x@main"));
+  // Its last ref gone, it goes.
+  ASSERT_TRUE(refs_->DeleteBranch(*RefName::Parse("team/x@main"), "t").ok());
+  EXPECT_EQ(ReadLinkText(team_fd), mnt_ + "/team (deleted)");
+  close(team);
 }
 
 // A ref's entry is cached (repeated walks through it cost no LOOKUP) and
