@@ -237,13 +237,15 @@ struct CairnFs::State {
   // Listings being read by READDIR(PLUS), which come without a handle,
   // keyed by (directory, snapshot). A read starts at offset 0, which builds
   // the listing; the offsets it hands out name the listing's snapshot in
-  // their high 32 bits (ListingOffset), so the later chunks of that read
+  // their high bits (ListingOffset), so the later chunks of that read
   // come from the same listing whatever other reads or changes happen
   // meanwhile. A directory that changes (ref levels, /by-digest) gets a new
   // snapshot number per read; an artefact directory, which never changes,
   // always 0 (its reads share one). A listing is dropped after its read's
   // last (empty) chunk; at most kMaxListings are kept (the oldest dropped:
-  // an abandoned read), so a read that lost its listing rebuilds it.
+  // an abandoned read), so a read that lost its listing rebuilds it, and
+  // resumes after the last name it was handed (the offset carries a hash of
+  // it), not at a position of the new listing.
   static constexpr size_t kMaxListings = 256;
   // Of which at most this many snapshots of one directory: reads abandoned
   // before their end (a `ls | head`, a scandir loop that stops early) must
@@ -969,21 +971,62 @@ int BuildListing(State& s, fuse_ino_t ino, const Node& n, Listing* out) {
   return ENOENT;
 }
 
-// READDIR offsets: entry i of snapshot `snapshot` of a listing is followed
-// by offset (snapshot << 32) | (i + 1); offset 0 starts a new read.
-constexpr uint32_t kMaxSnapshot = 0x7fffffff;  // Offsets stay positive.
-off_t ListingOffset(uint32_t snapshot, size_t next_index) {
-  return static_cast<off_t>((static_cast<uint64_t>(snapshot) << 32) |
-                            next_index);
+// READDIR offsets (offset 0 starts a new read): snapshot (15 bits, so that
+// offsets stay positive) << 48 | NameHash of the entry before `next_index` (24
+// bits) << 24 | next_index (24 bits: listings hold at most max_entries,
+// 1,000,000 by default, well under 2^24).
+constexpr uint32_t kMaxSnapshot = 0x7fff;
+constexpr uint64_t kIndexMask = (uint64_t{1} << 24) - 1;
+
+// 24 bits of the FNV-1a hash of `name`.
+uint32_t NameHash(absl::string_view name) {
+  uint32_t h = 2166136261u;
+  for (unsigned char c : name) h = (h ^ c) * 16777619u;
+  return h & 0xffffff;
 }
 
-// The listing a READDIR(PLUS) of `ino` at offset `off` reads from, and its
-// snapshot number in *snapshot: built afresh at offset 0 (a new read of the
-// directory), else the one that read started with (rebuilt if it was
-// dropped). Null and *err set on failure.
+off_t ListingOffset(uint32_t snapshot, size_t next_index,
+                    const Listing& listing) {
+  const uint32_t hash =
+      next_index == 0 ? 0 : NameHash(listing[next_index - 1].name);
+  return static_cast<off_t>((static_cast<uint64_t>(snapshot) << 48) |
+                            (static_cast<uint64_t>(hash) << 24) |
+                            (next_index & kIndexMask));
+}
+
+// Where a read at `off` resumes in `listing` when that is not the listing
+// the offset came from (its snapshot was dropped, and the directory may
+// have changed since): after the entry nearest the offset's index whose
+// name hashes as the offset says (the last entry the read was handed), or
+// at the offset's index if there is none within 4096 entries (that entry
+// is gone).
+size_t ResumeIndex(const Listing& listing, off_t off) {
+  const size_t index = static_cast<uint64_t>(off) & kIndexMask;
+  const uint32_t hash = (static_cast<uint64_t>(off) >> 24) & 0xffffff;
+  if (index == 0) return 0;
+  const size_t last = index - 1;  // Its position in the old listing.
+  for (size_t d = 0; d <= 4096; ++d) {
+    if (last + d < listing.size() && NameHash(listing[last + d].name) == hash) {
+      return last + d + 1;
+    }
+    if (d > 0 && d <= last && NameHash(listing[last - d].name) == hash) {
+      return last - d + 1;
+    }
+    if (last + d >= listing.size() && d > last) break;
+  }
+  return std::min(index, listing.size());
+}
+
+// The listing a READDIR(PLUS) of `ino` at offset `off` reads from, its
+// snapshot number in *snapshot, and the index to continue at in *start:
+// built afresh at offset 0 (a new read of the directory), else the one that
+// read started with, or, if that was dropped, one built anew (ResumeIndex).
+// Null and *err set on failure.
 std::shared_ptr<const Listing> ListingFor(State& s, fuse_ino_t ino, off_t off,
-                                          uint32_t* snapshot, int* err) {
-  *snapshot = static_cast<uint32_t>(static_cast<uint64_t>(off) >> 32);
+                                          uint32_t* snapshot, size_t* start,
+                                          int* err) {
+  *snapshot = static_cast<uint32_t>(static_cast<uint64_t>(off) >> 48);
+  *start = static_cast<uint64_t>(off) & kIndexMask;
   if (off > 0) {
     absl::MutexLock lock(&s.listings_mu);
     auto it = s.listings.find(State::ListingKey{ino, *snapshot});
@@ -998,6 +1041,15 @@ std::shared_ptr<const Listing> ListingFor(State& s, fuse_ino_t ino, off_t off,
   if (*err = BuildListing(s, ino, *n, listing.get()); *err != 0) {
     return nullptr;
   }
+  if (listing->size() > kIndexMask) {
+    spdlog::error(
+        "fuse: directory {} has {} entries, more than READDIR "
+        "offsets can number ({})",
+        n->path, listing->size(), kIndexMask);
+    *err = EOVERFLOW;
+    return nullptr;
+  }
+  if (off > 0) *start = ResumeIndex(*listing, off);
   absl::MutexLock lock(&s.listings_mu);
   if (off == 0) {
     if (HasImmutableListing(*n)) {
@@ -1068,14 +1120,14 @@ void ReplyListing(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off) {
   s.readdirs.fetch_add(1, std::memory_order_relaxed);
   int err = 0;
   uint32_t snapshot = 0;
+  size_t start = 0;
   std::shared_ptr<const Listing> listing =
-      ListingFor(s, ino, off, &snapshot, &err);
+      ListingFor(s, ino, off, &snapshot, &start, &err);
   if (listing == nullptr) return (void)fuse_reply_err(req, err);
   std::vector<char> buf(size);
   size_t used = 0;
   std::vector<State::Interned> full_entries;  // READDIRPLUS: with attributes.
-  for (size_t i = static_cast<uint64_t>(off) & 0xffffffffu; i < listing->size();
-       ++i) {
+  for (size_t i = start; i < listing->size(); ++i) {
     const DirEntry& e = (*listing)[i];
     size_t n;
     if constexpr (kPlus) {
@@ -1092,7 +1144,7 @@ void ReplyListing(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off) {
       }
       n = fuse_add_direntry_plus(req, buf.data() + used, size - used,
                                  e.name.c_str(), &p,
-                                 ListingOffset(snapshot, i + 1));
+                                 ListingOffset(snapshot, i + 1, *listing));
       if (n <= size - used && p.ino != 0)
         full_entries.push_back({e.ino, e.node});
     } else {
@@ -1101,7 +1153,7 @@ void ReplyListing(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off) {
       st.st_ino = s.StIno(e.ino);
       st.st_mode = e.type;
       n = fuse_add_direntry(req, buf.data() + used, size - used, e.name.c_str(),
-                            &st, ListingOffset(snapshot, i + 1));
+                            &st, ListingOffset(snapshot, i + 1, *listing));
     }
     if (n > size - used) break;
     used += n;
