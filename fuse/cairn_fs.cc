@@ -214,15 +214,12 @@ struct CairnFs::State {
   // BlobWriter::Commit) is hashed again when opened.
   absl::flat_hash_map<Digest, std::pair<dev_t, ino_t>> verified
       ABSL_GUARDED_BY(mu);
-  // Serialise the verification of one blob (striped by digest), so the
-  // concurrent READs of a file's first bytes hash it once.
-  static constexpr size_t kVerifyStripes = 64;
   // Blobs being hashed by a worker (EnsureVerified), with the READs and
   // opens of the same blob that came meanwhile: queued here rather than
-  // holding workers of their own, they run again once the hash is done.
+  // holding workers of their own (or hashing it again), they run again once
+  // the hash is done. Blobs are hashed once however many READs come.
   absl::flat_hash_map<Digest, std::vector<std::function<void()>>> verifying
       ABSL_GUARDED_BY(mu);
-  absl::Mutex verify_mu[kVerifyStripes];
   // The kernel opens files and directories without asking (OpOpen and
   // OpOpendir reply ENOSYS).
   std::atomic<bool> no_open{false};
@@ -1178,14 +1175,20 @@ void OpReaddirplus(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
   ReplyListing<true>(req, ino, size, off);
 }
 
-// The hash of EnsureVerified, under the blob's verify stripe: 0 if `file`
-// (the blob's identity) is verified meanwhile or hashes right, else EIO.
-int VerifyLocked(State& s, const Node& n, const Digest& digest, int fd,
-                 std::pair<dev_t, ino_t> file) {
+// Whether blob file `file` (st_dev, st_ino) of `digest` was verified.
+bool IsVerified(State& s, const Digest& digest, std::pair<dev_t, ino_t> file)
+    ABSL_EXCLUSIVE_LOCKS_REQUIRED(s.mu) {
+  auto it = s.verified.find(digest);
+  return it != s.verified.end() && it->second == file;
+}
+
+// The hash of EnsureVerified: 0 if `file` (the blob's identity) is
+// verified meanwhile or hashes right, else EIO.
+int Verify(State& s, const Node& n, const Digest& digest, int fd,
+           std::pair<dev_t, ino_t> file) {
   {
     absl::MutexLock lock(&s.mu);
-    auto it = s.verified.find(digest);
-    if (it != s.verified.end() && it->second == file) return 0;
+    if (IsVerified(s, digest, file)) return 0;
     if (s.corrupt.contains(digest)) return EIO;
   }
   if (s.exiting.load(std::memory_order_relaxed)) return EIO;
@@ -1229,7 +1232,7 @@ constexpr int kDeferred = -1;
 // null; moved from) is queued behind it and kDeferred returned, so that
 // READs at other offsets of one large blob do not take every worker and
 // stall the reads of every other file; with a null `retry` the caller
-// waits for that hash.
+// hashes the blob too.
 int EnsureVerified(State& s, const Node& n, const Digest& digest, int fd,
                    std::function<void()>* retry) {
   struct stat st;
@@ -1239,15 +1242,10 @@ int EnsureVerified(State& s, const Node& n, const Digest& digest, int fd,
     return EIO;
   }
   const std::pair<dev_t, ino_t> file{st.st_dev, st.st_ino};
-  auto verified = [&] {
-    absl::MutexLock lock(&s.mu);
-    auto it = s.verified.find(digest);
-    return it != s.verified.end() && it->second == file;
-  };
-  if (verified()) return 0;
   bool hashing = false;  // This call hashes, and then runs the waiters.
   {
     absl::MutexLock lock(&s.mu);
+    if (IsVerified(s, digest, file)) return 0;
     if (s.corrupt.contains(digest)) return EIO;  // Logged when found.
     auto [it, inserted] = s.verifying.try_emplace(digest);
     if (!inserted && retry != nullptr) {
@@ -1257,12 +1255,7 @@ int EnsureVerified(State& s, const Node& n, const Digest& digest, int fd,
     }
     hashing = inserted;
   }
-  int result = 0;
-  {
-    absl::MutexLock stripe(
-        &s.verify_mu[absl::Hash<Digest>()(digest) % State::kVerifyStripes]);
-    result = VerifyLocked(s, n, digest, fd, file);
-  }
+  const int result = Verify(s, n, digest, fd, file);
   if (hashing) {
     std::vector<std::function<void()>> waiters;
     {
