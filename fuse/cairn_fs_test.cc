@@ -143,6 +143,21 @@ std::map<std::string, ino_t> CollectInodes(const std::string& dir) {
   return inodes;
 }
 
+// One getdents64 call on directory `fd` with room for about two entries;
+// appends the names but "." and "..". Returns false at the end.
+bool ReadSomeEntries(int fd, std::vector<std::string>* seen) {
+  alignas(8) char buf[200];
+  const long n = syscall(SYS_getdents64, fd, buf, sizeof(buf));
+  EXPECT_GE(n, 0) << strerror(errno);
+  for (long off = 0; off < n;) {
+    const auto* d = reinterpret_cast<const struct dirent64*>(buf + off);
+    const std::string name = d->d_name;
+    if (name != "." && name != "..") seen->push_back(name);
+    off += d->d_reclen;
+  }
+  return n > 0;
+}
+
 class CairnFsTest : public ::testing::Test {
  protected:
   void SetUp() override {
@@ -239,6 +254,22 @@ class CairnFsTest : public ::testing::Test {
     return absl::StrCat(mnt_, "/by-digest/", d.ToString());
   }
 
+  // Pushes `n` one-file artefacts (their digests in *pushed) and returns
+  // the entries of one more, not pushed, whose digest sorts before them.
+  std::vector<TarEntry> PushThenOneSortingFirst(int n,
+                                                std::set<std::string>* pushed) {
+    for (int i = 0; i < n; ++i) {
+      pushed->insert(Push({{"f", TarEntry::kFile, 0644, absl::StrCat(i, "\n")}})
+                         .ToString());
+    }
+    std::vector<TarEntry> first;
+    for (int i = 0;; ++i) {
+      first = {{"f", TarEntry::kFile, 0644, absl::StrCat("first ", i, "\n")}};
+      if (Sha256Of(BuildTar(first)).ToString() < *pushed->begin()) break;
+    }
+    return first;
+  }
+
   std::string dir_, mnt_;
   std::unique_ptr<Store> store_;
   std::unique_ptr<RefStore> refs_;
@@ -319,35 +350,15 @@ TEST_F(CairnFsTest, NewArtefactsAppearInByDigestListing) {
 // shown twice nor makes another entry vanish. The next read shows it.
 TEST_F(CairnFsTest, AListingReadInChunksIsOneSnapshot) {
   std::set<std::string> before;
-  for (int i = 0; i < 60; ++i) {
-    before.insert(
-        Push({{"f", TarEntry::kFile, 0644, absl::StrCat(i, "\n")}}).ToString());
-  }
   // Content whose artefact digest sorts before all of them.
-  std::vector<TarEntry> first;
-  for (int i = 0;; ++i) {
-    first = {{"f", TarEntry::kFile, 0644, absl::StrCat("first ", i, "\n")}};
-    if (Sha256Of(BuildTar(first)).ToString() < *before.begin()) break;
-  }
+  const std::vector<TarEntry> first = PushThenOneSortingFirst(60, &before);
   Mount();
 
   const int fd =
       open((mnt_ + "/by-digest").c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
   ASSERT_GE(fd, 0) << strerror(errno);
   std::vector<std::string> seen;
-  // getdents64 with room for about two entries per call.
-  auto read_some = [&]() -> bool {
-    alignas(8) char buf[200];
-    const long n = syscall(SYS_getdents64, fd, buf, sizeof(buf));
-    EXPECT_GE(n, 0) << strerror(errno);
-    for (long off = 0; off < n;) {
-      const auto* d = reinterpret_cast<const struct dirent64*>(buf + off);
-      const std::string name = d->d_name;
-      if (name != "." && name != "..") seen.push_back(name);
-      off += d->d_reclen;
-    }
-    return n > 0;
-  };
+  auto read_some = [&]() { return ReadSomeEntries(fd, &seen); };
   ASSERT_TRUE(read_some());
   const std::string pushed = Push(first).ToString();
   while (read_some()) {
@@ -403,15 +414,7 @@ TEST_F(CairnFsTest, TreeWalkNeedsNoLookupPerEntry) {
 // entry pushed meanwhile made each repeat one).
 TEST_F(CairnFsTest, ManyConcurrentChunkedListingsEachSeeEveryEntryOnce) {
   std::set<std::string> before;
-  for (int i = 0; i < 40; ++i) {
-    before.insert(
-        Push({{"f", TarEntry::kFile, 0644, absl::StrCat(i, "\n")}}).ToString());
-  }
-  std::vector<TarEntry> first;
-  for (int i = 0;; ++i) {
-    first = {{"f", TarEntry::kFile, 0644, absl::StrCat("first ", i, "\n")}};
-    if (Sha256Of(BuildTar(first)).ToString() < *before.begin()) break;
-  }
+  const std::vector<TarEntry> first = PushThenOneSortingFirst(40, &before);
   Mount();
   constexpr int kReads = 7;
   std::vector<int> fds;
@@ -421,18 +424,7 @@ TEST_F(CairnFsTest, ManyConcurrentChunkedListingsEachSeeEveryEntryOnce) {
                        O_RDONLY | O_DIRECTORY | O_CLOEXEC));
     ASSERT_GE(fds.back(), 0) << strerror(errno);
   }
-  auto read_some = [&](int r) -> bool {
-    alignas(8) char buf[200];
-    const long n = syscall(SYS_getdents64, fds[r], buf, sizeof(buf));
-    EXPECT_GE(n, 0) << strerror(errno);
-    for (long off = 0; off < n;) {
-      const auto* d = reinterpret_cast<const struct dirent64*>(buf + off);
-      const std::string name = d->d_name;
-      if (name != "." && name != "..") seen[r].push_back(name);
-      off += d->d_reclen;
-    }
-    return n > 0;
-  };
+  auto read_some = [&](int r) { return ReadSomeEntries(fds[r], &seen[r]); };
   // Every read under way, a few chunks in.
   for (int round = 0; round < 3; ++round) {
     for (int r = 0; r < kReads; ++r) ASSERT_TRUE(read_some(r));

@@ -928,6 +928,11 @@ std::string PaxRecord(const std::string& key_value) {
 
 const std::string kEndOfArchive(1024, '\0');
 
+// `plain` compressed with `f` (as it is for Filter::kNone).
+std::string Filtered(const std::string& plain, Filter f) {
+  return f == Filter::kNone ? plain : Compress(plain, f);
+}
+
 // A corrupt header (libarchive: ARCHIVE_RETRY) is a corrupt archive, not
 // an entry without a name.
 TEST(ArchiveIndexTest, BadHeaderChecksumIsCorrupt) {
@@ -964,9 +969,7 @@ TEST(ArchiveIndexTest, TarWithoutItsEndMarkerIsTruncated) {
   const std::string entries =
       UstarEntry("a", '0', "hello") + UstarEntry("b", '0', std::string(512, 0));
   for (Filter f : {Filter::kNone, Filter::kGzip, Filter::kZstd}) {
-    auto as = [f](const std::string& plain) {
-      return f == Filter::kNone ? plain : Compress(plain, f);
-    };
+    auto as = [f](const std::string& plain) { return Filtered(plain, f); };
     for (size_t chunk : {size_t{7}, size_t{512}, size_t{1} << 16}) {
       SCOPED_TRACE(
           absl::StrCat("filter ", static_cast<int>(f), " chunk ", chunk));
@@ -996,9 +999,7 @@ TEST(ArchiveIndexTest, OnlyZeroPaddingAfterTheEnd) {
   ArchiveLimits limits;
   limits.max_unpacked_bytes = 1 << 20;
   for (Filter f : {Filter::kNone, Filter::kGzip, Filter::kZstd}) {
-    auto as = [f](const std::string& plain) {
-      return f == Filter::kNone ? plain : Compress(plain, f);
-    };
+    auto as = [f](const std::string& plain) { return Filtered(plain, f); };
     // Small chunks: libarchive reads ahead across them.
     for (size_t chunk : {size_t{7}, size_t{512}, size_t{1} << 16}) {
       SCOPED_TRACE(
