@@ -2035,6 +2035,12 @@ CairnFs::~CairnFs() {
 
 const std::string& CairnFs::mountpoint() const { return state_->mountpoint; }
 
+bool CairnFs::connection_ended() const {
+  if (!state_->mounted) return false;
+  return state_->loop_ended.load() ||
+         ConnectionEnded(fuse_session_fd(state_->session));
+}
+
 CairnFsStats CairnFs::stats() const {
   CairnFsStats st;
   st.lookups = state_->lookups.load(std::memory_order_relaxed);

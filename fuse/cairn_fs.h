@@ -110,6 +110,10 @@ class CairnFs {
 
   const std::string& mountpoint() const;
 
+  // Whether the FUSE connection has ended while mounted: unmounted from
+  // outside (umount, fusermount3 -u) or aborted. Thread-safe.
+  bool connection_ended() const;
+
   // A snapshot of the counters. Thread-safe.
   CairnFsStats stats() const;
 

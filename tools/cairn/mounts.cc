@@ -141,6 +141,7 @@ nlohmann::ordered_json MountInfoToJson(const v1::MountInfo& info) {
   j["origin"] = MountOriginName(info.origin());
   j["allow_other"] = info.allow_other();
   j["passthrough"] = info.passthrough();
+  j["ended"] = info.ended();
   j["slot"] = info.slot();
   j["mounted_at_micros"] = info.mounted_at_micros();
   j["mounted_at"] = FormatMicros(info.mounted_at_micros());
@@ -154,6 +155,10 @@ std::string FormatMountLine(const v1::MountInfo& info) {
                    info.slot(), " ", FormatMicros(info.mounted_at_micros()));
   if (info.allow_other()) absl::StrAppend(&line, " allow_other");
   if (info.passthrough()) absl::StrAppend(&line, " passthrough");
+  if (info.ended()) {
+    absl::StrAppend(&line, " ENDED (unmounted from outside; `cairn umount ",
+                    info.path(), "` clears it)");
+  }
   if (!info.requested_by().empty()) {
     absl::StrAppend(&line, " by ", info.requested_by());
   }

@@ -106,9 +106,11 @@ absl::StatusOr<std::string> CleanEntryPath(absl::string_view entry) {
 
 absl::StatusOr<std::string> PickMount(const v1::ListMountsResponse& mounts) {
   for (const v1::MountInfo& m : mounts.mounts()) {
-    if (m.origin() == v1::MOUNT_ORIGIN_FLAG) return m.path();
+    if (m.origin() == v1::MOUNT_ORIGIN_FLAG && !m.ended()) return m.path();
   }
-  if (mounts.mounts_size() > 0) return mounts.mounts(0).path();
+  for (const v1::MountInfo& m : mounts.mounts()) {
+    if (!m.ended()) return m.path();
+  }
   return absl::FailedPreconditionError(absl::StrCat(
       "no Cairn mount known (the daemon serves none): ", kHowToGetAMount));
 }

@@ -57,6 +57,12 @@ TEST(PickMountTest, PrefersTheFlagMountAndExplainsNone) {
   flag->set_path("/mnt/cairn");
   flag->set_origin(v1::MOUNT_ORIGIN_FLAG);
   EXPECT_EQ(*PickMount(list), "/mnt/cairn");
+  // Mounts whose connection ended serve nothing.
+  flag->set_ended(true);
+  EXPECT_EQ(*PickMount(list), "/srv/m/a");
+  rpc->set_ended(true);
+  EXPECT_EQ(PickMount(list).status().code(),
+            absl::StatusCode::kFailedPrecondition);
 }
 
 class EntryInMountTest : public ::testing::Test {

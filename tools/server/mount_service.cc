@@ -425,6 +425,7 @@ v1::ListMountsResponse MountService::ListMounts() const {
     *info = entry.info;
     // A refused backing file turns passthrough off after the mount.
     info->set_passthrough(entry.fs->stats().passthrough);
+    info->set_ended(entry.fs->connection_ended());
   }
   return response;
 }

@@ -311,6 +311,32 @@ TEST_F(MountServiceTest, MountsInsideTheRootListsAndUnmounts) {
   EXPECT_EQ(Unmount(m, &unmounted).error_code(), grpc::StatusCode::NOT_FOUND);
 }
 
+// A mount unmounted from outside is listed as ended (not as serving), and
+// Unmount of its path clears the entry without touching the directory.
+TEST_F(MountServiceTest, MountUnmountedFromOutsideIsListedAsEnded) {
+  if (!FuseUsable()) GTEST_SKIP() << "/dev/fuse is not usable here";
+  Artefact();
+  Start(root_);
+  const std::string m = root_ + "/m";
+  MakeDir(m);
+  v1::MountResponse mounted;
+  grpc::Status s = Mount(m, &mounted);
+  ASSERT_TRUE(s.ok()) << s.error_message();
+  ASSERT_EQ(List().mounts_size(), 1);
+  EXPECT_FALSE(List().mounts(0).ended());
+
+  ASSERT_EQ(umount2(m.c_str(), MNT_DETACH), 0) << strerror(errno);
+  v1::ListMountsResponse list = List();
+  ASSERT_EQ(list.mounts_size(), 1);
+  EXPECT_TRUE(list.mounts(0).ended());
+
+  v1::UnmountResponse unmounted;
+  s = Unmount(m, &unmounted);
+  ASSERT_TRUE(s.ok()) << s.error_message();
+  EXPECT_THAT(List().mounts(), IsEmpty());
+  EXPECT_TRUE(fs::is_empty(m));
+}
+
 TEST_F(MountServiceTest, LocalMountIsListedUnmountableAndClosedAtShutdown) {
   if (!FuseUsable()) GTEST_SKIP() << "/dev/fuse is not usable here";
   const std::string digest = Artefact();
