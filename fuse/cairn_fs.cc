@@ -1002,16 +1002,24 @@ size_t ResumeIndex(const Listing& listing, off_t off) {
   const uint32_t hash = (static_cast<uint64_t>(off) >> 24) & 0xffffff;
   if (index == 0) return 0;
   const size_t last = index - 1;  // Its position in the old listing.
+  // The listing may have shrunk below it: probe only real entries.
+  const auto matches = [&](size_t i) {
+    return i < listing.size() && NameHash(listing[i].name) == hash;
+  };
   for (size_t d = 0; d <= 4096; ++d) {
-    if (last + d < listing.size() && NameHash(listing[last + d].name) == hash) {
-      return last + d + 1;
-    }
-    if (d > 0 && d <= last && NameHash(listing[last - d].name) == hash) {
-      return last - d + 1;
-    }
-    if (last + d >= listing.size() && d > last) break;
+    if (matches(last + d)) return last + d + 1;
+    if (d > 0 && d <= last && matches(last - d)) return last - d + 1;
   }
   return std::min(index, listing.size());
+}
+
+// Whether `start`, an offset's index into `listing`, still follows the
+// entry whose name hash the offset `off` carries. Not so when the
+// snapshot number (15 bits) wrapped and another read's listing has it.
+bool FollowsNamedEntry(const Listing& listing, size_t start, off_t off) {
+  if (start == 0) return true;
+  const uint32_t hash = (static_cast<uint64_t>(off) >> 24) & 0xffffff;
+  return start <= listing.size() && NameHash(listing[start - 1].name) == hash;
 }
 
 // The listing a READDIR(PLUS) of `ino` at offset `off` reads from, its
@@ -1027,7 +1035,12 @@ std::shared_ptr<const Listing> ListingFor(State& s, fuse_ino_t ino, off_t off,
   if (off > 0) {
     absl::MutexLock lock(&s.listings_mu);
     auto it = s.listings.find(State::ListingKey{ino, *snapshot});
-    if (it != s.listings.end()) return it->second;
+    if (it != s.listings.end()) {
+      if (!FollowsNamedEntry(*it->second, *start, off)) {
+        *start = ResumeIndex(*it->second, off);
+      }
+      return it->second;
+    }
   }
   std::shared_ptr<const Node> n = s.Get(ino);
   if (n == nullptr) {
@@ -1859,13 +1872,14 @@ struct MountEntry {
   std::string fstype;  // After the "-" separator: "fuse", "tmpfs", ...
 };
 
-// The mount on top at canonical `path`: the last line of
+// The mount on top at canonical `path` in *top: the last line of
 // /proc/self/mountinfo mounted there (field 5, with spaces, tabs, newlines
-// and backslashes as \ooo octal escapes). Nullopt when nothing is mounted
-// there or the table cannot be read.
-std::optional<MountEntry> TopMount(const std::string& path) {
+// and backslashes as \ooo octal escapes); nullopt when nothing is mounted
+// there. Returns false when the table cannot be read.
+bool TopMount(const std::string& path, std::optional<MountEntry>* top) {
+  top->reset();
   std::ifstream in("/proc/self/mountinfo");
-  std::optional<MountEntry> top;
+  if (!in) return false;
   std::string line;
   while (std::getline(in, line)) {
     std::vector<absl::string_view> f = absl::StrSplit(line, ' ');
@@ -1899,9 +1913,9 @@ std::optional<MountEntry> TopMount(const std::string& path) {
         break;
       }
     }
-    top = std::move(e);
+    *top = std::move(e);
   }
-  return top;
+  return true;
 }
 
 }  // namespace
@@ -2000,8 +2014,9 @@ absl::StatusOr<std::unique_ptr<CairnFs>> CairnFs::Mount(
   if (stat(mountpoint.c_str(), &root_st) == 0) {
     state->conn_id = minor(root_st.st_dev);
     state->dev = root_st.st_dev;
-    if (std::optional<MountEntry> top = TopMount(state->canonical_mountpoint);
-        top.has_value() && top->dev == state->dev) {
+    std::optional<MountEntry> top;
+    if (TopMount(state->canonical_mountpoint, &top) && top.has_value() &&
+        top->dev == state->dev) {
       state->mount_id = top->id;
     }
     SetReadahead(root_st.st_dev, state->max_read);
@@ -2086,11 +2101,17 @@ void CairnFs::Unmount() {
   // unmounted at the path (it must be the one on top there).
   const bool ended = state_->loop_ended.load() ||
                      ConnectionEnded(fuse_session_fd(state_->session));
-  const auto on_top = [this, ended] {
-    // Unknown identity (the root could not be stat'ed at mount): the path
-    // is trusted while the connection lives.
-    if (state_->mount_id == 0) return !ended;
-    std::optional<MountEntry> top = TopMount(state_->canonical_mountpoint);
+  const auto on_top = [this] {
+    std::optional<MountEntry> top;
+    if (state_->mount_id == 0 ||
+        !TopMount(state_->canonical_mountpoint, &top)) {
+      // Identity unknown (the root could not be stat'ed at mount, or the
+      // mount table cannot be read): the path shows this mount if it gives
+      // ENOTCONN (aborted) or this mount's known device.
+      struct stat st;
+      if (stat(state_->mountpoint.c_str(), &st) != 0) return errno == ENOTCONN;
+      return state_->dev != 0 && st.st_dev == state_->dev;
+    }
     return top.has_value() && top->id == state_->mount_id &&
            top->dev == state_->dev && absl::StartsWith(top->fstype, "fuse");
   };
@@ -2135,16 +2156,25 @@ void CairnFs::Unmount() {
     }
     fuse_session_unmount(state_->session);  // Closes the fd.
   } else if (!on_top()) {
-    // Covered by another file system, and no fusectl to abort the
-    // connection with: nothing here can end it.
-    spdlog::error(
-        "fuse: {}: cannot unmount: another file system is mounted over it "
-        "and /sys/fs/fuse/connections is not mounted; the connection stays "
-        "until the kernel ends it",
-        state_->mountpoint);
-    state_->loop.detach();
-    state_->abandoned = true;
-    return;
+    if (!ConnectionEnded(fuse_session_fd(state_->session))) {
+      // Covered by another file system, and no fusectl to abort the
+      // connection with: nothing here can end it. The loop was told to
+      // exit (it may answer one more request); processes using the mount
+      // then wait until its connection is aborted by hand.
+      spdlog::error(
+          "fuse: {}: cannot unmount: another file system is mounted over it "
+          "and /sys/fs/fuse/connections is not mounted; abort the connection "
+          "by hand (mount fusectl, write 1 to connections/{}/abort)",
+          state_->mountpoint, state_->conn_id);
+      state_->loop.detach();
+      state_->abandoned = true;
+      return;
+    }
+    // It ended meanwhile (unmounted from outside): nothing to detach.
+    state_->exiting.store(true, std::memory_order_relaxed);
+    state_->loop.join();
+    state_->workers->Stop();
+    fuse_session_unmount(state_->session);  // Closes the fd.
   } else if (umount2(state_->mountpoint.c_str(), MNT_DETACH) == 0) {
     // The connection ends, and the loop with it, once the mount is no
     // longer in use.

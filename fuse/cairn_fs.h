@@ -111,7 +111,9 @@ class CairnFs {
   const std::string& mountpoint() const;
 
   // Whether the FUSE connection has ended while mounted: unmounted from
-  // outside (umount, fusermount3 -u) or aborted. Thread-safe.
+  // outside (umount, fusermount3 -u) or aborted. Thread-safe, but not
+  // concurrently with Unmount (callers serialise the two, as MountService
+  // does under its lock).
   bool connection_ended() const;
 
   // A snapshot of the counters. Thread-safe.

@@ -424,7 +424,9 @@ grpc::Status CasService::ListFiles(
   // version, however long the stream stays open. The pages make one
   // listing: a complete index is never changed.
   std::string last;  // Path of the last entry listed.
+  int pages = 0;
   for (;;) {
+    ++pages;
     bool full = false;
     absl::Status list_status = db.ListAllFiles(
         *digest, last,
@@ -465,6 +467,19 @@ grpc::Status CasService::ListFiles(
     if (context->IsCancelled()) {
       return Fail(absl::CancelledError(absl::StrCat(
           "ListFiles of ", name, ": cancelled after ", sent, " entries")));
+    }
+  }
+  // Pages are not one snapshot: had the artefact gone meanwhile (today
+  // only an artefact still INDEXING, refused above, can be deleted), the
+  // last pages would have come back short.
+  if (pages > 1) {
+    absl::StatusOr<store::ArtefactRecord> still = db.GetArtefact(*digest);
+    if (!still.ok()) {
+      return Fail(absl::AbortedError(absl::StrCat(
+          "ListFiles of ", name,
+          ": the artefact went away during the "
+          "listing (",
+          still.status().message(), "); ", sent, " entries sent")));
     }
   }
   return grpc::Status::OK;
