@@ -311,6 +311,27 @@ TEST_F(MountServiceTest, MountsInsideTheRootListsAndUnmounts) {
   EXPECT_EQ(Unmount(m, &unmounted).error_code(), grpc::StatusCode::NOT_FOUND);
 }
 
+// A mount point whose name is not UTF-8 is mounted, listed and unmounted
+// (paths are proto bytes).
+TEST_F(MountServiceTest, MountPointNamesNeedNotBeUtf8) {
+  if (!FuseUsable()) GTEST_SKIP() << "/dev/fuse is not usable here";
+  Artefact();
+  Start(root_);
+  const std::string m = root_ + "/m\xff";
+  MakeDir(m);
+  v1::MountResponse mounted;
+  grpc::Status s = Mount(m, &mounted);
+  ASSERT_TRUE(s.ok()) << s.error_message();
+  EXPECT_EQ(mounted.mount().path(), m);
+  v1::ListMountsResponse list = List();
+  ASSERT_EQ(list.mounts_size(), 1);
+  EXPECT_EQ(list.mounts(0).path(), m);
+  v1::UnmountResponse unmounted;
+  s = Unmount(m, &unmounted);
+  ASSERT_TRUE(s.ok()) << s.error_message();
+  EXPECT_THAT(List().mounts(), IsEmpty());
+}
+
 // A mount unmounted from outside is listed as ended (not as serving), and
 // Unmount of its path clears the entry without touching the directory.
 TEST_F(MountServiceTest, MountUnmountedFromOutsideIsListedAsEnded) {
