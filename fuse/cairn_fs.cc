@@ -1865,6 +1865,12 @@ bool ConnectionEnded(int fd) {
   return poll(&p, 1, 0) == 1 && (p.revents & POLLERR) != 0;
 }
 
+// Whether the mount's connection has ended: its loop returned, or its
+// /dev/fuse fd polls POLLERR (before the loop has seen it).
+bool SessionEnded(const CairnFs::State& s) {
+  return s.loop_ended.load() || ConnectionEnded(fuse_session_fd(s.session));
+}
+
 // A line of /proc/self/mountinfo (proc(5)).
 struct MountEntry {
   int id = 0;     // Field 1: the mount ID (reused once the mount is gone).
@@ -2052,8 +2058,7 @@ const std::string& CairnFs::mountpoint() const { return state_->mountpoint; }
 
 bool CairnFs::connection_ended() const {
   if (!state_->mounted) return false;
-  return state_->loop_ended.load() ||
-         ConnectionEnded(fuse_session_fd(state_->session));
+  return SessionEnded(*state_);
 }
 
 CairnFsStats CairnFs::stats() const {
@@ -2099,8 +2104,7 @@ void CairnFs::Unmount() {
   // other mounts), and another file system may cover the mount point.
   // Only this mount's own connection is aborted, and only this mount is
   // unmounted at the path (it must be the one on top there).
-  const bool ended = state_->loop_ended.load() ||
-                     ConnectionEnded(fuse_session_fd(state_->session));
+  const bool ended = SessionEnded(*state_);
   const auto on_top = [this] {
     std::optional<MountEntry> top;
     if (state_->mount_id == 0 ||

@@ -159,6 +159,18 @@ bool ReadSomeEntries(int fd, std::vector<std::string>* seen) {
   return n > 0;
 }
 
+// How often each of `names` (those read `read`) was seen, expecting once.
+std::map<std::string, int> CountEachOnce(const std::vector<std::string>& names,
+                                         int read) {
+  std::map<std::string, int> count;
+  for (const std::string& name : names) ++count[name];
+  for (const auto& [name, n] : count) {
+    EXPECT_EQ(n, 1) << "read " << read << " saw " << name << " " << n
+                    << " times";
+  }
+  return count;
+}
+
 class CairnFsTest : public ::testing::Test {
  protected:
   void SetUp() override {
@@ -435,12 +447,7 @@ TEST_F(CairnFsTest, ManyConcurrentChunkedListingsEachSeeEveryEntryOnce) {
     while (read_some(r)) {
     }
     close(fds[r]);
-    std::map<std::string, int> count;
-    for (const std::string& name : seen[r]) ++count[name];
-    for (const auto& [name, n] : count) {
-      EXPECT_EQ(n, 1) << "read " << r << " saw " << name << " " << n
-                      << " times";
-    }
+    const std::map<std::string, int> count = CountEachOnce(seen[r], r);
     for (const std::string& name : before) {
       EXPECT_EQ(count.count(name), 1u) << "read " << r << " missed " << name;
     }
@@ -477,12 +484,7 @@ TEST_F(CairnFsTest, ChunkedListingsSurviveTheDirectoryShrinking) {
     while (ReadSomeEntries(fds[r], &seen[r])) {
     }
     close(fds[r]);
-    std::map<std::string, int> count;
-    for (const std::string& name : seen[r]) ++count[name];
-    for (const auto& [name, n] : count) {
-      EXPECT_EQ(n, 1) << "read " << r << " saw " << name << " " << n
-                      << " times";
-    }
+    CountEachOnce(seen[r], r);
   }
   EXPECT_THAT(ReadDirNames(mnt_),
               ElementsAre("by-digest", "r00@main", "r01@main", "r02@main",
