@@ -14,6 +14,9 @@ namespace cairn {
 // FailedPrecondition -> ENOENT (e.g. a yanked release: it does not resolve),
 // OutOfRange -> EINVAL, DataLoss -> EIO, Unimplemented -> ENOSYS,
 // ResourceExhausted -> ENOMEM, Unavailable -> EAGAIN, everything else EIO.
+// A ResourceExhausted or PermissionDenied status carrying the errno it came
+// from (store/errno_status.h) maps to that errno when it is one of ENOSPC,
+// EDQUOT, EMFILE, ENFILE (ResourceExhausted) or EPERM (PermissionDenied).
 int StatusToErrno(const absl::Status& status);
 
 }  // namespace cairn

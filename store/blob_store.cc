@@ -19,6 +19,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
+#include "store/errno_status.h"
 #include "store/paths.h"
 
 namespace cairn {
@@ -58,8 +59,10 @@ absl::StatusCode CodeForErrno(int err) {
 // "<what> <path>: <strerror>" with the code CodeForErrno(err).
 absl::Status ErrnoError(int err, absl::string_view what,
                         absl::string_view path) {
-  return absl::Status(CodeForErrno(err),
-                      absl::StrCat(what, " ", path, ": ", ErrnoText(err)));
+  return WithErrno(
+      absl::Status(CodeForErrno(err),
+                   absl::StrCat(what, " ", path, ": ", ErrnoText(err))),
+      err);
 }
 
 // Creates `path` as a directory unless it exists. Sets *created when this
@@ -607,10 +610,12 @@ absl::Status PreadFully(int fd, uint64_t offset, size_t length,
       int err = errno;
       out->resize(done);
       // EIO: the device lost stored bytes.
-      return absl::Status(
-          err == EIO ? absl::StatusCode::kDataLoss : CodeForErrno(err),
-          absl::StrCat("pread of fd ", fd, " at offset ", offset + done, ": ",
-                       ErrnoText(err)));
+      return WithErrno(
+          absl::Status(
+              err == EIO ? absl::StatusCode::kDataLoss : CodeForErrno(err),
+              absl::StrCat("pread of fd ", fd, " at offset ", offset + done,
+                           ": ", ErrnoText(err))),
+          err);
     }
     if (n == 0) break;  // End of file.
     done += static_cast<size_t>(n);
