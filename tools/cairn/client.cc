@@ -585,8 +585,14 @@ absl::Status CasClient::ListFiles(
       stub_->ListFiles(&context, request);
   v1::ListFilesResponse response;
   absl::Status result;
+  bool first = true;
+  uint64_t total = 0;     // From the first message.
+  uint64_t received = 0;  // Entries.
   while (result.ok() && reader->Read(&response)) {
+    if (first) total = response.total_entries();
+    first = false;
     for (const v1::FileEntry& entry : response.entries()) {
+      ++received;
       result = visit(entry);
       if (!result.ok()) break;
     }
@@ -594,6 +600,12 @@ absl::Status CasClient::ListFiles(
   if (!result.ok()) context.TryCancel();
   grpc::Status status = reader->Finish();
   if (result.ok() && !status.ok()) result = RpcError(status);
+  if (result.ok() && (first || received != total)) {
+    result = absl::DataLossError(absl::StrCat(
+        "the listing of ", digest.ToString(), " ended after ", received,
+        first ? " entries with no first message"
+              : absl::StrCat(" of its ", total, " entries")));
+  }
   return result;
 }
 

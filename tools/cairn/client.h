@@ -198,7 +198,9 @@ class CasClient {
 
   // Calls `visit` for each file entry of artefact `digest`, in path order.
   // A non-OK status from `visit` stops the stream and is returned.
-  // Errors: NotFound (not an artefact) and the server's errors.
+  // Errors: NotFound (not an artefact); DataLoss when a stream ending OK
+  // brought fewer (or more) entries than its first message announced
+  // (ListFilesResponse.total_entries); the server's errors.
   absl::Status ListFiles(
       const Digest& digest,
       const std::function<absl::Status(const v1::FileEntry&)>& visit);

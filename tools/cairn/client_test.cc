@@ -200,6 +200,7 @@ class FakeCas final : public v1::Cas::Service {
       }
     }
     v1::ListFilesResponse first;
+    first.set_total_entries(4);
     v1::FileEntry* e = first.add_entries();
     e->set_path("bin");
     e->set_type(v1::FileEntry::DIRECTORY);
@@ -223,7 +224,9 @@ class FakeCas final : public v1::Cas::Service {
     e->set_type(v1::FileEntry::SYMLINK);
     e->set_mode(0777);
     e->set_link_target("bin/tool");
-    writer->Write(second);
+    // A stream cut short without an error status, as gRPC ends one whose
+    // message failed to parse.
+    if (!cut_listing) writer->Write(second);
     return grpc::Status::OK;
   }
 
@@ -237,6 +240,7 @@ class FakeCas final : public v1::Cas::Service {
   std::atomic<int> write_calls{0};
   std::atomic<bool> corrupt_reads{false};
   std::atomic<bool> truncate_reads{false};
+  std::atomic<bool> cut_listing{false};
 };
 
 class ServerTest : public ::testing::Test {
@@ -749,6 +753,19 @@ TEST_F(ServerTest, InspectCommand) {
             cli::kExitFailure);
   EXPECT_EQ(out_.str(), "");
   EXPECT_THAT(err_.str(), StartsWith("cairn: error: NOT_FOUND: "));
+}
+
+TEST_F(ServerTest, InspectOfACutListingFails) {
+  service_.blobs[Sha256Of("abc").ToString()] = "abc";
+  service_.cut_listing = true;
+  const std::string digest = Sha256Of("abc").ToString();
+  EXPECT_EQ(Run([&](const cli::Io& io) {
+              return cli::RunInspect(flags_, digest, io);
+            }),
+            cli::kExitFailure);
+  EXPECT_EQ(err_.str(),
+            absl::StrCat("cairn: error: DATA_LOSS: the listing of ", digest,
+                         " ended after 2 of its 4 entries\n"));
 }
 
 TEST(CommandsTest, UnreachableServer) {

@@ -409,9 +409,13 @@ grpc::Status CasService::ListFiles(
   size_t batch_bytes = 0;
   absl::Status stream_status;  // Set when the callback stops the listing.
   uint64_t sent = 0;           // Entries.
+  const uint64_t total = artefact->file_count();
+  batch.set_total_entries(total);  // First message only: Clear() resets it.
+  bool written = false;            // The first message went out.
   auto flush = [&]() {
-    if (batch.entries_size() == 0) return true;
+    if (batch.entries_size() == 0 && written) return true;
     if (!writer->Write(batch)) return false;
+    written = true;
     sent += batch.entries_size();
     // Clear() keeps the entry objects for reuse by the next batch.
     batch.Clear();
@@ -481,6 +485,11 @@ grpc::Status CasService::ListFiles(
           "listing (",
           still.status().message(), "); ", sent, " entries sent")));
     }
+  }
+  if (sent != total) {
+    return Fail(absl::DataLossError(
+        absl::StrCat("ListFiles of ", name, ": the file index holds ", sent,
+                     " entries, the artefact record says ", total)));
   }
   return grpc::Status::OK;
 }

@@ -234,7 +234,8 @@ class CasServiceTest : public ::testing::Test {
 
   grpc::Status ListFiles(const std::string& digest,
                          std::vector<v1::FileEntry>* entries,
-                         int* messages = nullptr) {
+                         int* messages = nullptr,
+                         uint64_t* first_total = nullptr) {
     grpc::ClientContext context;
     v1::ListFilesRequest request;
     request.set_digest(digest);
@@ -243,7 +244,12 @@ class CasServiceTest : public ::testing::Test {
     v1::ListFilesResponse response;
     entries->clear();
     if (messages != nullptr) *messages = 0;
+    bool first = true;
     while (reader->Read(&response)) {
+      if (first && first_total != nullptr) {
+        *first_total = response.total_entries();
+      }
+      first = false;
       if (messages != nullptr) ++*messages;
       for (const v1::FileEntry& e : response.entries()) entries->push_back(e);
     }
@@ -363,11 +369,13 @@ TEST_F(CasServiceTest, PushStatReadListRoundTrip) {
 
   // ListFiles.
   std::vector<v1::FileEntry> entries;
-  s = ListFiles(digest, &entries);
+  uint64_t total = 0;
+  s = ListFiles(digest, &entries, nullptr, &total);
   ASSERT_TRUE(s.ok()) << s.error_message();
   std::map<std::string, v1::FileEntry> by_path;
   for (const v1::FileEntry& e : entries) by_path[e.path()] = e;
   EXPECT_EQ(entries.size(), w.summary().file_count());
+  EXPECT_EQ(total, w.summary().file_count());
   ASSERT_TRUE(by_path.count("bin/tool"));
   const v1::FileEntry& tool = by_path["bin/tool"];
   EXPECT_EQ(tool.type(), v1::FileEntry::REGULAR);
@@ -595,6 +603,35 @@ TEST_F(CasServiceTest, UnknownDigestIsNotFound) {
   s = ListFiles(d, &entries);
   EXPECT_EQ(s.error_code(), grpc::StatusCode::NOT_FOUND);
   EXPECT_THAT(s.error_message(), HasSubstr(d));
+}
+
+// A file index that lost entries (or a record that lost its count) is not
+// listed as if complete: the stream ends DATA_LOSS after what it sent.
+TEST_F(CasServiceTest, ListingDisagreeingWithTheRecordIsDataLoss) {
+  v1::WriteResponse w;
+  grpc::Status s = Push(TarGz(ToolEntries()), &w);
+  ASSERT_TRUE(s.ok()) << s.error_message();
+  const std::string digest = w.digest();
+  absl::StatusOr<Digest> d = Digest::Parse(digest);
+  ASSERT_TRUE(d.ok());
+  absl::StatusOr<store::ArtefactRecord> record =
+      store_->metadata().GetArtefact(*d);
+  ASSERT_TRUE(record.ok()) << record.status();
+  record->set_file_count(record->file_count() + 1);
+  MetadataBatch batch;
+  batch.PutArtefact(*d, *record);
+  ASSERT_TRUE(
+      store_->mutable_metadata().Commit(std::move(batch), /*sync=*/true).ok());
+
+  std::vector<v1::FileEntry> entries;
+  uint64_t total = 0;
+  s = ListFiles(digest, &entries, nullptr, &total);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::DATA_LOSS) << s.error_message();
+  EXPECT_THAT(s.error_message(),
+              HasSubstr(absl::StrCat("the file index holds ", entries.size(),
+                                     " entries, the artefact record says ",
+                                     entries.size() + 1)));
+  EXPECT_EQ(total, entries.size() + 1);
 }
 
 TEST_F(CasServiceTest, DigestMismatchIsDataLossAndStoresNothing) {
