@@ -143,6 +143,11 @@ TEST_F(RunE2eTest, BadEntriesAreRefusedNamingThePath) {
   r = Cli({"run", "tool@main", "--entry", "/bin/sh"});
   EXPECT_EQ(r.exit_code, 2) << r.Describe();
   EXPECT_THAT(r.stderr_text, HasSubstr("is absolute"));
+  // Given but empty: not the artefact's entrypoint, a usage error.
+  r = Cli({"run", "tool@main", "--entry", ""});
+  EXPECT_EQ(r.exit_code, 2) << r.Describe();
+  EXPECT_THAT(r.stderr_text, HasSubstr("--entry"));
+  EXPECT_THAT(r.stderr_text, HasSubstr("must not be empty"));
 
   r = Cli({"run", "tool@main", "--entry", "bin/nope"});
   EXPECT_EQ(r.exit_code, 1) << r.Describe();

@@ -42,6 +42,16 @@ CLI::Validator DecimalUint64() {
       "", "decimal");
 }
 
+// A value that must not be empty when given (an empty --entry would
+// otherwise mean "the artefact's entrypoint", like no --entry at all).
+CLI::Validator NonEmpty() {
+  return CLI::Validator(
+      [](std::string& text) -> std::string {
+        return text.empty() ? "must not be empty" : std::string();
+      },
+      "", "non-empty");
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -270,6 +280,7 @@ int main(int argc, char** argv) {
   run->add_option("--entry", run_args.entry,
                   "Path inside the artefact to execute (default: the "
                   "entrypoint of its cairn.json)")
+      ->check(NonEmpty())
       ->type_name("PATH");
   run->add_option("--mount", run_args.mount,
                   "Directory of a Cairn mount (default: $CAIRN_MOUNT, else "
