@@ -9,6 +9,7 @@
 #include <poll.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
+#include <sys/statfs.h>
 #include <sys/statvfs.h>
 #include <sys/sysmacros.h>
 #include <sys/uio.h>
@@ -1865,6 +1866,48 @@ bool ConnectionEnded(int fd) {
   return poll(&p, 1, 0) == 1 && (p.revents & POLLERR) != 0;
 }
 
+// Where fusectl (the FUSE control file system) is normally mounted, and its
+// magic number (FUSECTL_SUPER_MAGIC, linux/magic.h).
+constexpr char kFusectlDir[] = "/sys/fs/fuse/connections";
+constexpr int64_t kFusectlMagic = 0x65735543;
+
+// Writes "1" to <fusectl_root>/<conn_id>/abort. Returns whether it did.
+bool WriteAbort(const std::string& fusectl_root, uint64_t conn_id) {
+  const std::string path = absl::StrCat(fusectl_root, "/", conn_id, "/abort");
+  const int fd = open(path.c_str(), O_WRONLY | O_CLOEXEC);
+  if (fd < 0) return false;
+  const bool written = write(fd, "1", 1) == 1;
+  close(fd);
+  return written;
+}
+
+// Aborts FUSE connection `conn_id` (Documentation/filesystems/fuse.rst,
+// "Control filesystem"): through the fusectl mounted at kFusectlDir, else,
+// where fusectl is not mounted (most containers), through one mounted for
+// this call on a private temporary directory and detached right after
+// (needs CAP_SYS_ADMIN). Returns whether the abort was written. The caller
+// makes sure the connection still lives, so that the number is its.
+bool AbortThroughFusectl(uint64_t conn_id) {
+  struct statfs sfs;
+  if (statfs(kFusectlDir, &sfs) == 0 &&
+      static_cast<int64_t>(sfs.f_type) == kFusectlMagic) {
+    return WriteAbort(kFusectlDir, conn_id);
+  }
+  char dir[] = "/tmp/cairn-fusectl.XXXXXX";
+  if (mkdtemp(dir) == nullptr) return false;
+  bool aborted = false;
+  if (mount("fusectl", dir, "fusectl", MS_NOSUID | MS_NODEV | MS_NOEXEC,
+            nullptr) == 0) {
+    aborted = WriteAbort(dir, conn_id);
+    if (umount2(dir, MNT_DETACH) != 0) {
+      spdlog::warn("fuse: umount2({}) of a private fusectl failed: {}", dir,
+                   strerror(errno));
+    }
+  }
+  rmdir(dir);
+  return aborted;
+}
+
 // Whether the mount's connection has ended: its loop returned, or its
 // /dev/fuse fd polls POLLERR (before the loop has seen it).
 bool SessionEnded(const CairnFs::State& s) {
@@ -2048,7 +2091,7 @@ absl::StatusOr<std::unique_ptr<CairnFs>> CairnFs::Mount(
 CairnFs::CairnFs(std::unique_ptr<State> state) : state_(std::move(state)) {}
 
 CairnFs::~CairnFs() {
-  Unmount();
+  (void)Unmount();  // Logged there.
   // Still used by the loop and the workers (Unmount could not end the
   // connection): leaked on purpose.
   if (state_->abandoned) (void)state_.release();
@@ -2091,8 +2134,8 @@ CairnFsStats CairnFs::stats() const {
   return st;
 }
 
-void CairnFs::Unmount() {
-  if (!state_->mounted) return;
+absl::Status CairnFs::Unmount() {
+  if (!state_->mounted) return absl::OkStatus();
   state_->mounted = false;
   state_->unmounting.store(true);
   // First, so no invalidation runs on a session being torn down.
@@ -2121,21 +2164,15 @@ void CairnFs::Unmount() {
   };
   // Abort the connection so every worker's read(2) of /dev/fuse fails with
   // ENODEV and the loop ends, even while processes still hold files in the
-  // mount: through fusectl (/sys/fs/fuse/connections) if it is mounted
-  // (while the connection lives, its number is this mount's), else with a
+  // mount: through fusectl (while the connection lives, its number is this
+  // mount's), mounted for the purpose if it is not; failing that with a
   // forced unmount, whose umount_begin aborts a FUSE connection before the
   // busy check (so EBUSY still means aborted). Both need root; without
   // them the lazy unmount below ends the connection only once the mount is
   // no longer in use.
   bool aborted = ended;
   if (!aborted && state_->conn_id != 0) {
-    const std::string abort_path =
-        absl::StrCat("/sys/fs/fuse/connections/", state_->conn_id, "/abort");
-    const int fd = open(abort_path.c_str(), O_WRONLY | O_CLOEXEC);
-    if (fd >= 0) {
-      aborted = write(fd, "1", 1) == 1;
-      close(fd);
-    }
+    aborted = AbortThroughFusectl(state_->conn_id);
   }
   if (!aborted && on_top()) {
     aborted =
@@ -2161,18 +2198,20 @@ void CairnFs::Unmount() {
     fuse_session_unmount(state_->session);  // Closes the fd.
   } else if (!on_top()) {
     if (!ConnectionEnded(fuse_session_fd(state_->session))) {
-      // Covered by another file system, and no fusectl to abort the
-      // connection with: nothing here can end it. The loop was told to
-      // exit (it may answer one more request); processes using the mount
-      // then wait until its connection is aborted by hand.
-      spdlog::error(
-          "fuse: {}: cannot unmount: another file system is mounted over it "
-          "and /sys/fs/fuse/connections is not mounted; abort the connection "
-          "by hand (mount fusectl, write 1 to connections/{}/abort)",
-          state_->mountpoint, state_->conn_id);
+      // Covered by another file system, and fusectl could not be used to
+      // abort the connection (not root): nothing here can end it. The loop
+      // was told to exit (it may answer one more request); processes using
+      // the mount then wait until its connection is aborted by hand.
+      const std::string why = absl::StrCat(
+          "cannot unmount ", state_->mountpoint,
+          ": another file system is mounted over it and its FUSE connection "
+          "could not be aborted through fusectl; abort it by hand (mount "
+          "fusectl, write 1 to connections/",
+          state_->conn_id, "/abort)");
+      spdlog::error("fuse: {}", why);
       state_->loop.detach();
       state_->abandoned = true;
-      return;
+      return absl::FailedPreconditionError(why);
     }
     // It ended meanwhile (unmounted from outside): nothing to detach.
     state_->exiting.store(true, std::memory_order_relaxed);
@@ -2195,6 +2234,7 @@ void CairnFs::Unmount() {
   fuse_session_destroy(state_->session);
   state_->session = nullptr;
   spdlog::info("fuse: unmounted {}", state_->mountpoint);
+  return absl::OkStatus();
 }
 
 }  // namespace cairn

@@ -100,9 +100,15 @@ class CairnFs {
       Store* store, RefStore* refs, const std::string& mountpoint,
       const CairnFsOptions& options = {});
 
-  // Stops the loop, joins it and unmounts (lazily, MNT_DETACH: a process
-  // still using the mount then gets ENOTCONN). Idempotent.
-  void Unmount();
+  // Stops the loop, aborts the connection (as root: through fusectl, which
+  // it mounts privately if it is not mounted, else a forced unmount), joins
+  // the loop and detaches the mount (a process still using the mount then
+  // gets ENOTCONN). Acts on the path only while this mount is the one on
+  // top there, and on the connection only while it lives. Idempotent (OK
+  // once unmounted). Errors: FailedPrecondition when the mount is covered
+  // by another file system and its connection cannot be aborted (not
+  // root): the session is then left running, and logged.
+  absl::Status Unmount();
 
   ~CairnFs();
   CairnFs(const CairnFs&) = delete;

@@ -410,7 +410,7 @@ absl::StatusOr<v1::MountInfo> MountService::UnmountPath(
     entry = std::move(it->second);
     mounts_.erase(it);
   }
-  entry.fs->Unmount();
+  if (absl::Status s = entry.fs->Unmount(); !s.ok()) return s;
   spdlog::info("mount: {} unmounted ({} mount)", entry.info.path(),
                OriginName(entry.info.origin()));
   return entry.info;
@@ -438,8 +438,9 @@ void MountService::UnmountAll() {
     mounts.swap(mounts_);
   }
   for (auto& [path, entry] : mounts) {
-    entry.fs->Unmount();
-    spdlog::info("mount: {} unmounted at shutdown", path);
+    if (absl::Status s = entry.fs->Unmount(); s.ok()) {
+      spdlog::info("mount: {} unmounted at shutdown", path);
+    }
   }
 }
 
