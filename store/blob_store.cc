@@ -336,7 +336,8 @@ class BlobWriterImpl : public BlobWriter {
     if (fchmod(fd_, 0444) != 0) {
       return Fail(ErrnoError(errno, "cannot chmod", temp_path_));
     }
-    const bool durable = durability == Durability::kDurable;
+    const bool durable = durability != Durability::kDeferred;
+    const bool replace = durability == Durability::kDurableReplace;
     if (durable && fdatasync(fd_) != 0) {
       return Fail(ErrnoError(errno, "cannot fdatasync", temp_path_));
     }
@@ -367,7 +368,10 @@ class BlobWriterImpl : public BlobWriter {
     bool keep_existing = false;
     {
       absl::MutexLock place_lock(&layout_->place_mu[shard]);
-      err = PlaceNoReplace(temp_path_, final_path);
+      err = replace
+                ? (rename(temp_path_.c_str(), final_path.c_str()) == 0 ? 0
+                                                                       : errno)
+                : PlaceNoReplace(temp_path_, final_path);
       if (err == EEXIST) {
         absl::StatusOr<bool> holds = HoldsBytesOf(final_path, *digest);
         if (!holds.ok()) return Fail(holds.status());

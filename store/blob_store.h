@@ -35,6 +35,11 @@ enum class Durability {
   kDurable,
   // rename only; the caller flushes later (BlobStore::SyncFilesystem).
   kDeferred,
+  // As kDurable, but a file already in place is replaced even when it holds
+  // the right bytes: for a blob whose write-back may have failed unreported
+  // (after a failed syncfs, Linux reports the error once and marks the
+  // pages clean, so a later fsync of the kept file proves nothing).
+  kDurableReplace,
 };
 
 // Whether a BlobWriter hashes what it writes.

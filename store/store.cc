@@ -25,6 +25,7 @@
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "spdlog/spdlog.h"
+#include "store/unique_fd.h"
 
 namespace cairn {
 namespace {
@@ -94,10 +95,17 @@ class FileBlobSink : public FileContentSink {
   absl::Status Drain();
 
   // Stops the writer after the file it is on, discarding queued work and
-  // the temp file of a file written in part. For an index that failed:
-  // called before the failure is reported, so that the upload has nothing
-  // left in tmp/ by then. Call after the indexer finished.
+  // the temp file of a file written in part, and releases the sink's claims
+  // on file blobs (StoreImpl::Claim) unless HandOverClaims took them. For
+  // an index that failed: called before the failure is reported, so that
+  // the upload has nothing left in tmp/ by then. Call after the indexer
+  // finished.
   void Abandon();
+
+  // For an index just committed: its claims are the flusher's now, which
+  // releases them once the file blobs' records are written (one claim per
+  // digest of files()). Call after Drain.
+  void HandOverClaims();
 
   // Hashing happens on the writer thread, off the indexer's critical path.
   bool HashesContent() const override { return true; }
@@ -153,6 +161,8 @@ class FileBlobSink : public FileContentSink {
   std::vector<Digest> digests_;
   absl::flat_hash_map<Digest, uint64_t> files_;
   uint64_t bytes_newly_stored_ = 0;
+  // The digests this sink holds a claim on (one each).
+  std::vector<Digest> claimed_;
 };
 
 // A committed artefact waiting for its file blobs to be flushed.
@@ -284,6 +294,7 @@ class StoreImpl : public Store {
 
   // See StoreOptions::debug_crash_point.
   void CrashPoint(absl::string_view point) const {
+    if (options_.testing_at_crash_point) options_.testing_at_crash_point(point);
     if (options_.debug_crash_point == point) {
       spdlog::warn("debug crash point {} reached: killing this process",
                    std::string(point));
@@ -304,31 +315,54 @@ class StoreImpl : public Store {
   }
 
   // Whether a file blob with this digest is already on disk, recorded or
-  // written (renamed into place) by this process. Recorded bytes found
-  // here are claimed (noted in written_) under the digest's commit lock,
-  // as Reject checks them: a rejected tarball whose bytes some index is
-  // about to name as a file keeps them, even before that index is
-  // flushed (BlobRecord.file_use).
+  // written (renamed into place) by this process; if so, the caller holds
+  // a claim on it (Claim), to be released. Recorded bytes found here are
+  // claimed under the digest's commit lock, as Reject checks claims: a
+  // rejected tarball whose bytes some index is about to name as a file
+  // keeps them, even before that index is flushed (BlobRecord.file_use).
   absl::StatusOr<bool> HaveFileBlob(const Digest& digest) {
-    if (ClaimedAsFile(digest)) return true;
+    if (ClaimIfClaimed(digest)) return true;
     absl::StatusOr<bool> has = meta_->HasBlob(digest);
     if (!has.ok() || !*has) return has;  // Not there: written anew.
     absl::MutexLock commit_lock(&CommitMutex(digest));
     has = meta_->HasBlob(digest);  // Reject may have won.
-    if (has.ok() && *has) NoteWritten(digest);
+    if (has.ok() && *has) Claim(digest);
     return has;
   }
 
-  // Whether `digest` was written or claimed (HaveFileBlob) by this process
-  // for an index not yet flushed.
+  // Whether some index not yet flushed (an upload under way, or committed
+  // and waiting for the flusher) names `digest` as a file: it holds a
+  // claim.
   bool ClaimedAsFile(const Digest& digest) {
     absl::MutexLock lock(&written_mu_);
     return written_.contains(digest);
   }
 
-  void NoteWritten(const Digest& digest) {
+  // Claims: per digest, how many indexes not yet flushed name it as a file.
+  // A FileBlobSink takes one per distinct file it writes or finds stored,
+  // and releases them when its upload does not commit (Abandon); a
+  // committed index's claims are released by the flusher once the blobs'
+  // records are written. Thread-safe.
+  void Claim(const Digest& digest) {
     absl::MutexLock lock(&written_mu_);
-    written_.insert(digest);
+    ++written_[digest];
+  }
+  // Claim, but only if `digest` is claimed already; returns whether it was.
+  bool ClaimIfClaimed(const Digest& digest) {
+    absl::MutexLock lock(&written_mu_);
+    auto it = written_.find(digest);
+    if (it == written_.end()) return false;
+    ++it->second;
+    return true;
+  }
+  void ReleaseClaim(const Digest& digest) {
+    absl::MutexLock lock(&written_mu_);
+    ReleaseClaimLocked(digest);
+  }
+  void ReleaseClaimLocked(const Digest& digest)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(written_mu_) {
+    auto it = written_.find(digest);
+    if (it != written_.end() && --it->second <= 0) written_.erase(it);
   }
 
   // Serialises commits of one digest.
@@ -346,8 +380,15 @@ class StoreImpl : public Store {
   // even though `tarball` is null (committed earlier by CommitTarball).
   absl::StatusOr<store::ArtefactRecord> CommitArtefact(
       const Digest& digest, uint64_t size, BlobWriter* tarball,
-      const ArchiveIndex& index, const FileBlobSink& sink,
+      const ArchiveIndex& index, FileBlobSink& sink,
       bool tarball_newly_stored = false);
+
+  // Copies file blob `digest` into a new file, fdatasyncs it and renames it
+  // over the old one (Durability::kDurableReplace), checking the bytes
+  // against the digest on the way. Errors: NotFound (no such file);
+  // DataLoss (the bytes read back are not the digest's: a re-derivation
+  // from the tarball at the next start writes them again); I/O errors.
+  absl::Status RewriteFileBlobDurably(const Digest& digest);
 
   // Makes an acknowledged-before-index upload's tarball durable and commits
   // its BlobRecord with an ArtefactRecord in state INDEXING; returns that.
@@ -413,7 +454,16 @@ class StoreImpl : public Store {
   int recovered_ = 0;
 
   absl::Mutex written_mu_;
-  absl::flat_hash_set<Digest> written_ ABSL_GUARDED_BY(written_mu_);
+  // Claims on file blobs (Claim): digest -> count, entries > 0.
+  absl::flat_hash_map<Digest, int> written_ ABSL_GUARDED_BY(written_mu_);
+
+  // Flusher thread only. File blobs that were claimed (written, not yet
+  // flushed) when a syncfs failed: Linux reports a write-back error to
+  // syncfs once (the failed pages are marked clean), so a later syncfs
+  // succeeds whether or not their bytes reached the disk. Each is
+  // rewritten durably (RewriteFileBlobDurably) before a flush trusts a
+  // syncfs again.
+  absl::flat_hash_set<Digest> resync_;
 
   absl::Mutex commit_mu_[kCommitStripes];
 
@@ -472,7 +522,11 @@ void FileBlobSink::Abandon() {
   }
   if (writer_thread_.joinable()) writer_thread_.join();
   writer_.reset();  // A file written in part: its temp file goes.
+  for (const Digest& d : claimed_) store_->ReleaseClaim(d);
+  claimed_.clear();
 }
+
+void FileBlobSink::HandOverClaims() { claimed_.clear(); }
 
 absl::Status FileBlobSink::Push(Op op) {
   absl::MutexLock lock(&mu_);
@@ -596,7 +650,10 @@ absl::Status FileBlobSink::Store(const Digest& digest, uint64_t size,
   if (!inserted) return absl::OkStatus();
   absl::StatusOr<bool> have = store_->HaveFileBlob(digest);
   if (!have.ok()) return have.status();
-  if (*have) return absl::OkStatus();
+  if (*have) {
+    claimed_.push_back(digest);  // HaveFileBlob took a claim.
+    return absl::OkStatus();
+  }
   if (writer == nullptr) {
     absl::StatusOr<std::unique_ptr<BlobWriter>> w =
         store_->blobs().NewWriter(WriterHashing::kCallerHashes);
@@ -613,7 +670,8 @@ absl::Status FileBlobSink::Store(const Digest& digest, uint64_t size,
     absl::StatusOr<Digest> committed =
         writer->Commit(Durability::kDeferred, digest);
     if (!committed.ok()) return committed.status();
-    store_->NoteWritten(digest);
+    store_->Claim(digest);
+    claimed_.push_back(digest);
   }
   store_->CrashPoint("file_blob_written");
   bytes_newly_stored_ += size;
@@ -990,8 +1048,7 @@ absl::StatusOr<store::ArtefactRecord> StoreImpl::WaitIndexed(
 
 absl::StatusOr<store::ArtefactRecord> StoreImpl::CommitArtefact(
     const Digest& digest, uint64_t size, BlobWriter* tarball,
-    const ArchiveIndex& index, const FileBlobSink& sink,
-    bool tarball_newly_stored) {
+    const ArchiveIndex& index, FileBlobSink& sink, bool tarball_newly_stored) {
   MetadataBatch batch;
   uint64_t newly = sink.bytes_newly_stored();
   if (tarball != nullptr) {
@@ -1036,6 +1093,7 @@ absl::StatusOr<store::ArtefactRecord> StoreImpl::CommitArtefact(
   flush.artefact = digest;
   flush.record = record;
   flush.files.assign(sink.files().begin(), sink.files().end());
+  sink.HandOverClaims();  // One per digest of flush.files.
   {
     absl::MutexLock lock(&flush_mu_);
     flush.seq = ++committed_seq_;
@@ -1111,20 +1169,36 @@ void StoreImpl::FlushLoop() {
     delay = kFirstRetry;
     durable_seq_ = std::max(durable_seq_, work.back().seq);
     flush_cv_.SignalAll();
-    // Their BlobRecords are committed: HaveFileBlob no longer needs to
-    // remember them (written_ would otherwise grow with every file blob
-    // this process ever wrote).
+    // Their BlobRecords are committed: the indexes' claims go (written_
+    // would otherwise grow with every file blob this process ever wrote).
     absl::MutexLock written_lock(&written_mu_);
     for (const PendingFlush& f : work) {
-      for (const auto& [d, size] : f.files) written_.erase(d);
+      for (const auto& [d, size] : f.files) ReleaseClaimLocked(d);
     }
   }
 }
 
 absl::Status StoreImpl::FlushBatch(std::vector<PendingFlush>& work) {
+  // After a failed syncfs, no later one proves the bytes written before it
+  // durable (resync_): those are rewritten, each synced on its own.
+  for (auto it = resync_.begin(); it != resync_.end();) {
+    absl::Status s = RewriteFileBlobDurably(*it);
+    if (!s.ok() && !absl::IsNotFound(s)) {
+      return absl::Status(
+          s.code(), absl::StrCat("rewriting file blob ", it->ToString(),
+                                 " after a failed syncfs: ", s.message()));
+    }
+    resync_.erase(it++);
+  }
   // Every file blob these artefacts reference was renamed into place
   // before their index commit, so one syncfs makes all of them durable.
-  if (absl::Status s = blobs_->SyncFilesystem(); !s.ok()) return s;
+  if (absl::Status s = blobs_->SyncFilesystem(); !s.ok()) {
+    // Every blob claimed now may have been written before the failure
+    // (blobs renamed later are synced by the next syncfs all the same).
+    absl::MutexLock lock(&written_mu_);
+    for (const auto& [d, count] : written_) resync_.insert(d);
+    return s;
+  }
   // The file blobs whose record is missing, or lacks file_use (a
   // tarball's bytes that are also this file's content: marked, so that
   // rejecting that tarball keeps them), by commit-lock stripe.
@@ -1180,6 +1254,26 @@ absl::Status StoreImpl::FlushBatch(std::vector<PendingFlush>& work) {
   return meta_->Commit(std::move(batch), /*sync=*/true);
 }
 
+absl::Status StoreImpl::RewriteFileBlobDurably(const Digest& digest) {
+  absl::StatusOr<int> fd = blobs_->OpenFd(digest);
+  if (!fd.ok()) return fd.status();
+  UniqueFd owned(*fd);
+  absl::StatusOr<std::unique_ptr<BlobWriter>> writer = blobs_->NewWriter();
+  if (!writer.ok()) return writer.status();
+  std::string chunk;
+  for (uint64_t offset = 0;; offset += chunk.size()) {
+    if (absl::Status s = PreadFully(owned.get(), offset, 1 << 20, &chunk);
+        !s.ok()) {
+      return s;
+    }
+    if (chunk.empty()) break;
+    if (absl::Status s = (*writer)->Append(chunk); !s.ok()) return s;
+  }
+  // Under the commit lock, as every rename of a file blob into place.
+  absl::MutexLock lock(&CommitMutex(digest));
+  return (*writer)->Commit(Durability::kDurableReplace, digest).status();
+}
+
 absl::StatusOr<store::ArtefactRecord> StoreImpl::Reindex(
     const Digest& digest, const ArchiveLimits& limits) {
   absl::StatusOr<int> fd = blobs_->OpenFd(digest);
@@ -1223,6 +1317,17 @@ absl::Status StoreImpl::Recover() {
         IsArchiveRejection(r.status())) {
       // Acknowledged before its index, and the archive proves unsafe.
       Reject(d, r.status());
+      continue;
+    }
+    if (!r.ok() && state == store::ArtefactRecord::INDEXING) {
+      // Never served (no file records): it stays INDEXING with its
+      // failure remembered, as when a background index fails, and is
+      // tried again at the next start. The rest of the store opens.
+      spdlog::error(
+          "re-deriving the index of {} failed: {}; it stays "
+          "unindexed until the next start",
+          d.ToString(), r.status().ToString());
+      NoteIndexOutcome(d, r.status());
       continue;
     }
     if (!r.ok()) {
@@ -1381,6 +1486,12 @@ class UploadImpl : public ArtefactUpload {
         options_.acknowledge_before_index
             ? store_->metadata().GetArtefact(result.digest)
             : store_->WaitIndexed(result.digest, absl::InfiniteFuture());
+    if (options_.acknowledge_before_index &&
+        absl::IsNotFound(record.status())) {
+      // Rejected (and deleted) since BeginUpload found it: its rejection,
+      // as a push that waits gets it.
+      record = store_->WaitIndexed(result.digest, absl::Now());
+    }
     if (!record.ok()) return record.status();
     result.already_present = true;
     result.artefact = *std::move(record);

@@ -78,6 +78,11 @@ struct StoreOptions {
   //                        under today's limits): after the records' deletion
   //                        is durable, before the tarball file is removed
   std::string debug_crash_point;
+  // Testing only: called with the name of every crash point above as it is
+  // passed (on the thread passing it, with the locks it holds: it must not
+  // call the store), e.g. to wait deterministically until an upload's file
+  // blob is written and claimed ("file_blob_written").
+  std::function<void(absl::string_view)> testing_at_crash_point;
   // Testing only: when set, the indexer thread of every upload acknowledged
   // before its index (UploadOptions::acknowledge_before_index) waits for
   // this notification before reading the tarball, to reach its background

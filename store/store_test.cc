@@ -946,5 +946,129 @@ TEST_F(StoreTest, AllCompressionsGiveTheSameIndex) {
   EXPECT_GE(listings[0].size(), 7);  // 6 entries + synthesised share/doc dirs
 }
 
+// An upload that never commits (here: its digest is not the expected one,
+// "nothing was stored") gives up its claims on the file blobs it wrote. A
+// claim left behind made a later rejection keep a tarball with those bytes,
+// as a FILE blob no index names (FindMissing said present).
+TEST_F(StoreTest, AFailedUploadLeavesNoClaimToKeepARejectedTarball) {
+  auto written = std::make_shared<absl::Notification>();
+  StoreOptions options;
+  options.testing_indexer_gate = std::make_shared<absl::Notification>();
+  options.testing_at_crash_point = [written](absl::string_view point) {
+    if (point == "file_blob_written" && !written->HasBeenNotified()) {
+      written->Notify();
+    }
+  };
+  ASSERT_NO_FATAL_FAILURE(Reopen(options));
+  const std::string evil = BuildTar({
+      {"ok.txt", TarEntry::kFile, 0644, "fine"},
+      {"../escape", TarEntry::kFile, 0644, "evil"},
+  });
+  const Digest digest = Sha256Of(evil);
+  // The bundle's only regular file is `evil`, so the first file blob
+  // written is evil's bytes.
+  const std::string bundle = BuildTar({
+      {"fixtures/", TarEntry::kDir, 0755, ""},
+      {"fixtures/evil.tar.gz", TarEntry::kFile, 0644, evil},
+  });
+  {
+    UploadOptions wrong;
+    wrong.expected_digest = Sha256Of("not the bundle");
+    absl::StatusOr<std::unique_ptr<ArtefactUpload>> up =
+        store_->BeginUpload(wrong);
+    ASSERT_TRUE(up.ok());
+    ASSERT_TRUE((*up)->Append(bundle).ok());
+    written->WaitForNotification();  // Written and claimed.
+    absl::StatusOr<UploadResult> r = (*up)->Finish();
+    ASSERT_EQ(r.status().code(), absl::StatusCode::kDataLoss) << r.status();
+  }
+  UploadOptions early;
+  early.acknowledge_before_index = true;
+  ASSERT_TRUE(Push(*store_, evil, early).ok());
+  options.testing_indexer_gate->Notify();
+  EXPECT_EQ(store_->WaitIndexed(digest).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  // Nothing names these bytes: gone, as when no failed upload preceded
+  // (UnsafeArchiveAcknowledgedEarlyIsRejectedAndDeleted).
+  absl::StatusOr<std::vector<Digest>> missing = store_->FindMissing({digest});
+  ASSERT_TRUE(missing.ok());
+  EXPECT_THAT(*missing, ElementsAre(digest));
+}
+
+// An early-acknowledged push of a digest that BeginUpload found stored,
+// rejected before the push finished, gets the rejection (as a push that
+// waits does), not NotFound.
+TEST_F(StoreTest, EarlyRepushOfAnArtefactRejectedMeanwhileGetsTheRejection) {
+  StoreOptions options;
+  options.testing_indexer_gate = std::make_shared<absl::Notification>();
+  ASSERT_NO_FATAL_FAILURE(Reopen(options));
+  const std::string bad = BuildTar({{"../evil", TarEntry::kFile, 0644, "x"}});
+  const Digest digest = Sha256Of(bad);
+  UploadOptions early;
+  early.acknowledge_before_index = true;
+  ASSERT_TRUE(Push(*store_, bad, early).ok());
+  UploadOptions again = early;
+  again.expected_digest = digest;
+  absl::StatusOr<std::unique_ptr<ArtefactUpload>> up =
+      store_->BeginUpload(again);  // Present (INDEXING): only hashed.
+  ASSERT_TRUE(up.ok());
+  options.testing_indexer_gate->Notify();
+  ASSERT_EQ(store_->WaitIndexed(digest).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  ASSERT_TRUE((*up)->Append(bad).ok());
+  absl::Status s = (*up)->Finish().status();
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << s;
+  EXPECT_THAT(s.message(), HasSubstr("rejected"));
+}
+
+// An artefact acknowledged before its index whose index cannot be built
+// for want of space stays INDEXING at the next start too, with its failure
+// remembered; the rest of the store opens and serves. Before, the failed
+// re-derivation kept the whole store from opening.
+TEST_F(StoreTest, IndexFailingAtRestartLeavesTheRestOfTheStoreServing) {
+  store_.reset();
+  std::filesystem::create_directories(dir_);
+  if (mount("cairn-store-test", dir_.c_str(), "tmpfs", 0, "size=48m") != 0) {
+    GTEST_SKIP() << "cannot mount a tmpfs (needs root): " << strerror(errno);
+  }
+  struct Unmount {
+    std::string dir;
+    ~Unmount() { umount2(dir.c_str(), MNT_DETACH); }
+  } unmount{dir_};
+  ASSERT_NO_FATAL_FAILURE(Reopen());
+  const std::string good = BuildTar(ToolEntries("served before"));
+  absl::StatusOr<UploadResult> served = Push(*store_, good);
+  ASSERT_TRUE(served.ok()) << served.status();
+  // 96 MiB of zeros: the tarball fits (48 MiB of tmpfs), its file does not.
+  const std::string big = BuildTar(ToolEntries(std::string(96 << 20, '\0')));
+  const Digest big_digest = Sha256Of(big);
+  UploadOptions early;
+  early.acknowledge_before_index = true;
+  ASSERT_TRUE(Push(*store_, big, early, 64 << 10).ok());
+  EXPECT_EQ(store_->WaitIndexed(big_digest).status().code(),
+            absl::StatusCode::kResourceExhausted);
+  ASSERT_TRUE(store_->WaitDurable().ok());
+  store_.reset();
+
+  StoreOptions options;
+  options.data_dir = dir_;
+  absl::StatusOr<std::unique_ptr<Store>> reopened = Store::Open(options);
+  ASSERT_TRUE(reopened.ok()) << reopened.status();
+  absl::StatusOr<store::ArtefactRecord> record =
+      (*reopened)->WaitIndexed(served->digest);
+  ASSERT_TRUE(record.ok()) << record.status();
+  std::string out;
+  ASSERT_TRUE((*reopened)->ReadBlob(served->digest, 0, 16, &out).ok());
+  EXPECT_EQ(out, good.substr(0, 16));
+  absl::StatusOr<store::ArtefactRecord> failed =
+      (*reopened)->WaitIndexed(big_digest, absl::Now());
+  EXPECT_EQ(failed.status().code(), absl::StatusCode::kResourceExhausted)
+      << failed.status();
+  absl::StatusOr<store::ArtefactRecord> still =
+      (*reopened)->metadata().GetArtefact(big_digest);
+  ASSERT_TRUE(still.ok()) << still.status();
+  EXPECT_EQ(still->index_state(), store::ArtefactRecord::INDEXING);
+}
+
 }  // namespace
 }  // namespace cairn
