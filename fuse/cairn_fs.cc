@@ -1871,41 +1871,45 @@ bool ConnectionEnded(int fd) {
 constexpr char kFusectlDir[] = "/sys/fs/fuse/connections";
 constexpr int64_t kFusectlMagic = 0x65735543;
 
-// Writes "1" to <fusectl_root>/<conn_id>/abort. Returns whether it did.
-bool WriteAbort(const std::string& fusectl_root, uint64_t conn_id) {
-  const std::string path = absl::StrCat(fusectl_root, "/", conn_id, "/abort");
-  const int fd = open(path.c_str(), O_WRONLY | O_CLOEXEC);
+// Writes "1" to <conn_id>/abort below directory fd `root_fd` (a fusectl
+// root). Returns whether it did. `still_live` is checked right before the
+// write: the connection number is only this mount's while it lives.
+bool WriteAbort(int root_fd, uint64_t conn_id,
+                const std::function<bool()>& still_live) {
+  const std::string path = absl::StrCat(conn_id, "/abort");
+  const int fd = openat(root_fd, path.c_str(), O_WRONLY | O_CLOEXEC);
   if (fd < 0) return false;
-  const bool written = write(fd, "1", 1) == 1;
+  const bool written = still_live() && write(fd, "1", 1) == 1;
   close(fd);
   return written;
 }
 
 // Aborts FUSE connection `conn_id` (Documentation/filesystems/fuse.rst,
-// "Control filesystem"): through the fusectl mounted at kFusectlDir, else,
-// where fusectl is not mounted (most containers), through one mounted for
-// this call on a private temporary directory and detached right after
-// (needs CAP_SYS_ADMIN). Returns whether the abort was written. The caller
-// makes sure the connection still lives, so that the number is its.
-bool AbortThroughFusectl(uint64_t conn_id) {
+// "Control filesystem"): through the fusectl mounted at kFusectlDir, else
+// (not mounted, as in most containers, or not writable) through a fusectl
+// instance created for this call as a detached mount (fsopen/fsmount,
+// Linux >= 5.2): it is never attached anywhere, so no mount namespace sees
+// it, and it goes with its fd. Needs CAP_SYS_ADMIN. Returns whether the
+// abort was written.
+bool AbortThroughFusectl(uint64_t conn_id,
+                         const std::function<bool()>& still_live) {
   struct statfs sfs;
   if (statfs(kFusectlDir, &sfs) == 0 &&
       static_cast<int64_t>(sfs.f_type) == kFusectlMagic) {
-    return WriteAbort(kFusectlDir, conn_id);
-  }
-  char dir[] = "/tmp/cairn-fusectl.XXXXXX";
-  if (mkdtemp(dir) == nullptr) return false;
-  bool aborted = false;
-  if (mount("fusectl", dir, "fusectl", MS_NOSUID | MS_NODEV | MS_NOEXEC,
-            nullptr) == 0) {
-    aborted = WriteAbort(dir, conn_id);
-    if (umount2(dir, MNT_DETACH) != 0) {
-      spdlog::warn("fuse: umount2({}) of a private fusectl failed: {}", dir,
-                   strerror(errno));
+    UniqueFd root(open(kFusectlDir, O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+    if (root.get() >= 0 && WriteAbort(root.get(), conn_id, still_live)) {
+      return true;
     }
   }
-  rmdir(dir);
-  return aborted;
+  UniqueFd fs(fsopen("fusectl", FSOPEN_CLOEXEC));
+  if (fs.get() < 0 ||
+      fsconfig(fs.get(), FSCONFIG_CMD_CREATE, nullptr, nullptr, 0) != 0) {
+    return false;
+  }
+  UniqueFd mnt(
+      fsmount(fs.get(), FSMOUNT_CLOEXEC,
+              MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | MOUNT_ATTR_NOEXEC));
+  return mnt.get() >= 0 && WriteAbort(mnt.get(), conn_id, still_live);
 }
 
 // Whether the mount's connection has ended: its loop returned, or its
@@ -2172,7 +2176,8 @@ absl::Status CairnFs::Unmount() {
   // no longer in use.
   bool aborted = ended;
   if (!aborted && state_->conn_id != 0) {
-    aborted = AbortThroughFusectl(state_->conn_id);
+    aborted = AbortThroughFusectl(state_->conn_id,
+                                  [this] { return !SessionEnded(*state_); });
   }
   if (!aborted && on_top()) {
     aborted =

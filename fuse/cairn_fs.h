@@ -100,8 +100,9 @@ class CairnFs {
       Store* store, RefStore* refs, const std::string& mountpoint,
       const CairnFsOptions& options = {});
 
-  // Stops the loop, aborts the connection (as root: through fusectl, which
-  // it mounts privately if it is not mounted, else a forced unmount), joins
+  // Stops the loop, aborts the connection (as root: through fusectl, a
+  // detached instance of its own if it is not mounted, else a forced
+  // unmount), joins
   // the loop and detaches the mount (a process still using the mount then
   // gets ENOTCONN). Acts on the path only while this mount is the one on
   // top there, and on the connection only while it lives. Idempotent (OK

@@ -550,7 +550,7 @@ TEST_F(CairnFsTest, UnmountAfterAnOutsideUnmountHarmsNoOtherMount) {
 }
 
 // A mount that another file system covers is still unmounted: its
-// connection is aborted through fusectl, mounted privately for the purpose
+// connection is aborted through fusectl, created as a detached mount
 // where it is not mounted (here, as in most containers), and the covering
 // file system is left alone. Before, without fusectl, Unmount gave up and
 // left the session running.

@@ -336,8 +336,10 @@ class BlobWriterImpl : public BlobWriter {
     if (fchmod(fd_, 0444) != 0) {
       return Fail(ErrnoError(errno, "cannot chmod", temp_path_));
     }
-    const bool durable = durability != Durability::kDeferred;
-    const bool replace = durability == Durability::kDurableReplace;
+    const bool durable = durability == Durability::kDurable ||
+                         durability == Durability::kDurableReplace;
+    const bool replace = durability == Durability::kDurableReplace ||
+                         durability == Durability::kDeferredReplace;
     if (durable && fdatasync(fd_) != 0) {
       return Fail(ErrnoError(errno, "cannot fdatasync", temp_path_));
     }

@@ -40,6 +40,9 @@ enum class Durability {
   // (after a failed syncfs, Linux reports the error once and marks the
   // pages clean, so a later fsync of the kept file proves nothing).
   kDurableReplace,
+  // As kDeferred, but a file already in place is replaced (recovery: an
+  // unrecorded file's bytes may be cached without being on disk).
+  kDeferredReplace,
 };
 
 // Whether a BlobWriter hashes what it writes.

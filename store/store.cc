@@ -81,7 +81,11 @@ class IndexJob;
 // streamed to a temp blob and dropped at the end if already stored.
 class FileBlobSink : public FileContentSink {
  public:
-  explicit FileBlobSink(StoreImpl* store);
+  // With `replace_unrecorded` (recovery), a file blob without a record is
+  // written anew even where a file with the right bytes is in place: those
+  // bytes may be cached but never have reached the disk (a write-back error
+  // reported to a syncfs before a crash), so nothing may keep them unsynced.
+  explicit FileBlobSink(StoreImpl* store, bool replace_unrecorded = false);
   // Stops the writer thread, discarding queued work.
   ~FileBlobSink() override;
 
@@ -139,6 +143,7 @@ class FileBlobSink : public FileContentSink {
                      absl::string_view whole);
 
   StoreImpl* const store_;
+  const bool replace_unrecorded_;
 
   absl::Mutex mu_;
   absl::CondVar cv_;
@@ -359,6 +364,11 @@ class StoreImpl : public Store {
     absl::MutexLock lock(&written_mu_);
     ReleaseClaimLocked(digest);
   }
+  // A file blob is about to be renamed into place without a sync.
+  void NoteUnsynced(const Digest& digest) {
+    absl::MutexLock lock(&unsynced_mu_);
+    unsynced_.insert_or_assign(digest, ++unsynced_renames_);
+  }
   void ReleaseClaimLocked(const Digest& digest)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(written_mu_) {
     auto it = written_.find(digest);
@@ -383,11 +393,12 @@ class StoreImpl : public Store {
       const ArchiveIndex& index, FileBlobSink& sink,
       bool tarball_newly_stored = false);
 
-  // Copies file blob `digest` into a new file, fdatasyncs it and renames it
-  // over the old one (Durability::kDurableReplace), checking the bytes
-  // against the digest on the way. Errors: NotFound (no such file);
-  // DataLoss (the bytes read back are not the digest's: a re-derivation
-  // from the tarball at the next start writes them again); I/O errors.
+  // For a file blob whose write-back may have failed (resync_): copies it
+  // into a new file, fdatasyncs it and renames it over the old one
+  // (Durability::kDurableReplace), checking the bytes against the digest.
+  // A blob no index claims and no record names is removed instead (a later
+  // upload writes it again); a missing one is OK. Errors: DataLoss (the
+  // bytes read back are not the digest's: the file is removed); I/O errors.
   absl::Status RewriteFileBlobDurably(const Digest& digest);
 
   // Makes an acknowledged-before-index upload's tarball durable and commits
@@ -457,13 +468,24 @@ class StoreImpl : public Store {
   // Claims on file blobs (Claim): digest -> count, entries > 0.
   absl::flat_hash_map<Digest, int> written_ ABSL_GUARDED_BY(written_mu_);
 
-  // Flusher thread only. File blobs that were claimed (written, not yet
-  // flushed) when a syncfs failed: Linux reports a write-back error to
-  // syncfs once (the failed pages are marked clean), so a later syncfs
-  // succeeds whether or not their bytes reached the disk. Each is
-  // rewritten durably (RewriteFileBlobDurably) before a flush trusts a
-  // syncfs again.
+  // File blobs renamed into place (kDeferred) since the last syncfs that
+  // succeeded after their rename, with the number of their last rename
+  // (from unsynced_renames_): what a failing syncfs may concern.
+  absl::Mutex unsynced_mu_;
+  absl::flat_hash_map<Digest, uint64_t> unsynced_ ABSL_GUARDED_BY(unsynced_mu_);
+  uint64_t unsynced_renames_ ABSL_GUARDED_BY(unsynced_mu_) = 0;
+
+  // Flusher thread only. The file blobs in unsynced_ when a syncfs failed:
+  // Linux reports a write-back error to syncfs once (the failed pages are
+  // marked clean), so a later syncfs succeeds whether or not their bytes
+  // reached the disk. Each is rewritten durably, or removed if nothing
+  // names it (RewriteFileBlobDurably), before a flush trusts a syncfs
+  // again.
   absl::flat_hash_set<Digest> resync_;
+  // Flusher thread only. Blobs whose bytes read back wrong while being
+  // rewritten (removed then): no flush commits until the next start, whose
+  // re-derivation of the artefacts still COMMITTED writes them again.
+  absl::flat_hash_set<Digest> lost_;
 
   absl::Mutex commit_mu_[kCommitStripes];
 
@@ -504,7 +526,8 @@ class StoreImpl : public Store {
       ABSL_GUARDED_BY(listeners_mu_);
 };
 
-FileBlobSink::FileBlobSink(StoreImpl* store) : store_(store) {
+FileBlobSink::FileBlobSink(StoreImpl* store, bool replace_unrecorded)
+    : store_(store), replace_unrecorded_(replace_unrecorded) {
   writer_thread_ = std::thread([this] {
     pthread_setname_np(pthread_self(), "cairn-files");
     Run();
@@ -666,9 +689,13 @@ absl::Status FileBlobSink::Store(const Digest& digest, uint64_t size,
     // Reject of a tarball with these very bytes either removed its file
     // before, or finds them claimed (ClaimedAsFile) and keeps them.
     absl::MutexLock lock(&store_->CommitMutex(digest));
+    // Noted before the rename: a syncfs failing from now on may concern it.
+    store_->NoteUnsynced(digest);
     // The archive indexer hashed exactly these bytes.
     absl::StatusOr<Digest> committed =
-        writer->Commit(Durability::kDeferred, digest);
+        writer->Commit(replace_unrecorded_ ? Durability::kDeferredReplace
+                                           : Durability::kDeferred,
+                       digest);
     if (!committed.ok()) return committed.status();
     store_->Claim(digest);
     claimed_.push_back(digest);
@@ -1179,25 +1206,53 @@ void StoreImpl::FlushLoop() {
 }
 
 absl::Status StoreImpl::FlushBatch(std::vector<PendingFlush>& work) {
+  if (!lost_.empty()) {
+    return absl::DataLossError(absl::StrCat(
+        "file blob ", lost_.begin()->ToString(),
+        " read back wrong after a failed syncfs and was removed; no flush "
+        "commits until cairnd restarts and re-derives the artefacts naming "
+        "it from their tarballs"));
+  }
   // After a failed syncfs, no later one proves the bytes written before it
   // durable (resync_): those are rewritten, each synced on its own.
   for (auto it = resync_.begin(); it != resync_.end();) {
-    absl::Status s = RewriteFileBlobDurably(*it);
-    if (!s.ok() && !absl::IsNotFound(s)) {
+    const Digest d = *it;
+    absl::Status s = RewriteFileBlobDurably(d);
+    if (absl::IsDataLoss(s)) {
+      lost_.insert(d);
+      resync_.erase(it++);
+      spdlog::error("{}", std::string(s.message()));
+      return s;
+    }
+    if (!s.ok()) {
       return absl::Status(
-          s.code(), absl::StrCat("rewriting file blob ", it->ToString(),
+          s.code(), absl::StrCat("rewriting file blob ", d.ToString(),
                                  " after a failed syncfs: ", s.message()));
     }
     resync_.erase(it++);
+    absl::MutexLock lock(&unsynced_mu_);
+    unsynced_.erase(d);  // Synced on its own now.
   }
   // Every file blob these artefacts reference was renamed into place
   // before their index commit, so one syncfs makes all of them durable.
+  uint64_t synced_up_to = 0;  // Renames before this syncfs.
+  {
+    absl::MutexLock lock(&unsynced_mu_);
+    synced_up_to = unsynced_renames_;
+  }
   if (absl::Status s = blobs_->SyncFilesystem(); !s.ok()) {
-    // Every blob claimed now may have been written before the failure
-    // (blobs renamed later are synced by the next syncfs all the same).
-    absl::MutexLock lock(&written_mu_);
-    for (const auto& [d, count] : written_) resync_.insert(d);
+    // Any blob renamed unsynced so far may be what failed (those renamed
+    // later are covered by the next syncfs all the same).
+    absl::MutexLock lock(&unsynced_mu_);
+    for (const auto& [d, rename] : unsynced_) resync_.insert(d);
     return s;
+  }
+  {
+    // Not those renamed (again) during the syncfs.
+    absl::MutexLock lock(&unsynced_mu_);
+    absl::erase_if(unsynced_, [&](const auto& entry) {
+      return entry.second <= synced_up_to;
+    });
   }
   // The file blobs whose record is missing, or lacks file_use (a
   // tarball's bytes that are also this file's content: marked, so that
@@ -1255,23 +1310,54 @@ absl::Status StoreImpl::FlushBatch(std::vector<PendingFlush>& work) {
 }
 
 absl::Status StoreImpl::RewriteFileBlobDurably(const Digest& digest) {
+  // Whether an index claims the blob or a record names it. Else it is an
+  // orphan (its upload gave up), and its file goes rather than being kept
+  // with bytes that may not be on disk. Caller holds CommitMutex(digest).
+  const auto named_or_remove = [&]() -> absl::StatusOr<bool> {
+    if (ClaimedAsFile(digest)) return true;
+    absl::StatusOr<bool> recorded = meta_->HasBlob(digest);
+    if (!recorded.ok() || *recorded) return recorded;
+    absl::Status removed = blobs_->Remove(digest);
+    if (!removed.ok() && !absl::IsNotFound(removed)) return removed;
+    return false;
+  };
+  {
+    absl::MutexLock lock(&CommitMutex(digest));
+    absl::StatusOr<bool> named = named_or_remove();
+    if (!named.ok() || !*named) return named.status();
+  }
   absl::StatusOr<int> fd = blobs_->OpenFd(digest);
+  if (absl::IsNotFound(fd.status())) return absl::OkStatus();
   if (!fd.ok()) return fd.status();
   UniqueFd owned(*fd);
   absl::StatusOr<std::unique_ptr<BlobWriter>> writer = blobs_->NewWriter();
   if (!writer.ok()) return writer.status();
   std::string chunk;
+  absl::Status read;
   for (uint64_t offset = 0;; offset += chunk.size()) {
-    if (absl::Status s = PreadFully(owned.get(), offset, 1 << 20, &chunk);
-        !s.ok()) {
-      return s;
-    }
-    if (chunk.empty()) break;
+    read = PreadFully(owned.get(), offset, 1 << 20, &chunk);
+    if (!read.ok() || chunk.empty()) break;
     if (absl::Status s = (*writer)->Append(chunk); !s.ok()) return s;
   }
   // Under the commit lock, as every rename of a file blob into place.
   absl::MutexLock lock(&CommitMutex(digest));
-  return (*writer)->Commit(Durability::kDurableReplace, digest).status();
+  absl::StatusOr<bool> named = named_or_remove();
+  if (!named.ok() || !*named) return named.status();
+  absl::Status s =
+      read.ok()
+          ? (*writer)->Commit(Durability::kDurableReplace, digest).status()
+          : read;
+  if (absl::IsDataLoss(s)) {
+    // Wrong bytes (or EIO reading them): nothing may keep this file.
+    absl::Status removed = blobs_->Remove(digest);
+    if (!removed.ok() && !absl::IsNotFound(removed)) return removed;
+    return absl::DataLossError(absl::StrCat(
+        "file blob ", digest.ToString(),
+        " read back wrong after a failed syncfs and was removed (", s.message(),
+        "); the artefacts naming it are re-derived from their tarballs at the "
+        "next start"));
+  }
+  return s;
 }
 
 absl::StatusOr<store::ArtefactRecord> StoreImpl::Reindex(
@@ -1279,7 +1365,7 @@ absl::StatusOr<store::ArtefactRecord> StoreImpl::Reindex(
   absl::StatusOr<int> fd = blobs_->OpenFd(digest);
   if (!fd.ok()) return fd.status();
   FdSource source(*fd);
-  FileBlobSink sink(this);
+  FileBlobSink sink(this, /*replace_unrecorded=*/true);
   absl::StatusOr<ArchiveIndex> index = IndexArchive(source, limits, &sink);
   if (!index.ok()) return index.status();
   if (absl::Status s = sink.Drain(); !s.ok()) return s;

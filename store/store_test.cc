@@ -5,6 +5,7 @@
 #include <dirent.h>
 #include <fcntl.h>
 #include <sys/mount.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -1068,6 +1069,41 @@ TEST_F(StoreTest, IndexFailingAtRestartLeavesTheRestOfTheStoreServing) {
       (*reopened)->metadata().GetArtefact(big_digest);
   ASSERT_TRUE(still.ok()) << still.status();
   EXPECT_EQ(still->index_state(), store::ArtefactRecord::INDEXING);
+}
+
+// A restart re-derives an artefact not yet DURABLE and writes its file
+// blobs that have no record anew, even where a file with the right bytes is
+// in place: those bytes may be cached without being on disk (a write-back
+// error a syncfs reported before the stop), and a kept file would then be
+// recorded durable by a syncfs that proves nothing.
+TEST_F(StoreTest, ReDerivationReplacesUnrecordedFileBlobs) {
+  StoreOptions held;
+  held.testing_before_flush = [] {
+    return absl::UnavailableError("flush held by the test");
+  };
+  ASSERT_NO_FATAL_FAILURE(Reopen(held));
+  const std::string tool = "tool bytes";
+  absl::StatusOr<UploadResult> pushed =
+      Push(*store_, BuildTar(ToolEntries(tool)));
+  ASSERT_TRUE(pushed.ok()) << pushed.status();
+  const Digest tool_digest = Sha256Of(tool);
+  const std::string path = dir_ + "/blobs/sha256/" +
+                           tool_digest.Hex().substr(0, 2) + "/" +
+                           tool_digest.Hex();
+  struct stat before;
+  ASSERT_EQ(stat(path.c_str(), &before), 0) << strerror(errno);
+
+  ASSERT_NO_FATAL_FAILURE(Reopen());  // Re-derives: COMMITTED, not DURABLE.
+  ASSERT_TRUE(store_->WaitDurable().ok());
+  struct stat after;
+  ASSERT_EQ(stat(path.c_str(), &after), 0) << strerror(errno);
+  EXPECT_NE(after.st_ino, before.st_ino);
+  std::string out;
+  ASSERT_TRUE(store_->ReadBlob(tool_digest, 0, 64, &out).ok());
+  EXPECT_EQ(out, tool);
+  absl::StatusOr<BlobInfo> info = store_->Stat(pushed->digest);
+  ASSERT_TRUE(info.ok()) << info.status();
+  EXPECT_EQ(info->artefact->index_state(), store::ArtefactRecord::DURABLE);
 }
 
 }  // namespace

@@ -14,6 +14,7 @@
 #include <cstdlib>
 #include <deque>
 #include <mutex>
+#include <optional>
 #include <thread>
 #include <utility>
 
@@ -586,10 +587,12 @@ absl::Status CasClient::ListFiles(
   v1::ListFilesResponse response;
   absl::Status result;
   bool first = true;
-  uint64_t total = 0;     // From the first message.
-  uint64_t received = 0;  // Entries.
+  std::optional<uint64_t> total;  // From the first message.
+  uint64_t received = 0;          // Entries.
   while (result.ok() && reader->Read(&response)) {
-    if (first) total = response.total_entries();
+    if (first && response.has_total_entries()) {
+      total = response.total_entries();
+    }
     first = false;
     for (const v1::FileEntry& entry : response.entries()) {
       ++received;
@@ -600,11 +603,10 @@ absl::Status CasClient::ListFiles(
   if (!result.ok()) context.TryCancel();
   grpc::Status status = reader->Finish();
   if (result.ok() && !status.ok()) result = RpcError(status);
-  if (result.ok() && (first || received != total)) {
-    result = absl::DataLossError(absl::StrCat(
-        "the listing of ", digest.ToString(), " ended after ", received,
-        first ? " entries with no first message"
-              : absl::StrCat(" of its ", total, " entries")));
+  if (result.ok() && total.has_value() && received != *total) {
+    result = absl::DataLossError(
+        absl::StrCat("the listing of ", digest.ToString(), " ended after ",
+                     received, " of its ", *total, " entries"));
   }
   return result;
 }

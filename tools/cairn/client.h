@@ -200,7 +200,8 @@ class CasClient {
   // A non-OK status from `visit` stops the stream and is returned.
   // Errors: NotFound (not an artefact); DataLoss when a stream ending OK
   // brought fewer (or more) entries than its first message announced
-  // (ListFilesResponse.total_entries); the server's errors.
+  // (ListFilesResponse.total_entries; not checked with older servers,
+  // which do not announce it); the server's errors.
   absl::Status ListFiles(
       const Digest& digest,
       const std::function<absl::Status(const v1::FileEntry&)>& visit);

@@ -200,7 +200,7 @@ class FakeCas final : public v1::Cas::Service {
       }
     }
     v1::ListFilesResponse first;
-    first.set_total_entries(4);
+    if (!older_server) first.set_total_entries(4);
     v1::FileEntry* e = first.add_entries();
     e->set_path("bin");
     e->set_type(v1::FileEntry::DIRECTORY);
@@ -241,6 +241,8 @@ class FakeCas final : public v1::Cas::Service {
   std::atomic<bool> corrupt_reads{false};
   std::atomic<bool> truncate_reads{false};
   std::atomic<bool> cut_listing{false};
+  // Sends no total_entries, as servers before it did.
+  std::atomic<bool> older_server{false};
 };
 
 class ServerTest : public ::testing::Test {
@@ -766,6 +768,20 @@ TEST_F(ServerTest, InspectOfACutListingFails) {
   EXPECT_EQ(err_.str(),
             absl::StrCat("cairn: error: DATA_LOSS: the listing of ", digest,
                          " ended after 2 of its 4 entries\n"));
+}
+
+// A server that does not announce the count (older ones) is listed as it
+// streams: nothing to compare with.
+TEST_F(ServerTest, InspectOfAnOlderServerTakesTheListingAsItComes) {
+  service_.blobs[Sha256Of("abc").ToString()] = "abc";
+  service_.older_server = true;
+  service_.cut_listing = true;
+  const std::string digest = Sha256Of("abc").ToString();
+  EXPECT_EQ(Run([&](const cli::Io& io) {
+              return cli::RunInspect(flags_, digest, io);
+            }),
+            0);
+  EXPECT_EQ(out_.str(), "0755 0 bin/\n0755 12345 bin/tool\n");
 }
 
 TEST(CommandsTest, UnreachableServer) {
