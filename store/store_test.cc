@@ -51,6 +51,22 @@ std::vector<TarEntry> ToolEntries(const std::string& tool_bytes) {
   };
 }
 
+// An unsafe archive: one safe file, then one escaping the root.
+std::string EscapingTarball() {
+  return BuildTar({
+      {"ok.txt", TarEntry::kFile, 0644, "fine"},
+      {"../escape", TarEntry::kFile, 0644, "evil"},
+  });
+}
+
+// An archive whose only regular file is `tarball` (a test fixture, say).
+std::string ShippingAsAFile(const std::string& tarball) {
+  return BuildTar({
+      {"fixtures/", TarEntry::kDir, 0755, ""},
+      {"fixtures/evil.tar.gz", TarEntry::kFile, 0644, tarball},
+  });
+}
+
 absl::StatusOr<UploadResult> Push(Store& store, const std::string& bytes,
                                   UploadOptions options = {},
                                   size_t chunk = 1000) {
@@ -232,10 +248,7 @@ TEST_F(StoreTest, UnsafeArchiveIsRejectedAndStoresNothing) {
   ASSERT_TRUE(store_->WaitDurable().ok());
   const int before = CountRegularFiles(dir_ + "/blobs");
 
-  const std::string bad = BuildTar({
-      {"ok.txt", TarEntry::kFile, 0644, "fine"},
-      {"../escape", TarEntry::kFile, 0644, "evil"},
-  });
+  const std::string bad = EscapingTarball();
   absl::StatusOr<UploadResult> r = Push(*store_, bad);
   EXPECT_EQ(r.status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_THAT(r.status().message(), HasSubstr("../escape"));
@@ -494,10 +507,7 @@ TEST_F(StoreTest, UnsafeArchiveAcknowledgedEarlyIsRejectedAndDeleted) {
   options.testing_indexer_gate = std::make_shared<absl::Notification>();
   ASSERT_NO_FATAL_FAILURE(Reopen(options));
 
-  const std::string bad = BuildTar({
-      {"ok.txt", TarEntry::kFile, 0644, "fine"},
-      {"../escape", TarEntry::kFile, 0644, "evil"},
-  });
+  const std::string bad = EscapingTarball();
   const Digest digest = Sha256Of(bad);
   UploadOptions early;
   early.acknowledge_before_index = true;
@@ -670,15 +680,9 @@ TEST_F(StoreTest, TarballStoredAsAFileCanBePushedAsAnArtefact) {
 // and is pushed with an early acknowledgement is rejected, but its bytes
 // stay: they are the other artefact's file.
 TEST_F(StoreTest, RejectingATarballKeepsItsBytesWhenTheyAreAlsoAFile) {
-  const std::string evil = BuildTar({
-      {"ok.txt", TarEntry::kFile, 0644, "fine"},
-      {"../escape", TarEntry::kFile, 0644, "evil"},
-  });
+  const std::string evil = EscapingTarball();
   const Digest digest = Sha256Of(evil);
-  const std::string bundle = BuildTar({
-      {"fixtures/", TarEntry::kDir, 0755, ""},
-      {"fixtures/evil.tar.gz", TarEntry::kFile, 0644, evil},
-  });
+  const std::string bundle = ShippingAsAFile(evil);
   absl::StatusOr<UploadResult> b = Push(*store_, bundle);
   ASSERT_TRUE(b.ok()) << b.status();
   ASSERT_TRUE(store_->WaitDurable().ok());
@@ -705,10 +709,7 @@ TEST_F(StoreTest, RejectingATarballKeepsItsBytesWhenTheyAreAlsoAFile) {
 // stay, even though the upload's flush (which marks them file_use) has not
 // happened yet.
 TEST_F(StoreTest, RejectingATarballKeepsBytesAnUnflushedIndexNames) {
-  const std::string evil = BuildTar({
-      {"ok.txt", TarEntry::kFile, 0644, "fine"},
-      {"../escape", TarEntry::kFile, 0644, "evil"},
-  });
+  const std::string evil = EscapingTarball();
   const Digest digest = Sha256Of(evil);
   auto release_flusher = std::make_shared<absl::Notification>();
   StoreOptions options;
@@ -724,10 +725,7 @@ TEST_F(StoreTest, RejectingATarballKeepsBytesAnUnflushedIndexNames) {
   absl::StatusOr<UploadResult> pushed = Push(*store_, evil, early);
   ASSERT_TRUE(pushed.ok()) << pushed.status();
   // Indexed inline, finding `evil`'s bytes stored: its index names them.
-  const std::string bundle = BuildTar({
-      {"fixtures/", TarEntry::kDir, 0755, ""},
-      {"fixtures/evil.tar.gz", TarEntry::kFile, 0644, evil},
-  });
+  const std::string bundle = ShippingAsAFile(evil);
   absl::StatusOr<UploadResult> b = Push(*store_, bundle);
   ASSERT_TRUE(b.ok()) << b.status();
   // Not flushed yet: nothing marks the bytes as file content.
@@ -961,17 +959,11 @@ TEST_F(StoreTest, AFailedUploadLeavesNoClaimToKeepARejectedTarball) {
     }
   };
   ASSERT_NO_FATAL_FAILURE(Reopen(options));
-  const std::string evil = BuildTar({
-      {"ok.txt", TarEntry::kFile, 0644, "fine"},
-      {"../escape", TarEntry::kFile, 0644, "evil"},
-  });
+  const std::string evil = EscapingTarball();
   const Digest digest = Sha256Of(evil);
   // The bundle's only regular file is `evil`, so the first file blob
   // written is evil's bytes.
-  const std::string bundle = BuildTar({
-      {"fixtures/", TarEntry::kDir, 0755, ""},
-      {"fixtures/evil.tar.gz", TarEntry::kFile, 0644, evil},
-  });
+  const std::string bundle = ShippingAsAFile(evil);
   {
     UploadOptions wrong;
     wrong.expected_digest = Sha256Of("not the bundle");
