@@ -2169,7 +2169,8 @@ absl::Status CairnFs::Unmount() {
   // Abort the connection so every worker's read(2) of /dev/fuse fails with
   // ENODEV and the loop ends, even while processes still hold files in the
   // mount: through fusectl (while the connection lives, its number is this
-  // mount's), mounted for the purpose if it is not; failing that with a
+  // mount's), a detached instance of its own if none is mounted
+  // (AbortThroughFusectl); failing that with a
   // forced unmount, whose umount_begin aborts a FUSE connection before the
   // busy check (so EBUSY still means aborted). Both need root; without
   // them the lazy unmount below ends the connection only once the mount is

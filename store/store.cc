@@ -339,8 +339,8 @@ class StoreImpl : public Store {
   // and waiting for the flusher) names `digest` as a file: it holds a
   // claim.
   bool ClaimedAsFile(const Digest& digest) {
-    absl::MutexLock lock(&written_mu_);
-    return written_.contains(digest);
+    absl::MutexLock lock(&claims_mu_);
+    return claims_.contains(digest);
   }
 
   // Claims: per digest, how many indexes not yet flushed name it as a file.
@@ -349,19 +349,19 @@ class StoreImpl : public Store {
   // committed index's claims are released by the flusher once the blobs'
   // records are written. Thread-safe.
   void Claim(const Digest& digest) {
-    absl::MutexLock lock(&written_mu_);
-    ++written_[digest];
+    absl::MutexLock lock(&claims_mu_);
+    ++claims_[digest];
   }
   // Claim, but only if `digest` is claimed already; returns whether it was.
   bool ClaimIfClaimed(const Digest& digest) {
-    absl::MutexLock lock(&written_mu_);
-    auto it = written_.find(digest);
-    if (it == written_.end()) return false;
+    absl::MutexLock lock(&claims_mu_);
+    auto it = claims_.find(digest);
+    if (it == claims_.end()) return false;
     ++it->second;
     return true;
   }
   void ReleaseClaim(const Digest& digest) {
-    absl::MutexLock lock(&written_mu_);
+    absl::MutexLock lock(&claims_mu_);
     ReleaseClaimLocked(digest);
   }
   // A file blob is about to be renamed into place without a sync.
@@ -370,9 +370,9 @@ class StoreImpl : public Store {
     unsynced_.insert_or_assign(digest, ++unsynced_renames_);
   }
   void ReleaseClaimLocked(const Digest& digest)
-      ABSL_EXCLUSIVE_LOCKS_REQUIRED(written_mu_) {
-    auto it = written_.find(digest);
-    if (it != written_.end() && --it->second <= 0) written_.erase(it);
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(claims_mu_) {
+    auto it = claims_.find(digest);
+    if (it != claims_.end() && --it->second <= 0) claims_.erase(it);
   }
 
   // Serialises commits of one digest.
@@ -464,9 +464,9 @@ class StoreImpl : public Store {
   std::unique_ptr<MetadataDb> meta_;
   int recovered_ = 0;
 
-  absl::Mutex written_mu_;
+  absl::Mutex claims_mu_;
   // Claims on file blobs (Claim): digest -> count, entries > 0.
-  absl::flat_hash_map<Digest, int> written_ ABSL_GUARDED_BY(written_mu_);
+  absl::flat_hash_map<Digest, int> claims_ ABSL_GUARDED_BY(claims_mu_);
 
   // File blobs renamed into place (kDeferred) since the last syncfs that
   // succeeded after their rename, with the number of their last rename
@@ -1196,9 +1196,9 @@ void StoreImpl::FlushLoop() {
     delay = kFirstRetry;
     durable_seq_ = std::max(durable_seq_, work.back().seq);
     flush_cv_.SignalAll();
-    // Their BlobRecords are committed: the indexes' claims go (written_
+    // Their BlobRecords are committed: the indexes' claims go (claims_
     // would otherwise grow with every file blob this process ever wrote).
-    absl::MutexLock written_lock(&written_mu_);
+    absl::MutexLock claims_lock(&claims_mu_);
     for (const PendingFlush& f : work) {
       for (const auto& [d, size] : f.files) ReleaseClaimLocked(d);
     }
