@@ -1571,7 +1571,7 @@ class UploadImpl : public ArtefactUpload {
     absl::StatusOr<store::ArtefactRecord> record =
         options_.acknowledge_before_index
             ? store_->metadata().GetArtefact(result.digest)
-            : store_->WaitIndexed(result.digest, absl::InfiniteFuture());
+            : WaitForTheIndex(result.digest);
     if (options_.acknowledge_before_index &&
         absl::IsNotFound(record.status())) {
       // Rejected (and deleted) since BeginUpload found it: its rejection,
@@ -1583,6 +1583,22 @@ class UploadImpl : public ArtefactUpload {
     result.artefact = *std::move(record);
     result.artefact.set_bytes_newly_stored(0);
     return result;
+  }
+
+  // Store::WaitIndexed, in slices of 1 s between which
+  // UploadOptions::cancelled is asked.
+  absl::StatusOr<store::ArtefactRecord> WaitForTheIndex(const Digest& digest) {
+    for (;;) {
+      absl::StatusOr<store::ArtefactRecord> record = store_->WaitIndexed(
+          digest, options_.cancelled ? absl::Now() + absl::Seconds(1)
+                                     : absl::InfiniteFuture());
+      if (!absl::IsDeadlineExceeded(record.status())) return record;
+      if (options_.cancelled()) {
+        return absl::CancelledError(
+            absl::StrCat("gave up waiting for the index of ", digest.ToString(),
+                         " (another upload's): the caller cancelled"));
+      }
+    }
   }
 
   StoreImpl* store_;

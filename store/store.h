@@ -110,6 +110,11 @@ struct UploadOptions {
   // INDEXING and no summary, and an unsafe archive is rejected (and
   // deleted) after Finish() returned; Store::WaitIndexed tells the outcome.
   bool acknowledge_before_index = false;
+  // Asked about once a second while Finish() waits for another upload's
+  // index of the same digest (a push of bytes stored moments ago with an
+  // early acknowledgement): true makes Finish() give up with Cancelled, so
+  // that a client gone away frees its caller's thread. Null: wait.
+  std::function<bool()> cancelled;
 };
 
 struct UploadResult {

@@ -1098,5 +1098,31 @@ TEST_F(StoreTest, ReDerivationReplacesUnrecordedFileBlobs) {
   EXPECT_EQ(info->artefact->index_state(), store::ArtefactRecord::DURABLE);
 }
 
+// A push of bytes another upload acknowledged early (its index still being
+// built) waits for that index, but gives up once its caller says it was
+// cancelled (a gRPC client gone away), instead of holding the caller's
+// thread until the index is done.
+TEST_F(StoreTest, APushWaitingForAnotherUploadsIndexGivesUpWhenCancelled) {
+  StoreOptions options;
+  options.testing_indexer_gate = std::make_shared<absl::Notification>();
+  ASSERT_NO_FATAL_FAILURE(Reopen(options));
+  const std::string tarball = BuildTar(ToolEntries("indexed later"));
+  UploadOptions early;
+  early.acknowledge_before_index = true;
+  absl::StatusOr<UploadResult> first = Push(*store_, tarball, early);
+  ASSERT_TRUE(first.ok()) << first.status();
+
+  UploadOptions again;
+  again.expected_digest = first->digest;
+  int asked = 0;
+  again.cancelled = [&asked] { return ++asked >= 2; };
+  absl::StatusOr<UploadResult> second = Push(*store_, tarball, again);
+  EXPECT_TRUE(absl::IsCancelled(second.status())) << second.status();
+  EXPECT_EQ(asked, 2);
+
+  options.testing_indexer_gate->Notify();
+  EXPECT_TRUE(store_->WaitIndexed(first->digest).ok());
+}
+
 }  // namespace
 }  // namespace cairn

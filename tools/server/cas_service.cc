@@ -197,6 +197,9 @@ grpc::Status CasService::Write(grpc::ServerContext* context,
     options.expected_size = header.expected_size();
   }
   options.acknowledge_before_index = header.acknowledge_before_index();
+  // A push of bytes whose index another upload is building waits for it;
+  // a client that goes away meanwhile frees this thread (and shutdown).
+  options.cancelled = [context] { return context->IsCancelled(); };
 
   uint64_t received = 0;  // Bytes.
   auto fail = [&](const absl::Status& status) {
