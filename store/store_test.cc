@@ -118,6 +118,23 @@ class StoreTest : public ::testing::Test {
     EXPECT_EQ(CountRegularFiles(dir_ + "/blobs"), expected);
   }
 
+  // A 48 MiB tmpfs on dir_ (closed first), unmounted when destroyed.
+  struct SmallTmpfs {
+    std::string dir;
+    ~SmallTmpfs() { umount2(dir.c_str(), MNT_DETACH); }
+  };
+  // Null, with errno set, where no tmpfs can be mounted (not root).
+  std::unique_ptr<SmallTmpfs> OnSmallTmpfs() {
+    store_.reset();
+    std::filesystem::create_directories(dir_);
+    if (mount("cairn-store-test", dir_.c_str(), "tmpfs", 0, "size=48m") != 0) {
+      return nullptr;
+    }
+    auto tmpfs = std::make_unique<SmallTmpfs>();  // No temporary to unmount.
+    tmpfs->dir = dir_;
+    return tmpfs;
+  }
+
   std::string dir_;
   std::unique_ptr<Store> store_;
 };
@@ -537,15 +554,10 @@ TEST_F(StoreTest, UnsafeArchiveAcknowledgedEarlyIsRejectedAndDeleted) {
 // delete it (ENOSPC is ResourceExhausted, as an archive over its limits
 // is): it stays INDEXING and is indexed at the next start with room.
 TEST_F(StoreTest, FullDiskDuringBackgroundIndexKeepsTheArtefact) {
-  store_.reset();
-  std::filesystem::create_directories(dir_);
-  if (mount("cairn-store-test", dir_.c_str(), "tmpfs", 0, "size=48m") != 0) {
+  std::unique_ptr<SmallTmpfs> tmpfs = OnSmallTmpfs();
+  if (tmpfs == nullptr) {
     GTEST_SKIP() << "cannot mount a tmpfs (needs root): " << strerror(errno);
   }
-  struct Unmount {
-    std::string dir;
-    ~Unmount() { umount2(dir.c_str(), MNT_DETACH); }
-  } unmount{dir_};
   StoreOptions options;
   options.testing_indexer_gate = std::make_shared<absl::Notification>();
   options.remembered_rejections = 1;
@@ -1019,15 +1031,10 @@ TEST_F(StoreTest, EarlyRepushOfAnArtefactRejectedMeanwhileGetsTheRejection) {
 // remembered; the rest of the store opens and serves. Before, the failed
 // re-derivation kept the whole store from opening.
 TEST_F(StoreTest, IndexFailingAtRestartLeavesTheRestOfTheStoreServing) {
-  store_.reset();
-  std::filesystem::create_directories(dir_);
-  if (mount("cairn-store-test", dir_.c_str(), "tmpfs", 0, "size=48m") != 0) {
+  std::unique_ptr<SmallTmpfs> tmpfs = OnSmallTmpfs();
+  if (tmpfs == nullptr) {
     GTEST_SKIP() << "cannot mount a tmpfs (needs root): " << strerror(errno);
   }
-  struct Unmount {
-    std::string dir;
-    ~Unmount() { umount2(dir.c_str(), MNT_DETACH); }
-  } unmount{dir_};
   ASSERT_NO_FATAL_FAILURE(Reopen());
   const std::string good = BuildTar(ToolEntries("served before"));
   absl::StatusOr<UploadResult> served = Push(*store_, good);
