@@ -111,6 +111,10 @@ class FileBlobSink : public FileContentSink {
   // digest of files()). Call after Drain.
   void HandOverClaims();
 
+  // Frees what files() and digests() hold. Call after Abandon or
+  // HandOverClaims, once nothing reads them.
+  void ReleaseMemory();
+
   // Hashing happens on the writer thread, off the indexer's critical path.
   bool HashesContent() const override { return true; }
 
@@ -551,6 +555,12 @@ void FileBlobSink::Abandon() {
 
 void FileBlobSink::HandOverClaims() { claimed_.clear(); }
 
+void FileBlobSink::ReleaseMemory() {
+  absl::flat_hash_map<Digest, uint64_t>().swap(files_);
+  std::vector<Digest>().swap(digests_);
+  std::vector<Digest>().swap(claimed_);
+}
+
 absl::Status FileBlobSink::Push(Op op) {
   absl::MutexLock lock(&mu_);
   const size_t bytes = op.data.size();
@@ -728,7 +738,17 @@ class IndexJob : public ByteSource {
         sink_(store) {}
   ~IndexJob() override {
     if (thread_.joinable()) thread_.join();
+    if (fd_ >= 0) close(fd_);
+  }
+
+  // After a background outcome, on the job's thread: the tarball's fd (a
+  // rejected tarball's disk space) and the index's memory go now rather
+  // than when the next upload reaps the job (StoreImpl::ReapJobs).
+  void ReleaseResources() {
     close(fd_);
+    fd_ = -1;
+    index_ = absl::CancelledError("released after its background outcome");
+    sink_.ReleaseMemory();
   }
 
   void Start() {
@@ -848,7 +868,7 @@ class IndexJob : public ByteSource {
   }
 
   StoreImpl* const store_;
-  const int fd_;
+  int fd_;  // -1 once released.
   const bool after_last_byte_;
   FileBlobSink sink_;
   std::thread thread_;
@@ -972,6 +992,8 @@ void StoreImpl::CompleteIndex(const Digest& digest, uint64_t size,
             .status();
   }
   if (!s.ok()) job.sink().Abandon();
+  // Before the outcome is noted: a waiter then finds them released.
+  job.ReleaseResources();
   if (s.ok()) {
     spdlog::info("indexed {} in the background", digest.ToString());
     NoteIndexOutcome(digest, absl::OkStatus());

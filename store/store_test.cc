@@ -51,6 +51,19 @@ std::vector<TarEntry> ToolEntries(const std::string& tool_bytes) {
   };
 }
 
+// How many of this process's open files have a path containing `text`
+// (/proc/self/fd; a deleted file's path ends in " (deleted)").
+int OpenFilesNaming(const std::string& text) {
+  int n = 0;
+  for (const auto& fd : std::filesystem::directory_iterator("/proc/self/fd")) {
+    std::error_code ec;
+    const std::filesystem::path target =
+        std::filesystem::read_symlink(fd.path(), ec);
+    if (!ec && target.string().find(text) != std::string::npos) ++n;
+  }
+  return n;
+}
+
 // An unsafe archive: one safe file, then one escaping the root.
 std::string EscapingTarball() {
   return BuildTar({
@@ -542,6 +555,9 @@ TEST_F(StoreTest, UnsafeArchiveAcknowledgedEarlyIsRejectedAndDeleted) {
   EXPECT_FALSE(std::filesystem::exists(dir_ + "/blobs/sha256/" +
                                        digest.Hex().substr(0, 2) + "/" +
                                        digest.Hex()));
+  // Its index job gave the tarball's fd back with the outcome (the deleted
+  // file's space is free now), not when the next upload reaps the job.
+  EXPECT_EQ(OpenFilesNaming(digest.Hex()), 0);
   EXPECT_EQ(CountRegularFiles(dir_ + "/tmp"), 0);
   // ok.txt may be left as an unrecorded file blob; nothing else.
   EXPECT_LE(CountRegularFiles(dir_ + "/blobs"), before + 1);
