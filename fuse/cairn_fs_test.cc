@@ -220,7 +220,9 @@ class CairnFsTest : public ::testing::Test {
   }
 
   void TearDown() override {
-    if (fs_ != nullptr) EXPECT_TRUE(fs_->Unmount().ok());
+    if (fs_ != nullptr) {
+      EXPECT_TRUE(fs_->Unmount().ok());
+    }
     fs_.reset();
     refs_.reset();
     store_.reset();
@@ -546,7 +548,9 @@ TEST_F(CairnFsTest, UnmountAfterAnOutsideUnmountHarmsNoOtherMount) {
   EXPECT_TRUE((*second)->Unmount().ok());
   EXPECT_EQ(umount2(mnt_.c_str(), 0), 0) << strerror(errno);
   // Lazily: another test's unmount may be writing an abort file in it.
-  if (mounted_fusectl) EXPECT_EQ(umount2(fusectl.c_str(), MNT_DETACH), 0);
+  if (mounted_fusectl) {
+    EXPECT_EQ(umount2(fusectl.c_str(), MNT_DETACH), 0);
+  }
 }
 
 // A mount that another file system covers is still unmounted: its
@@ -767,7 +771,9 @@ TEST_F(CairnFsTest, ReadsWaitingForAHashLeaveWorkersFree) {
       small.wait_for(std::chrono::seconds(10)) == std::future_status::ready;
   EXPECT_TRUE(small_done) << "a READ of another file waited for the hash";
   release.Notify();
-  if (small_done) EXPECT_EQ(small.get(), "small\n");
+  if (small_done) {
+    EXPECT_EQ(small.get(), "small\n");
+  }
   EXPECT_EQ(first.get(), big.substr(0, 4096));
   EXPECT_EQ(second.get(), big.substr(12 << 20, 4096));
 }
@@ -1113,7 +1119,9 @@ TEST_F(CairnFsTest, RefusedPassthroughFallsBackToReadsThroughTheDaemon) {
   }
   // The store on the overlay; closed (mount first) before the overlay goes.
   auto unmount_all = absl::MakeCleanup([&] {
-    if (fs_ != nullptr) EXPECT_TRUE(fs_->Unmount().ok());
+    if (fs_ != nullptr) {
+      EXPECT_TRUE(fs_->Unmount().ok());
+    }
     fs_.reset();
     refs_.reset();
     store_.reset();
