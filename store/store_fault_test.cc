@@ -76,6 +76,17 @@ ino_t InodeOf(const std::string& path) {
   return stat(path.c_str(), &st) == 0 ? st.st_ino : 0;
 }
 
+// Pushes `tarball` (inline); returns its digest.
+absl::StatusOr<Digest> Push(Store& store, const std::string& tarball) {
+  absl::StatusOr<std::unique_ptr<ArtefactUpload>> up =
+      store.BeginUpload(UploadOptions());
+  if (!up.ok()) return up.status();
+  if (absl::Status s = (*up)->Append(tarball); !s.ok()) return s;
+  absl::StatusOr<UploadResult> r = (*up)->Finish();
+  if (!r.ok()) return r.status();
+  return r->digest;
+}
+
 // After a failed syncfs the flush's retry cannot trust a syncfs again: the
 // file blobs written before the failure are rewritten (a new file,
 // fdatasync, renamed over the old one) before their records are written
@@ -93,12 +104,8 @@ TEST(StoreFaultTest, FileBlobsWrittenBeforeAFailedSyncfsAreRewrittenDurably) {
       {"bin/tool", TarEntry::kFile, 0755, tool},
   });
   syncfs_eio = 1;  // The flush of this push meets a write-back error.
-  absl::StatusOr<std::unique_ptr<ArtefactUpload>> up =
-      (*store)->BeginUpload(UploadOptions());
-  ASSERT_TRUE(up.ok()) << up.status();
-  ASSERT_TRUE((*up)->Append(tarball).ok());
-  absl::StatusOr<UploadResult> r = (*up)->Finish();
-  ASSERT_TRUE(r.ok()) << r.status();
+  absl::StatusOr<Digest> d = Push(**store, tarball);
+  ASSERT_TRUE(d.ok()) << d.status();
   const std::string path = BlobPath(options.data_dir, tool_digest);
   const ino_t written = InodeOf(path);
   ASSERT_NE(written, 0u);
@@ -107,7 +114,7 @@ TEST(StoreFaultTest, FileBlobsWrittenBeforeAFailedSyncfsAreRewrittenDurably) {
   EXPECT_TRUE(durable.ok()) << durable;
   EXPECT_EQ(syncfs_eio.load(), 0) << "the failing syncfs was not reached";
 
-  absl::StatusOr<BlobInfo> info = (*store)->Stat(r->digest);
+  absl::StatusOr<BlobInfo> info = (*store)->Stat(*d);
   ASSERT_TRUE(info.ok()) << info.status();
   EXPECT_EQ(info->artefact->index_state(), store::ArtefactRecord::DURABLE);
   EXPECT_TRUE((*store)->Stat(tool_digest).ok());
@@ -116,17 +123,6 @@ TEST(StoreFaultTest, FileBlobsWrittenBeforeAFailedSyncfsAreRewrittenDurably) {
   std::string out;
   ASSERT_TRUE((*store)->ReadBlob(tool_digest, 0, tool.size(), &out).ok());
   EXPECT_EQ(out, tool);
-}
-
-// Pushes `tarball` (inline) and returns its digest.
-Digest PushOk(Store& store, const std::string& tarball) {
-  absl::StatusOr<std::unique_ptr<ArtefactUpload>> up =
-      store.BeginUpload(UploadOptions());
-  EXPECT_TRUE(up.ok()) << up.status();
-  EXPECT_TRUE((*up)->Append(tarball).ok());
-  absl::StatusOr<UploadResult> r = (*up)->Finish();
-  EXPECT_TRUE(r.ok()) << r.status();
-  return r.ok() ? r->digest : Digest();
 }
 
 // A file blob left by an upload that gave up (no claim, no record) when a
@@ -161,12 +157,13 @@ TEST(StoreFaultTest, OrphanBlobsWrittenBeforeAFailedSyncfsAreRemoved) {
 
   syncfs_eio = 1;
   const std::string tool = "the tool";
-  const Digest d =
-      PushOk(**store, BuildTar({{"t", TarEntry::kFile, 0755, tool}}));
+  const absl::StatusOr<Digest> d =
+      Push(**store, BuildTar({{"t", TarEntry::kFile, 0755, tool}}));
+  ASSERT_TRUE(d.ok()) << d.status();
   const absl::Status durable = WaitDurableAfterTheFailure(**store);
   EXPECT_TRUE(durable.ok()) << durable;
   EXPECT_EQ(InodeOf(orphan_path), 0u) << "the orphan blob was kept";
-  absl::StatusOr<BlobInfo> info = (*store)->Stat(d);
+  absl::StatusOr<BlobInfo> info = (*store)->Stat(*d);
   ASSERT_TRUE(info.ok()) << info.status();
   EXPECT_EQ(info->artefact->index_state(), store::ArtefactRecord::DURABLE);
 }
@@ -188,13 +185,14 @@ TEST(StoreFaultTest, BlobsReadingBackWrongAfterAFailedSyncfsAreWrittenAgain) {
   // The flush's syncfs fails, and the blob's bytes are then wrong.
   damage_path = path;
   syncfs_eio = 1;
-  const Digest d =
-      PushOk(**store, BuildTar({{"bin/t", TarEntry::kFile, 0755, tool}}));
+  const absl::StatusOr<Digest> d =
+      Push(**store, BuildTar({{"bin/t", TarEntry::kFile, 0755, tool}}));
+  ASSERT_TRUE(d.ok()) << d.status();
   const absl::Status again = WaitDurableAfterTheFailure(**store);
   damage_path.clear();
   EXPECT_TRUE(absl::IsDataLoss(again)) << again;
   EXPECT_EQ(InodeOf(path), 0u) << "the damaged blob was kept";
-  absl::StatusOr<BlobInfo> info = (*store)->Stat(d);
+  absl::StatusOr<BlobInfo> info = (*store)->Stat(*d);
   ASSERT_TRUE(info.ok()) << info.status();
   EXPECT_EQ(info->artefact->index_state(), store::ArtefactRecord::COMMITTED);
   store->reset();
@@ -205,7 +203,7 @@ TEST(StoreFaultTest, BlobsReadingBackWrongAfterAFailedSyncfsAreWrittenAgain) {
   std::string out;
   ASSERT_TRUE((*reopened)->ReadBlob(tool_digest, 0, 64, &out).ok());
   EXPECT_EQ(out, tool);
-  info = (*reopened)->Stat(d);
+  info = (*reopened)->Stat(*d);
   ASSERT_TRUE(info.ok()) << info.status();
   EXPECT_EQ(info->artefact->index_state(), store::ArtefactRecord::DURABLE);
 }
